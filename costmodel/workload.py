@@ -1,0 +1,23 @@
+"""What is asked of a model: batch, prompt and generated lengths (SPEC.md 5.1 settings)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class Workload(BaseModel, frozen=True, extra="forbid"):
+    batch: PositiveInt | Literal["max"] = 1
+    prompt_tokens: PositiveInt = 2048
+    generated_tokens: PositiveInt = 128
+    memory_reserve_bytes: float = Field(
+        default=0.0, ge=0, description="device memory kept free when sizing the max batch"
+    )
+
+
+# The paper's two settings (SPEC.md 5.1): prefill-heavy and decode-heavy.
+PREFILL_HEAVY = Workload(batch="max", prompt_tokens=2048, generated_tokens=128)
+DECODE_HEAVY = Workload(batch="max", prompt_tokens=128, generated_tokens=2048)
