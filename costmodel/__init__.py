@@ -1,0 +1,21 @@
+"""blockroof cost model: symbolic roofline of vanilla and Block Transformers.
+
+Start with `estimate`, `sweep` and `formula` (see `costmodel.api`), presets in
+`costmodel.presets`, hardware in `costmodel.hardware`. Imports no torch and no streamlit.
+"""
+
+from .api import Estimate, Formula, OpRow, estimate, formula, formula_names, sweep
+from .hardware import Hardware, get_hardware, hardware_ids
+from .hf_config import load_hf_config, spec_from_hf_config
+from .implementation import HF_LEGACY, STATIC, Implementation, get_implementation
+from .presets import PRESET_NAMES, blockify, get_preset, with_block_length
+from .spec import BlockSpec, StackSpec, VanillaSpec
+from .workload import DECODE_HEAVY, PREFILL_HEAVY, Workload
+
+__all__ = [
+    "BlockSpec", "DECODE_HEAVY", "Estimate", "Formula", "HF_LEGACY", "Hardware",
+    "Implementation", "OpRow", "PREFILL_HEAVY", "PRESET_NAMES", "STATIC", "StackSpec",
+    "VanillaSpec", "Workload", "blockify", "estimate", "formula", "formula_names",
+    "get_hardware", "get_implementation", "get_preset", "hardware_ids", "load_hf_config",
+    "sweep", "spec_from_hf_config", "with_block_length",
+]

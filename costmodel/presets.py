@@ -129,3 +129,11 @@ def blockify(
         block_decoder=vanilla.stack.model_copy(update={"n_layers": n_b}),
         token_decoder=vanilla.stack.model_copy(update={"n_layers": n_t}),
     )
+
+
+def with_block_length(spec: BlockSpec, block_length: int) -> BlockSpec:
+    """The same Block Transformer re-blocked (embedder width D_b / L_B); re-validated."""
+    return BlockSpec.model_validate(
+        spec.model_dump() | {"block_length": int(block_length),
+                             "name": f"{spec.name}@L_B={int(block_length)}"}
+    )

@@ -1,0 +1,81 @@
+"""Memory footprint: weights, KV cache at the final context, activation workspace, max batch.
+
+- Weights: parameters (SPEC.md 1.8) x s_w; the hf-legacy profile also holds the unused
+  block-decoder embed_in (V x D_b, SPEC.md 1.3).
+- KV cache per sequence (SPEC.md 2.3): 2 N K d_h s_kv bytes per entry; entries: vanilla S + G - 1
+  (the last generated token is never fed back), block decoder n_p + n_g - 1 blocks, token
+  decoder P + L_B - 1 local entries (reset every block). With ``torch.cat`` growth one layer's
+  old and new caches coexist during the copy: one extra layer of cache.
+- Workspace per sequence (an estimate, largest over the forwards of a request): the residual
+  stream and one layer input (2 q D) plus the largest transient among the attention operands
+  and scores (q (H + 2K) d_h, plus H q n_k when scores are materialised), the MLP intermediate
+  (q F, 2 q F gated) and the logits (rows x V).
+- Max batch: floor((M_cap - M_res - weights) / per-sequence memory).
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from . import symbols as sy
+from .ops import ImplStructure, StackStructure, stack_params
+from .phases import n_generated_blocks, n_prompt_blocks
+from .symbols import StackSymbols
+
+
+def kv_bytes_per_entry(x: StackSymbols) -> sp.Expr:
+    """K and V of every layer for one cached position (vanilla_410 bf16: 98,304 bytes)."""
+    return 2 * x.N * x.K * x.d_h * sy.s_kv
+
+
+def _forward_workspace(st: StackStructure, im: ImplStructure, x: StackSymbols, q: sp.Expr,
+                       n_k: sp.Expr, head_rows: sp.Expr) -> sp.Expr:
+    attn = q * (x.H + 2 * x.K) * x.d_h
+    if im.attention == "materialized":
+        attn += x.H * q * n_k
+    mlp = q * x.F * (1 if st.mlp == "gelu" else 2)
+    return sy.s_a * (2 * q * x.D + sp.Max(attn, mlp, head_rows * sy.V))
+
+
+def vanilla_memory(st: StackStructure, im: ImplStructure, tied: bool) -> dict[str, sp.Expr]:
+    x, S, G = sy.VANILLA, sy.S, sy.G
+    params = stack_params(st, x) + (1 if tied else 2) * sy.V * x.D
+    entries = S + G - 1
+    kv = kv_bytes_per_entry(x) * entries
+    if im.kv_cache == "concat":
+        kv += kv_bytes_per_entry(x) / x.N * entries
+    head_rows = sp.Integer(1) if im.logits == "last" else S
+    work = _forward_workspace(st, im, x, S, S, head_rows)
+    return _finish(params * sy.s_w, kv, work)
+
+
+def block_memory(sb: StackStructure, stt: StackStructure, im: ImplStructure,
+                 unused_embedding: bool) -> dict[str, sp.Expr]:
+    xb, xt, P, L_B = sy.BLOCK_DEC, sy.TOKEN_DEC, sy.P, sy.L_B
+    params = (sy.V * xb.D / L_B + stack_params(sb, xb) + P * xt.D * (xb.D + 1)
+              + stack_params(stt, xt) + 2 * sy.V * xt.D)
+    if unused_embedding:
+        params += sy.V * xb.D
+    n_p = n_prompt_blocks()
+    blocks = n_p + n_generated_blocks() - 1
+    local = P + L_B - 1
+    kv = kv_bytes_per_entry(xb) * blocks + kv_bytes_per_entry(xt) * local
+    if im.kv_cache == "concat":
+        kv += kv_bytes_per_entry(xb) / xb.N * blocks
+    work = sp.Max(
+        _forward_workspace(sb, im, xb, n_p, n_p, sp.Integer(0)),
+        _forward_workspace(stt, im, xt, P, P, sp.Integer(1)),
+    )
+    return _finish(params * sy.s_w, kv, work)
+
+
+def _finish(weights: sp.Expr, kv: sp.Expr, work: sp.Expr) -> dict[str, sp.Expr]:
+    per_sample = kv + work
+    return {
+        "weights_bytes": weights,
+        "kv_cache_bytes_per_sample": kv,
+        "workspace_bytes_per_sample": work,
+        "memory_bytes_per_sample": per_sample,
+        "memory_bytes_total": weights + sy.B * per_sample,
+        "max_batch": sp.Max(0, sp.floor((sy.M_cap - sy.M_res - weights) / per_sample)),
+    }

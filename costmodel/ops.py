@@ -1,0 +1,218 @@
+"""The operator inventory: FLOPs and bytes of every op of one forward, as sympy expressions.
+
+Op names equal the reference's module paths with layer indices dropped (DESIGN.md idea 2):
+``layers.attn.qkv`` is the fused QKV Linear of every layer of a vanilla model,
+``token_decoder.layers.mlp.down`` the MLP down-projection of every token-decoder layer. The op
+named after a layer itself (``layers``) is the residual addition in the layer's forward.
+
+Conventions (one forward of batch B with q new positions per sequence and c cached entries):
+- FLOPs count matmul-class work only, 2 per multiply-add (what `FlopCounterMode` counts);
+  norms, activations, rotary and softmax are counted as memory traffic with 0 FLOPs.
+- Attention over n_k = c + q keys executes 4*B*H*q*n_k*d_h FLOPs (QK^T and AV over the full,
+  masked rectangle); the causal ("useful") part is 4*B*H*d_h*(q*c + q*(q+1)/2).
+- Weight bytes are read once per forward, whatever the batch (a gather reads only its rows).
+- Activation bytes: each op reads its inputs and writes its outputs once (no fusion across ops).
+- KV bytes: the cache entries an op reads and writes (SPEC.md 2.3, 2.5).
+Sizes per SPEC.md 1.6 / 1.8: QKV D -> (H + 2K) d_h, dense H d_h -> D, MLP D -> F -> D (gated: two
+D -> F projections), LayerNorm 2D parameters, RMSNorm D.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import NamedTuple
+
+import sympy as sp
+
+from .implementation import Implementation
+from .spec import StackSpec
+from .symbols import StackSymbols, V, s_a, s_kv, s_w
+
+ZERO = sp.Integer(0)
+
+
+class StackStructure(NamedTuple):
+    """The discrete choices of a stack that change the shape of its formulas."""
+
+    mlp: str
+    norm: str
+    qkv_bias: bool
+    out_bias: bool
+    mlp_bias: bool
+    parallel_residual: bool
+
+    @classmethod
+    def of(cls, stack: StackSpec) -> StackStructure:
+        return cls(stack.mlp, stack.norm, stack.qkv_bias, stack.out_bias, stack.mlp_bias,
+                   stack.parallel_residual)
+
+
+class ImplStructure(NamedTuple):
+    kv_cache: str
+    logits: str
+    attention: str
+    skips_masked_tiles: bool
+
+    @classmethod
+    def of(cls, impl: Implementation) -> ImplStructure:
+        return cls(*impl.structure_key)
+
+
+@dataclass(frozen=True)
+class OpCost:
+    """Cost of one op summed over its `count` instances (e.g. all layers) in one forward."""
+
+    name: str
+    flops: sp.Expr  # executed matmul FLOPs
+    useful_flops: sp.Expr  # causal part for attention; equal to flops elsewhere
+    weight_bytes: sp.Expr
+    act_read_bytes: sp.Expr
+    act_write_bytes: sp.Expr
+    kv_read_bytes: sp.Expr = ZERO
+    kv_write_bytes: sp.Expr = ZERO
+    kernels: sp.Expr = sp.Integer(1)  # kernel launches
+    time_uses_useful: bool = False  # roofline time from useful FLOPs (flash-style attention)
+
+    @property
+    def bytes(self) -> sp.Expr:
+        return (self.weight_bytes + self.act_read_bytes + self.act_write_bytes
+                + self.kv_read_bytes + self.kv_write_bytes)
+
+    @property
+    def time_flops(self) -> sp.Expr:
+        return self.useful_flops if self.time_uses_useful else self.flops
+
+    def scaled(self, n: sp.Expr) -> OpCost:
+        """The same op repeated n times (n layers)."""
+        vals = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key in ("flops", "useful_flops", "weight_bytes", "act_read_bytes", "act_write_bytes",
+                    "kv_read_bytes", "kv_write_bytes", "kernels"):
+            vals[key] = vals[key] * n
+        return OpCost(**vals)
+
+
+# The numeric fields of OpCost, in the order compiled functions return them.
+QUANTITIES = ("flops", "useful_flops", "weight_bytes", "act_read_bytes", "act_write_bytes",
+              "kv_read_bytes", "kv_write_bytes", "kernels")
+
+
+def _norm_params(st: StackStructure, D: sp.Expr) -> sp.Expr:
+    return 2 * D if st.norm == "layernorm" else D
+
+
+def _linear(name: str, rows: sp.Expr, d_in: sp.Expr, d_out: sp.Expr, bias: bool) -> OpCost:
+    """y = x W^T (+ b) on `rows` rows: 2*rows*d_in*d_out FLOPs."""
+    f = 2 * rows * d_in * d_out
+    return OpCost(name, f, f, (d_in * d_out + (d_out if bias else 0)) * s_w,
+                  rows * d_in * s_a, rows * d_out * s_a)
+
+
+def _elementwise(name: str, read: sp.Expr, write: sp.Expr, weights: sp.Expr = ZERO) -> OpCost:
+    return OpCost(name, ZERO, ZERO, weights * s_w, read * s_a, write * s_a)
+
+
+def _norm(name: str, st: StackStructure, rows: sp.Expr, D: sp.Expr) -> OpCost:
+    return _elementwise(name, rows * D, rows * D, _norm_params(st, D))
+
+
+def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbols,
+              Bq: sp.Expr, B: sp.Expr, q: sp.Expr, c: sp.Expr) -> list[OpCost]:
+    """Ops of ONE decoder layer (SPEC.md 1.6) for a forward of q new positions after c cached.
+
+    Bq = B*q rows. Returned costs are for one layer; `stack_ops` scales them by N.
+    """
+    N, D, H, K, d_h, F = x
+    p = f"{prefix}layers."
+    n_k = c + q  # keys attended: cached plus new
+    ops = [
+        _norm(p + "ln_attn", st, Bq, D),
+        _linear(p + "attn.qkv", Bq, D, (H + 2 * K) * d_h, st.qkv_bias),
+        # rotary rewrites q and k (first rotary dims rotated, the rest passed through)
+        _elementwise(p + "attn.rotary", Bq * (H + K) * d_h, Bq * (H + K) * d_h),
+    ]
+    new_kv = 2 * Bq * K * d_h  # k and v elements of the new positions
+    if im.kv_cache == "static":
+        # preallocated buffers written in place at positions c..c+q-1
+        ops.append(OpCost(p + "attn.kv_cache", ZERO, ZERO, ZERO, new_kv * s_a, ZERO,
+                          ZERO, new_kv * s_kv, kernels=sp.Integer(2)))
+    else:
+        # torch.cat(past, new): reads the old cache and writes the whole new one (SPEC.md 2.5.1)
+        ops.append(OpCost(p + "attn.kv_cache", ZERO, ZERO, ZERO, new_kv * s_a, ZERO,
+                          2 * B * K * d_h * c * s_kv, 2 * B * K * d_h * n_k * s_kv,
+                          kernels=sp.Integer(2)))
+    attn_flops = 4 * B * H * q * n_k * d_h
+    causal_flops = 4 * B * H * d_h * (q * c + q * (q + 1) / 2)
+    q_and_out = Bq * H * d_h
+    if im.attention == "fused":
+        core = OpCost(p + "attn.core", attn_flops, causal_flops, ZERO, q_and_out * s_a,
+                      q_and_out * s_a, 2 * B * K * d_h * n_k * s_kv, ZERO,
+                      time_uses_useful=im.skips_masked_tiles)
+    else:
+        # eager: scores [B, H, q, n_k] written by QK^T, read+written by mask/softmax, read by AV
+        scores = B * H * q * n_k
+        core = OpCost(p + "attn.core", attn_flops, causal_flops, ZERO,
+                      (q_and_out + 2 * scores) * s_a, (q_and_out + 2 * scores) * s_a,
+                      2 * B * K * d_h * n_k * s_kv, ZERO, kernels=sp.Integer(4))
+    ops += [
+        core,
+        _linear(p + "attn.dense", Bq, H * d_h, D, st.out_bias),
+        _norm(p + "ln_mlp", st, Bq, D),
+    ]
+    if st.mlp == "gelu":
+        ops += [
+            _linear(p + "mlp.up", Bq, D, F, st.mlp_bias),
+            _elementwise(p + "mlp.act", Bq * F, Bq * F),
+        ]
+    else:
+        ops += [
+            _linear(p + "mlp.gate", Bq, D, F, st.mlp_bias),
+            _linear(p + "mlp.up", Bq, D, F, st.mlp_bias),
+            _elementwise(p + "mlp.act", 2 * Bq * F, Bq * F),  # silu(gate) * up
+        ]
+    ops.append(_linear(p + "mlp.down", Bq, F, D, st.mlp_bias))
+    # residual: x + attn + mlp (parallel), or two sequential adds
+    if st.parallel_residual:
+        ops.append(_elementwise(prefix + "layers", 3 * Bq * D, Bq * D))
+    else:
+        ops.append(_elementwise(prefix + "layers", 4 * Bq * D, 2 * Bq * D))
+    return ops
+
+
+def stack_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbols,
+              B: sp.Expr, q: sp.Expr, c: sp.Expr, *, embed: bool,
+              head_rows: sp.Expr | None) -> list[OpCost]:
+    """One forward of a stack: optional token embedding, N layers, final norm, optional LM head.
+
+    head_rows: LM-head rows per sequence (None: no head, as in the block decoder).
+    """
+    Bq = B * q
+    ops: list[OpCost] = []
+    if embed:
+        # gather: reads only the Bq rows it looks up
+        ops.append(OpCost(prefix + "embed_in", ZERO, ZERO, Bq * x.D * s_w, ZERO, Bq * x.D * s_a))
+    ops += [op.scaled(x.N) for op in layer_ops(prefix, st, im, x, Bq, B, q, c)]
+    ops.append(_norm(prefix + "final_norm", st, Bq, x.D))
+    if head_rows is not None:
+        ops.append(_linear(prefix + "lm_head", B * head_rows, x.D, V, bias=False))
+    return ops
+
+
+def embedder_op(B: sp.Expr, n_blocks: sp.Expr, D_b: sp.Expr) -> OpCost:
+    """Lookup + concat embedder (SPEC.md 1.2): L_B rows of width D_b/L_B per block = D_b."""
+    rows = B * n_blocks
+    return OpCost("embedder", ZERO, ZERO, rows * D_b * s_w, ZERO, rows * D_b * s_a)
+
+
+def expansion_op(B: sp.Expr, D_b: sp.Expr, P: sp.Expr, D_t: sp.Expr) -> OpCost:
+    """Expansion Linear D_b -> P*D_t with bias, on one context embedding (SPEC.md 1.4)."""
+    return _linear("token_decoder.expansion", B, D_b, P * D_t, bias=True)
+
+
+def stack_params(st: StackStructure, x: StackSymbols) -> sp.Expr:
+    """Parameters of a stack, layers plus final norm (SPEC.md 1.8: 12D^2 + 13D per NeoX layer)."""
+    N, D, H, K, d_h, F = x
+    qkv = D * (H + 2 * K) * d_h + ((H + 2 * K) * d_h if st.qkv_bias else 0)
+    dense = H * d_h * D + (D if st.out_bias else 0)
+    n_up = 1 if st.mlp == "gelu" else 2
+    mlp = (n_up + 1) * D * F + ((n_up * F + D) if st.mlp_bias else 0)
+    return N * (qkv + dense + mlp + 2 * _norm_params(st, D)) + _norm_params(st, D)

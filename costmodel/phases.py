@@ -1,0 +1,92 @@
+"""The phases of a request, each a forward (or a range of forwards) over the op inventory.
+
+Vanilla (SPEC.md 2.1): ``prefill`` over the S prompt tokens (the first new token comes from its
+logits), then ``decode``: G - 1 one-token steps at cached context c = S .. S + G - 2.
+
+Block Transformer (SPEC.md 2.2), with n_p = ceil(S / L_B) prompt blocks (left-padded),
+n_g = ceil(G / L_B) generated blocks and g_last = G - (n_g - 1) L_B tokens in the last block:
+- ``prefill``: embedder over the n_p prompt blocks, block decoder over n_p positions;
+- ``block_decoder.step``: for blocks j = 1 .. n_g - 1, the embedder on the block just generated
+  and one block-decoder position at cached context n_p + j - 1;
+- ``token_decoder.prefix``: for every generated block, the expansion layer and one forward over
+  the P prefix vectors that emits the block's first token (LM head on 1 row);
+- ``token_decoder.step``: single-token forwards k = 2 .. g at local context P + k - 2
+  (g = L_B for the first n_g - 1 blocks, g_last for the last one); the local cache is reset
+  every block, so these costs do not depend on j.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import sympy as sp
+
+from . import symbols as sy
+from .ops import ImplStructure, OpCost, StackStructure, embedder_op, expansion_op, stack_ops
+
+ONE = sp.Integer(1)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Ops of one forward, repeated for index = lo..hi (if any) and `repeat` times over that."""
+
+    name: str
+    ops: tuple[OpCost, ...]
+    index: sp.Symbol | None = None
+    lo: sp.Expr = ONE
+    hi: sp.Expr = ONE
+    repeat: sp.Expr = ONE
+    forwards: sp.Expr = ONE  # forward calls per occurrence
+    # how much of this phase happens before the first generated token exists
+    ttft: Literal["all", "one", "none"] = "none"
+
+    @property
+    def occurrences(self) -> sp.Expr:
+        return self.repeat * (self.hi - self.lo + 1)
+
+
+def n_prompt_blocks() -> sp.Expr:
+    return sp.ceiling(sy.S / sy.L_B)
+
+
+def n_generated_blocks() -> sp.Expr:
+    return sp.ceiling(sy.G / sy.L_B)
+
+
+def vanilla_phases(st: StackStructure, im: ImplStructure) -> list[Phase]:
+    x, B, S, G, c = sy.VANILLA, sy.B, sy.S, sy.G, sy.c
+    head_rows = ONE if im.logits == "last" else S  # HF 4.39 computes logits on every position
+    prefill = stack_ops("", st, im, x, B, S, sp.Integer(0), embed=True, head_rows=head_rows)
+    step = stack_ops("", st, im, x, B, ONE, c, embed=True, head_rows=ONE)
+    return [
+        Phase("prefill", tuple(prefill), ttft="all"),
+        Phase("decode", tuple(step), index=c, lo=S, hi=S + G - 2),
+    ]
+
+
+def block_phases(sb: StackStructure, stt: StackStructure, im: ImplStructure) -> list[Phase]:
+    xb, xt, B = sy.BLOCK_DEC, sy.TOKEN_DEC, sy.B
+    P, L_B, j, k = sy.P, sy.L_B, sy.j, sy.k
+    n_p, n_g = n_prompt_blocks(), n_generated_blocks()
+    g_last = sy.G - (n_g - 1) * L_B
+    zero = sp.Integer(0)
+
+    prefill = [embedder_op(B, n_p, xb.D)]
+    prefill += stack_ops("block_decoder.", sb, im, xb, B, n_p, zero, embed=False, head_rows=None)
+    bstep = [embedder_op(B, ONE, xb.D)]
+    bstep += stack_ops("block_decoder.", sb, im, xb, B, ONE, n_p + j - 1, embed=False,
+                       head_rows=None)
+    prefix = [expansion_op(B, xb.D, P, xt.D)]
+    prefix += stack_ops("token_decoder.", stt, im, xt, B, P, zero, embed=False, head_rows=ONE)
+    tstep = tuple(stack_ops("token_decoder.", stt, im, xt, B, ONE, P + k - 2, embed=True,
+                            head_rows=ONE))
+    return [
+        Phase("prefill", tuple(prefill), ttft="all"),
+        Phase("block_decoder.step", tuple(bstep), index=j, lo=ONE, hi=n_g - 1),
+        Phase("token_decoder.prefix", tuple(prefix), repeat=n_g, ttft="one"),
+        # full blocks, then the last (possibly shorter) block
+        Phase("token_decoder.step", tstep, index=k, lo=sp.Integer(2), hi=L_B, repeat=n_g - 1),
+        Phase("token_decoder.step", tstep, index=k, lo=sp.Integer(2), hi=g_last),
+    ]
