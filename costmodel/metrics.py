@@ -187,7 +187,7 @@ class Formulas:
     def evaluate_all(self, values: dict[sp.Symbol, float]) -> tuple[dict[str, float], np.ndarray]:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out = self.all_fn(*[values[a] for a in ARGS])
+            out = self.all_fn(*[np.float64(values[a]) for a in ARGS])
         metrics = {m: float(v) for m, v in zip(METRICS, out[: len(METRICS)], strict=True)}
         rows = np.asarray(out[len(METRICS):], dtype=np.float64).reshape(len(self.rows),
                                                                          len(ROW_FIELDS))

@@ -42,7 +42,8 @@ def sum_max_linear(e1: sp.Expr, e2: sp.Expr, i: sp.Symbol, lo: sp.Expr, hi: sp.E
     if alpha == 0:
         return n * sp.Max(b1, b2) + (a1 * (lo + hi) * n / 2 if a1 != 0 else 0)
     base = sum_linear(e2, i, lo, hi)
-    x = -gamma / alpha
+    # crossover, clamped to the range so that a near-zero alpha cannot overflow to inf
+    x = sp.Min(sp.Max(-gamma / alpha, lo - 1), hi + 1)
     first = sp.Max(lo, sp.floor(x) + 1)
     cnt_up = sp.Max(0, hi - first + 1)
     last = sp.Min(hi, sp.ceiling(x) - 1)

@@ -1,0 +1,333 @@
+"""`blockroof` command line: presets, hardware, estimate, sweep, formula, paper, app, validate.
+
+Bad input prints one line `error: <field>: <rule>` on stderr and exits with status 2; no
+tracebacks for users. `--json` prints machine-readable output on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from .errors import UserError, describe_validation_error
+
+FLAG_FOR_FIELD = {"prompt_tokens": "--prompt", "generated_tokens": "--generate",
+                  "batch": "--batch", "memory_reserve_bytes": "--reserve-gib"}
+
+
+def _load_model(text: str):
+    """A preset name, a spec JSON file (a dumped VanillaSpec/BlockSpec) or an HF config.json."""
+    from .hf_config import spec_from_hf_config
+    from .presets import get_preset
+    from .spec import ModelSpec
+
+    if not (text.endswith(".json") or os.path.sep in text):
+        return get_preset(text)
+    path = Path(text)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"--model: file {path} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"--model: {path} is not valid JSON ({e.msg}, line {e.lineno})") from None
+    if isinstance(data, dict) and data.get("kind") in ("vanilla", "block"):
+        try:
+            return TypeAdapter(ModelSpec).validate_python(data)
+        except ValidationError as e:
+            raise UserError(describe_validation_error(e, prefix=f"--model {path}")) from None
+    return spec_from_hf_config(data, name=path.stem)
+
+
+def _workload(args: argparse.Namespace):
+    from .workload import Workload
+
+    batch: Any = args.batch
+    if batch != "max":
+        try:
+            batch = int(batch)
+        except ValueError:
+            batch = 0
+        if batch < 1:
+            raise UserError(f"--batch: expected a whole number >= 1 or 'max', got {args.batch!r}")
+    try:
+        return Workload(batch=batch, prompt_tokens=args.prompt, generated_tokens=args.generate,
+                        memory_reserve_bytes=args.reserve_gib * 2**30)
+    except ValidationError as e:
+        raise UserError(describe_validation_error(e, rename=FLAG_FOR_FIELD)) from None
+
+
+def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            if math.isinf(v):
+                return "inf"
+            return f"{v:.4g}"
+        return str(v)
+
+    cells = [[fmt(r[c]) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return str(o)
+
+
+def _dump(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=_json_default, allow_nan=False)
+          if not _has_nonfinite(obj) else json.dumps(_finite(obj), indent=2, default=str))
+
+
+def _has_nonfinite(obj: Any) -> bool:
+    if isinstance(obj, float):
+        return not math.isfinite(obj)
+    if isinstance(obj, dict):
+        return any(_has_nonfinite(v) for v in obj.values())
+    if isinstance(obj, list):
+        return any(_has_nonfinite(v) for v in obj)
+    return False
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no inf/nan: write them as null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+def cmd_presets(args: argparse.Namespace) -> None:
+    from .presets import PRESET_NAMES, display_name, get_preset
+
+    rows = [{"name": n, "paper_name": display_name(n), "kind": get_preset(n).kind,
+             "params_total": get_preset(n).params_total,
+             "params_non_embedding": get_preset(n).params_non_embedding} for n in PRESET_NAMES]
+    if args.json:
+        _dump(rows)
+    else:
+        _print_table(rows, ["name", "paper_name", "kind", "params_total", "params_non_embedding"])
+
+
+def cmd_hardware(args: argparse.Namespace) -> None:
+    from .hardware import load_database
+
+    db = load_database()
+    if args.json:
+        _dump([hw.model_dump(mode="json") for hw in db.values()])
+        return
+    rows = [{"id": hw.id, "name": hw.name, "bf16_TFLOPs": hw.peak.bf16_TFLOPs or float("nan"),
+             "fp32_TFLOPs": hw.peak.fp32_TFLOPs or float("nan"),
+             "bandwidth_GBps": hw.memory_bandwidth_GBps,
+             "capacity": f"{hw.memory_capacity_GB:g} {hw.memory_capacity_unit}"}
+            for hw in db.values()]
+    _print_table(rows, ["id", "name", "bf16_TFLOPs", "fp32_TFLOPs", "bandwidth_GBps", "capacity"])
+
+
+def cmd_estimate(args: argparse.Namespace) -> None:
+    from .api import estimate
+
+    est = estimate(_load_model(args.model), args.hardware, _workload(args), args.implementation)
+    if args.json:
+        out = est.summary()
+        out["ops"] = [{"phase": r.phase, "name": r.name, "flops": r.flops,
+                       "weight_bytes": r.weight_bytes, "activation_bytes": r.activation_bytes,
+                       "kv_bytes": r.kv_bytes, "time_s": r.time_s, "bound": r.bound}
+                      for r in est.ops]
+        _dump(out)
+        return
+    s = est.summary()
+    print(f"{est.model} ({est.kind}) on {est.hardware}, profile {est.implementation}: "
+          f"batch {est.batch} (max {est.max_batch}), prompt {est.prompt_tokens}, "
+          f"generate {est.generated_tokens}")
+    if not est.fits:
+        print("warning: this batch does not fit in device memory")
+    for key in ("ttft_s", "tpot_s", "request_time_s", "throughput_tokens_per_s",
+                "decode_step_time_s", "weights_bytes", "kv_cache_bytes_per_sample",
+                "memory_bytes_per_sample", "memory_bytes_total", "flops_total",
+                "compute_bound_batch", "kv_overtakes_weights_context"):
+        print(f"  {key:32s} {s[key]:.6g}")
+    print()
+    phases = est.phases()
+    _print_table(phases.to_dict("records"), list(phases.columns))
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from .api import sweep
+
+    def ints(flag: str, text: str) -> list[int]:
+        try:
+            return [int(v) for v in text.split(",")]
+        except ValueError:
+            raise UserError(f"{flag}: expected comma-separated whole numbers, got {text!r}") \
+                from None
+
+    batch: Any = "max" if args.batch == "max" else ints("--batch", args.batch)
+    models = [_load_model(m) for m in args.model]
+    df = sweep(models, args.hardware, batch=batch, prompt_tokens=ints("--prompt", args.prompt),
+               generated_tokens=ints("--generate", args.generate),
+               block_length=ints("--block-length", args.block_length) if args.block_length
+               else None, implementation=args.implementation,
+               metrics=args.metrics.split(",") if args.metrics else
+               ("throughput_tokens_per_s", "request_time_s", "ttft_s", "tpot_s",
+                "memory_bytes_per_sample", "max_batch"))
+    out = Path(args.out)
+    if out.suffix not in (".csv", ".json"):
+        raise UserError(f"--out: file name must end in .csv or .json, got {out.name!r}")
+    tmp = out.with_name(out.name + ".tmp")
+    if out.suffix == ".csv":
+        df.to_csv(tmp, index=False)
+    else:
+        df.to_json(tmp, orient="records")
+    os.replace(tmp, out)  # never leave a half-written result
+    print(f"wrote {len(df)} design points to {out}")
+
+
+def cmd_formula(args: argparse.Namespace) -> None:
+    from .api import formula, formula_names
+
+    if args.list:
+        print("\n".join(formula_names(_load_model(args.model), args.implementation)))
+        return
+    if not args.name:
+        raise UserError("formula: give a NAME (or --list to see them)")
+    f = formula(args.name, _load_model(args.model), args.implementation)
+    print(f.latex if args.latex else str(f.expr))
+
+
+def cmd_paper(args: argparse.Namespace) -> None:
+    from .paper import pair_ratios, paper_table
+
+    table = paper_table(args.hardware)
+    pairs = pair_ratios(table)
+    if args.json:
+        _dump({"table": table.to_dict("records"), "pairs": pairs.to_dict("records")})
+        return
+    print(f"Paper v2 Table 1 (one H100, bf16, measured) vs roofline predictions on "
+          f"{args.hardware} at max batch (reserve 2 GiB)\n")
+    cols = ["paper_name", "setting", "paper_memory_MB", "paper_throughput_tok_s",
+            "static_max_batch", "static_memory_per_sample_MiB", "static_throughput_tok_s",
+            "hf-legacy_max_batch", "hf-legacy_memory_per_sample_MiB",
+            "hf-legacy_throughput_tok_s", "hf-legacy_over_paper"]
+    _print_table(table.to_dict("records"), cols)
+    print("\nBlock / vanilla throughput ratios of matched pairs (SPEC.md 5.3)\n")
+    _print_table(pairs.to_dict("records"), list(pairs.columns))
+
+
+def cmd_app(args: argparse.Namespace) -> None:
+    script = Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py"
+    if not script.exists():
+        raise UserError(f"app: {script} not found (is the package installed from a checkout?)")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(args.port),
+           "--server.address", args.address, "--browser.gatherUsageStats=false"]
+    if args.headless:
+        cmd.append("--server.headless=true")
+    raise SystemExit(subprocess.call(cmd))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="blockroof", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("presets", help="the paper's ten models with parameter counts")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_presets)
+
+    s = sub.add_parser("hardware", help="the hardware database")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_hardware)
+
+    def workload_args(s: argparse.ArgumentParser, many: bool = False) -> None:
+        s.add_argument("--hardware", default="h100-sxm-80gb", nargs="+" if many else None,
+                       help="hardware id (see `blockroof hardware`) or a record .json")
+        s.add_argument("--implementation", default="static", choices=["static", "hf-legacy"])
+
+    s = sub.add_parser("estimate", help="latency, throughput and memory of one workload")
+    s.add_argument("--model", required=True,
+                   help="preset name, a spec .json, or a Hugging Face config.json")
+    workload_args(s)
+    s.add_argument("--prompt", type=int, required=True, help="prompt tokens")
+    s.add_argument("--generate", type=int, required=True, help="generated tokens")
+    s.add_argument("--batch", default="1", help="batch size or 'max'")
+    s.add_argument("--reserve-gib", type=float, default=0.0, help="memory kept free, GiB")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_estimate)
+
+    s = sub.add_parser("sweep", help="vectorised sweep to CSV/JSON")
+    s.add_argument("--model", nargs="+", required=True)
+    workload_args(s, many=True)
+    s.add_argument("--batch", default="1", help="comma-separated batch sizes, or 'max'")
+    s.add_argument("--prompt", default="2048", help="comma-separated prompt lengths")
+    s.add_argument("--generate", default="128", help="comma-separated generated lengths")
+    s.add_argument("--block-length", default=None, help="comma-separated block lengths")
+    s.add_argument("--metrics", default=None, help="comma-separated metric names")
+    s.add_argument("--out", required=True, help="FILE.csv or FILE.json")
+    s.set_defaults(func=cmd_sweep)
+
+    s = sub.add_parser("formula", help="print a formula (sympy or LaTeX)")
+    s.add_argument("name", nargs="?")
+    s.add_argument("--model", default="vanilla_410")
+    s.add_argument("--implementation", default="static", choices=["static", "hf-legacy"])
+    s.add_argument("--latex", action="store_true")
+    s.add_argument("--list", action="store_true", help="list formula names")
+    s.set_defaults(func=cmd_formula)
+
+    s = sub.add_parser("paper", help="paper Table 1 vs predictions, matched-pair ratios")
+    s.add_argument("--hardware", default="h100-sxm-80gb")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_paper)
+
+    s = sub.add_parser("app", help="launch the Streamlit dashboard")
+    s.add_argument("--port", type=int, default=8501)
+    s.add_argument("--address", default="127.0.0.1")
+    s.add_argument("--headless", action="store_true")
+    s.set_defaults(func=cmd_app)
+
+    try:  # validation commands need torch; registered only when it is importable
+        from validation.cli import register
+    except ImportError:
+        pass
+    else:
+        register(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ValidationError as e:
+        print(f"error: {describe_validation_error(e)}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into `head`
+        sys.stderr.close()
+        return 0
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        msg = e.args[0] if e.args else str(e)
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
