@@ -1,0 +1,36 @@
+"""Paper Table 1 (SPEC.md 5.2) beside predictions; matched-pair ratios (SPEC.md 5.3)."""
+
+import pytest
+
+from costmodel.paper import TABLE1, pair_ratios, paper_table
+
+
+@pytest.fixture(scope="module")
+def table():
+    return paper_table()
+
+
+def test_measured_values_are_spec_5_2(table):
+    row = table[(table.preset == "block_main_b4_1.2b") & (table.setting == "prefill-heavy")]
+    assert row.paper_throughput_tok_s.item() == 12_400.0
+    assert row.paper_memory_MB.item() == 194.2
+    assert len(TABLE1) == 10 and len(table) == 20
+
+
+def test_roofline_is_an_upper_bound_on_measured_throughput(table):
+    for profile in ("static", "hf-legacy"):
+        assert (table[f"{profile}_over_paper"] > 1).all()
+
+
+def test_static_profile_fits_more_sequences_than_hf_legacy(table):
+    assert (table.static_max_batch >= table["hf-legacy_max_batch"]).all()
+
+
+def test_pair_ratios_reproduce_spec_5_3(table):
+    pairs = pair_ratios(table)
+    got = pairs.set_index(["vanilla", "block", "setting"]).paper_ratio
+    # SPEC.md 5.3: 12.4/0.8 = 15.5x and 25.7/2.1 = 12.2x
+    assert got[("vanilla_410", "block_main_b4_1.2b", "prefill-heavy")] == pytest.approx(15.5)
+    assert got[("vanilla_410", "block_main_b4_1.2b", "decode-heavy")] == pytest.approx(12.24, 0.01)
+    # the Block Transformer is predicted faster in every matched pair
+    assert (pairs["static_ratio"] > 1).all() and (pairs["hf-legacy_ratio"] > 1).all()
