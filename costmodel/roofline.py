@@ -97,7 +97,7 @@ def ttft_expr(rows: list[Row]) -> sp.Expr:
     return total
 
 
-def forward_time(ops, forwards: sp.Expr = sp.Integer(1)) -> sp.Expr:
+def forward_time(ops, forwards: int | sp.Expr = 1) -> sp.Expr:
     """Roofline time of one forward made of `ops` (no sums): for per-step metrics."""
     return sum((sp.Max(op.time_flops / sy.pi, op.bytes / sy.beta) + op.kernels * sy.t_kernel
                 for op in ops), sp.Integer(0)) + forwards * sy.t_forward
