@@ -4,7 +4,7 @@ Start with `estimate`, `sweep` and `formula` (see `costmodel.api`), presets in
 `costmodel.presets`, hardware in `costmodel.hardware`. Imports no torch and no streamlit.
 """
 
-from .api import Estimate, Formula, OpRow, estimate, formula, formula_names, sweep
+from .api import Estimate, Formula, OpRow, estimate, formula, formula_names, max_batch, sweep
 from .hardware import Hardware, get_hardware, hardware_ids
 from .hf_config import load_hf_config, spec_from_hf_config
 from .implementation import HF_LEGACY, STATIC, Implementation, get_implementation
@@ -17,5 +17,6 @@ __all__ = [
     "Implementation", "OpRow", "PREFILL_HEAVY", "PRESET_NAMES", "STATIC", "StackSpec",
     "VanillaSpec", "Workload", "blockify", "estimate", "formula", "formula_names",
     "get_hardware", "get_implementation", "get_preset", "hardware_ids", "load_hf_config",
+    "max_batch",
     "sweep", "spec_from_hf_config", "with_block_length",
 ]

@@ -213,6 +213,23 @@ def estimate(
     )
 
 
+def max_batch(model: ModelLike, memory_bytes: float, workload: Workload | None = None,
+              implementation: str | Implementation = "static") -> int:
+    """Largest batch whose weights, KV cache and workspace fit in `memory_bytes` (the closed
+    form of `costmodel.memory`: floor((M - M_res - weights) / per-sequence memory))."""
+    if not memory_bytes > 0:
+        raise ValueError(f"memory_bytes: must be > 0, got {memory_bytes!r}")
+    spec, impl = resolve_model(model), get_implementation(implementation)
+    workload = workload or Workload()
+    f = formulas(structure_key(spec, impl))
+    vals = model_values(spec) | impl_values(impl)
+    vals |= {sy.B: 1.0, sy.S: float(workload.prompt_tokens),
+             sy.G: float(workload.generated_tokens), sy.M_cap: float(memory_bytes),
+             sy.M_res: float(workload.memory_reserve_bytes), sy.pi: 1.0, sy.beta: 1.0,
+             sy.t_kernel: 0.0, sy.t_forward: 0.0}
+    return int(f.evaluate("max_batch", vals)[0])
+
+
 # --- sweeps -------------------------------------------------------------------------------------
 
 def _as_list(x: Any) -> list:

@@ -398,3 +398,15 @@ def test_inverse_questions():
     assert t_math >= t_mem
     t_math, t_mem = step_terms(math.floor(b) - 1)
     assert t_math < t_mem
+
+
+def test_max_batch_for_a_memory_budget():
+    from costmodel import max_batch
+
+    w = Workload(prompt_tokens=2048, generated_tokens=128)
+    est = estimate("vanilla_410", H100, w)
+    budget = est.weights_bytes + 10.5 * est.memory_bytes_per_sample
+    assert max_batch("vanilla_410", budget, w) == 10
+    assert max_batch("vanilla_410", est.weights_bytes / 2, w) == 0
+    with pytest.raises(ValueError, match="memory_bytes: must be > 0"):
+        max_batch("vanilla_410", 0, w)
