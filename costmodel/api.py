@@ -11,6 +11,7 @@ float64 at this boundary (int64 overflows silently in these formulas, NOTES.md).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Iterable, Sequence
@@ -102,6 +103,7 @@ class OpRow(BaseModel, frozen=True):
     activation_bytes: float
     kv_bytes: float
     kernels: float
+    time_flops: float  # the FLOPs the roofline time counts (useful ones for flash-style attention)
     t_math_s: float
     t_mem_s: float
     time_s: float
@@ -165,7 +167,9 @@ def _bound(t_math: float, t_mem: float, time: float) -> str:
     return "compute" if t_math >= t_mem else "memory"
 
 
-def _values(spec, hw, impl, workload: Workload, batch: float) -> dict[sp.Symbol, float]:
+def symbol_values(spec: VanillaSpec | BlockSpec, hw: Hardware, impl: Implementation,
+                  workload: Workload, batch: float) -> dict[sp.Symbol, float]:
+    """Every argument symbol of the compiled formulas (`metrics.ARGS`) bound to a number."""
     vals = model_values(spec) | impl_values(impl) | hardware_values(hw, impl)
     vals |= {sy.B: float(batch), sy.S: float(workload.prompt_tokens),
              sy.G: float(workload.generated_tokens), sy.M_res: float(workload.memory_reserve_bytes)}
@@ -189,11 +193,12 @@ def estimate(
     impl = get_implementation(implementation)
     workload = workload or Workload()
     f = formulas(structure_key(spec, impl))
-    metrics, rows = f.evaluate_all(_values(spec, hw, impl, workload, 1.0))
+    pi = hw.compute_flops_per_s(impl.compute_dtype)
+    metrics, rows = f.evaluate_all(symbol_values(spec, hw, impl, workload, 1.0))
     max_batch = int(metrics["max_batch"])
     batch = max(max_batch, 1) if workload.batch == "max" else workload.batch
     if batch != 1:
-        metrics, rows = f.evaluate_all(_values(spec, hw, impl, workload, batch))
+        metrics, rows = f.evaluate_all(symbol_values(spec, hw, impl, workload, batch))
     ops = []
     for row, vals in zip(f.rows, rows, strict=True):
         v = dict(zip(ROW_FIELDS, map(float, vals), strict=True))
@@ -202,6 +207,7 @@ def estimate(
             weight_bytes=v["weight_bytes"],
             activation_bytes=v["act_read_bytes"] + v["act_write_bytes"],
             kv_bytes=v["kv_read_bytes"] + v["kv_write_bytes"], kernels=v["kernels"],
+            time_flops=v["t_math_s"] * pi,
             t_math_s=v["t_math_s"], t_mem_s=v["t_mem_s"], time_s=v["time_s"],
             bound=_bound(v["t_math_s"], v["t_mem_s"], v["time_s"]),
         ))
@@ -339,8 +345,21 @@ class Formula(BaseModel, frozen=True, arbitrary_types_allowed=True):
         spec, hw = resolve_model(model), get_hardware(hardware)
         impl = get_implementation(self.implementation)
         batch = 1 if workload.batch == "max" else workload.batch
-        vals = _values(spec, hw, impl, workload, batch)
-        return float(sp.lambdify(ARGS, self.expr, "numpy")(*[vals[a] for a in ARGS]))
+        vals = symbol_values(spec, hw, impl, workload, batch)
+        return float(_compiled(self.expr)(*[np.float64(vals[a]) for a in ARGS]))
+
+
+@functools.lru_cache(maxsize=512)
+def _compiled(expr: sp.Expr):
+    return sp.lambdify(ARGS, expr, "numpy")
+
+
+def _legend(name: str) -> str:
+    """Meaning of a symbol; stack symbols carry a _b (block decoder) or _t (token decoder)."""
+    for suffix, where in (("_b", " (block decoder)"), ("_t", " (token decoder)")):
+        if name.endswith(suffix) and name[: -len(suffix)] in sy.LEGEND:
+            return sy.LEGEND[name[: -len(suffix)]] + where
+    return sy.LEGEND.get(name, "")
 
 
 def formula_names(model: ModelLike = "vanilla_410", implementation: str = "static") -> list[str]:
@@ -373,7 +392,6 @@ def formula(name: str, model: ModelLike = "vanilla_410",
             )
         expr = row.time if parts[1] == "time" else row.quantities[parts[1]]
     names = {s.name for s in expr.free_symbols}
-    legend = {n: sy.LEGEND.get(n.split("_")[0] if n not in sy.LEGEND else n, "") for n in
-              sorted(names)}
+    legend = {n: _legend(n) for n in sorted(names)}
     return Formula(name=name, kind=spec.kind, implementation=impl.name, expr=expr,
                    latex=sp.latex(expr), symbols=legend)

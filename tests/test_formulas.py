@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from costmodel import Workload, estimate, formula, get_hardware, get_preset, sweep
 from costmodel import symbols as sy
-from costmodel.api import _values, structure_key
+from costmodel.api import structure_key, symbol_values
 from costmodel.implementation import get_implementation
 from costmodel.metrics import ARGS, formulas
 from costmodel.phases import block_phases, vanilla_phases
@@ -31,7 +31,7 @@ def evaluate(expr: sp.Expr, values: dict) -> float:
 
 def values_for(model, workload, profile="static", hardware=H100, batch=None):
     spec, impl = get_preset(model), get_implementation(profile)
-    return _values(spec, get_hardware(hardware), impl, workload,
+    return symbol_values(spec, get_hardware(hardware), impl, workload,
                    batch if batch is not None else workload.batch)
 
 
@@ -136,7 +136,7 @@ def test_block_request_time_equals_loop(S, G, B, L_B, profile):
     impl = get_implementation(profile)
     key = structure_key(spec, impl)
     w = Workload(batch=B, prompt_tokens=S, generated_tokens=G)
-    vals = _values(spec, get_hardware(H100), impl, w, B)
+    vals = symbol_values(spec, get_hardware(H100), impl, w, B)
     vals[sy.t_kernel], vals[sy.t_forward] = 3e-6, 1e-5
     args = [np.float64(vals[a]) for a in ARGS]
     n_p, n_g = math.ceil(S / L_B), math.ceil(G / L_B)
