@@ -1,0 +1,82 @@
+"""Capacity planner: batch, memory, GPUs and cost for a throughput target or latency bound."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from app import figures, fmt, inputs, ui
+from costmodel.capacity import batch_curve, plan_capacity
+
+MODES = {"throughput": "Throughput target", "latency": "Latency bound (TPOT)",
+         "both": "Both"}
+
+ctx = inputs.context()
+st.title("Capacity planner")
+models = ctx.models()
+if not ctx.ready or not models:
+    st.info("No valid model, hardware and workload yet: fix the inputs in the sidebar.")
+    st.stop()
+hw, wl = ctx.hardware, ctx.workload
+st.caption(f"One replica = one {hw.name} holding the whole model. Prompt {wl.prompt_tokens}, "
+           f"generated {wl.generated_tokens}, profile {ctx.profile}; the planner chooses the "
+           "batch (the sidebar's batch is not used).")
+
+side = st.radio("Model", list(models), key="cap_side", horizontal=True)
+mode = st.radio("Target", list(MODES), key="cap_mode", horizontal=True, format_func=MODES.get)
+c1, c2, c3 = st.columns(3)
+target = c1.number_input("Target throughput (generated tokens/s, whole fleet)", key="cap_target",
+                         value=1_000_000.0, step=100_000.0, disabled=mode == "latency")
+bound_ms = c2.number_input("TPOT bound (ms per generated token)", key="cap_tpot_ms", value=20.0,
+                           step=1.0, disabled=mode == "throughput")
+price = c3.number_input("Price per GPU-hour (0 = no cost)", key="cap_price", value=0.0,
+                        step=0.5, help="any currency; the cost comes out in the same one")
+
+spec = models[side]
+try:
+    plan = plan_capacity(
+        spec, hw, wl, ctx.profile,
+        target_tokens_per_s=None if mode == "latency" else target,
+        tpot_bound_s=None if mode == "throughput" else bound_ms * 1e-3,
+        price_per_gpu_hour=None if price == 0 else price,
+    )
+except ValueError as e:
+    st.error(f"Capacity planner — {e}")
+    st.stop()
+
+r1 = st.columns(4)
+r1[0].metric("Batch per replica", fmt.count(plan.batch), help=f"limited by {plan.limited_by}")
+r1[1].metric("Memory per replica", fmt.bytes_(plan.memory_bytes_per_replica))
+r1[2].metric("Throughput per replica", fmt.tokens_per_s(plan.throughput_tokens_per_s_per_replica))
+r1[3].metric("GPUs (replicas)", fmt.count(plan.gpus))
+r2 = st.columns(4)
+r2[0].metric("TPOT at that batch", fmt.seconds(plan.tpot_s))
+r2[1].metric("TTFT at that batch", fmt.seconds(plan.ttft_s))
+r2[2].metric("Fleet throughput", fmt.tokens_per_s(plan.throughput_tokens_per_s_total))
+r2[3].metric("Cost per million generated tokens", fmt.money(plan.cost_per_million_tokens),
+             help="every replica busy; price / (3600 × replica throughput) × 1e6")
+st.write(f"The batch is limited by **{plan.limited_by}**"
+         + (f"; the fleet costs {fmt.money(plan.cost_per_hour)} per hour, "
+            f"{fmt.money(plan.cost_per_million_tokens_at_target)} per million tokens at the "
+            "target rate" if plan.cost_per_hour is not None and plan.target_tokens_per_s
+            else "") + ".")
+
+st.subheader("Inverse questions")
+q = st.columns(3)
+q[0].metric("Max batch", fmt.count(plan.max_batch))
+q[1].metric("Compute-bound batch", fmt.count(plan.compute_bound_batch),
+            help="batch at which a decode step's T_math reaches T_mem (∞: never)")
+q[2].metric("KV reads overtake weights past",
+            f"{fmt.count(plan.kv_overtakes_weights_context)} tokens",
+            help="cached context at which a decode step reads more KV-cache than weight bytes, "
+                 "at the planned batch")
+
+curve = batch_curve(spec, hw, wl, ctx.profile, max_batch=plan.max_batch)
+if len(curve) > 400:  # plot a log-spaced subset; the plan used every batch
+    idx = np.unique(np.geomspace(1, len(curve), 400).astype(int) - 1)
+    curve = curve.iloc[np.union1d(idx, [plan.batch - 1])]
+st.plotly_chart(figures.capacity_figure(curve, plan.batch, plan.tpot_bound_s,
+                                        f"{spec.name} on {hw.name}: TPOT and throughput vs batch"),
+                width="stretch", key="cap_chart")
+ui.download("Plan (JSON)", lambda: plan.model_dump_json(indent=2), "capacity_plan.json",
+            "application/json", "dl_plan")

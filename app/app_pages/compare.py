@@ -1,0 +1,62 @@
+"""Compare: a vanilla and a Block Transformer side by side on one device and workload."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import compute, figures, fmt, inputs, tables, ui
+
+ctx = inputs.context()
+st.title("Compare")
+ests, problems = compute.estimates(ctx)
+for p in problems:
+    st.error(p)
+if not ests:
+    st.info("No valid model, hardware and workload yet: fix the inputs in the sidebar.")
+    st.stop()
+
+hw = ctx.hardware
+wl = ctx.workload
+st.caption(f"{hw.name} · prompt {wl.prompt_tokens} · generated {wl.generated_tokens} · "
+           f"batch {wl.batch} · profile {ctx.profile}. Throughput counts generated tokens "
+           "only; memory per sample is KV cache plus workspace.")
+
+cols = st.columns(3 if len(ests) == 2 else len(ests))
+for col, (label, est) in zip(cols, ests.items(), strict=False):
+    with col:
+        st.subheader(f"{label}: {fmt.model_name(est.model)}")
+        for m in tables.COMPARE_METRICS:
+            st.metric(f"{label} {m.label}", m.show(getattr(est, m.key)))
+        st.caption(f"batch used: {est.batch:,}")
+        if not est.fits:
+            st.warning(f"{label}: batch {est.batch} does not fit the device memory "
+                       f"(max batch {est.max_batch}).")
+table = tables.compare_table(ests)
+if len(ests) == 2:
+    with cols[2]:
+        st.subheader("Block ÷ vanilla")
+        for m, r in zip(tables.COMPARE_METRICS, table[tables.RATIO_COLUMN], strict=False):
+            st.metric(f"{m.label} ratio", fmt.ratio(r))
+
+st.subheader("All metrics")
+st.dataframe(table, hide_index=True, width="stretch",
+             column_config={c: st.column_config.NumberColumn(format="%.4g")
+                            for c in table.columns if c not in ("metric", "unit")})
+
+st.subheader("Where the time goes")
+st.plotly_chart(figures.phase_time_figure(ests), width="stretch", key="phase_chart")
+for label, est in ests.items():
+    st.plotly_chart(figures.op_time_figure(est, f"{label}: time per op and phase "
+                                                "(colour: what bounds it)"),
+                    width="stretch", key=f"ops_{label}")
+
+d1, d2, d3 = st.columns(3)
+with d1:
+    ui.download("Metrics (CSV)", lambda: tables.frame_csv(table), "compare_metrics.csv",
+                "text/csv", "dl_compare_csv")
+with d2:
+    ui.download("Per-op breakdown (CSV)", lambda: tables.breakdowns_csv(ests),
+                "compare_ops.csv", "text/csv", "dl_ops_csv")
+with d3:
+    ui.download("Summaries (JSON)", lambda: tables.summaries_json(ests), "compare.json",
+                "application/json", "dl_compare_json")

@@ -1,0 +1,69 @@
+"""Validation: predicted vs measured from the stored datasets (validation/results/*.jsonl)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import cache, figures, inputs, tables, ui, validation_data
+from costmodel.implementation import get_implementation
+
+ctx = inputs.context()
+st.title("Validation")
+data = validation_data.load_results()
+if data.problems:
+    with st.expander(f"{len(data.problems)} line(s) skipped"):
+        st.code("\n".join(data.problems[:200]))
+if data.empty:
+    st.info(validation_data.EMPTY_MESSAGE)
+    st.stop()
+
+df = data.frame
+st.caption(f"{len(df)} points from {len(data.files)} dataset(s): {', '.join(data.files)}")
+c1, c2 = st.columns(2)
+devices = sorted(df["device"].unique())
+chosen_devices = c1.multiselect("Devices", devices, default=devices, key="val_devices")
+models = sorted(df["model"].unique())
+chosen_models = c2.multiselect("Models", models, default=models, key="val_models")
+df = df[df["device"].isin(chosen_devices) & df["model"].isin(chosen_models)]
+if df.empty:
+    st.info("No points for this selection.")
+    st.stop()
+
+st.metric("MAPE (all selected points)", f"{df['abs_pct_error'].mean():.1f} %")
+st.plotly_chart(figures.validation_scatter(df, "Predicted vs measured time"), width="stretch",
+                key="val_scatter")
+
+st.subheader("MAPE per phase and device")
+mape = validation_data.mape_table(df)
+st.dataframe(mape, hide_index=True, width="stretch",
+             column_config={"mape_pct": st.column_config.NumberColumn(format="%.1f"),
+                            "median_ratio": st.column_config.NumberColumn(format="%.3f"),
+                            "max_abs_pct_error": st.column_config.NumberColumn(format="%.1f")})
+
+st.subheader("Measured points on the roofline")
+points = validation_data.roofline_points(df)
+if points.empty:
+    st.caption("These datasets carry no per-point FLOPs and bytes, so their points cannot be "
+               "placed on a roofline.")
+else:
+    db = cache.hardware_database()
+    ids = [d for d in points["device"].unique() if d in db]
+    hw = db[ids[0]] if len(ids) == 1 else ctx.hardware
+    if hw is None:
+        st.info("Choose a valid hardware in the sidebar for the roofline.")
+    else:
+        dtype = get_implementation(ctx.profile).compute_dtype
+        try:
+            pi = hw.compute_flops_per_s(dtype)
+            st.plotly_chart(
+                figures.roofline_figure(pi, hw.bandwidth_bytes_per_s(), points,
+                                        f"Measured points on the {hw.name} roofline",
+                                        legend_format="{side} · {bound}"),
+                width="stretch", key="val_roofline")
+        except ValueError as e:
+            st.error(str(e))
+
+st.subheader("Points")
+st.dataframe(df[validation_data.display_columns(df)], hide_index=True, width="stretch")
+ui.download("Points (CSV)", lambda: tables.frame_csv(df), "validation_points.csv",
+            "text/csv", "dl_validation")

@@ -1,0 +1,36 @@
+"""Estimates for the dashboard's current what-if, with errors as messages (no streamlit)."""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from costmodel.api import Estimate, estimate
+from costmodel.api import symbol_values as costmodel_symbol_values
+from costmodel.hardware import Hardware
+from costmodel.implementation import get_implementation
+from costmodel.spec import BlockSpec, VanillaSpec
+from costmodel.workload import Workload
+
+from .resolve import Context
+
+
+def estimates(ctx: Context) -> tuple[dict[str, Estimate], list[str]]:
+    """`costmodel.estimate` for every valid side of `ctx`, and one message per failure (e.g. a
+    device with no compute rate for the profile's dtype)."""
+    out: dict[str, Estimate] = {}
+    problems: list[str] = []
+    if not ctx.ready:
+        return out, problems
+    for label, spec in ctx.models().items():
+        try:
+            out[label] = estimate(spec, ctx.hardware, ctx.workload, ctx.profile)
+        except ValueError as e:
+            problems.append(f"{label} model — {e}")
+    return out, problems
+
+
+def symbol_values(spec: VanillaSpec | BlockSpec, hardware: Hardware, workload: Workload,
+                  profile: str, batch: int) -> dict[sp.Symbol, float]:
+    """Every formula argument (`costmodel.metrics.ARGS`) at the given inputs, as `estimate`
+    binds them."""
+    return costmodel_symbol_values(spec, hardware, get_implementation(profile), workload, batch)

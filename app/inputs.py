@@ -1,0 +1,146 @@
+"""The sidebar: what-if widgets shared by every page, validated, mirrored in the URL.
+
+`sidebar()` runs in the entry script before the page, so every page sees the same `Context`
+(`context()`). Widget keys are the `WhatIf` field names; their values are seeded once per
+session from the URL query parameters and written back to the URL on every run.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from costmodel.presets import display_name
+
+from . import cache
+from .resolve import Context, resolve
+from .state import (
+    BATCH_MODES,
+    BLOCK_CHOICES,
+    BLOCKIFY,
+    CUSTOM,
+    DEFAULT,
+    PROFILE_CHOICES,
+    UPLOAD,
+    VANILLA_CHOICES,
+    from_query_params,
+    from_widget_values,
+    to_query_params,
+)
+
+_CTX = "_blockroof_context"
+_LOADED = "_blockroof_url_loaded"
+_URL_WARNINGS = "_blockroof_url_warnings"
+UPLOAD_KEY = "vanilla_upload"
+
+_SPECIAL = {CUSTOM: "Custom (edit below)", UPLOAD: "Upload a config.json",
+            BLOCKIFY: "Blockify the vanilla model"}
+_PROFILE_HELP = ("static: our reference (preallocated KV cache, fused attention, last-position "
+                 "logits). hf-legacy: the paper's official code (torch.cat KV cache, eager "
+                 "attention, all-position logits).")
+
+
+def _model_label(name: str) -> str:
+    return _SPECIAL.get(name) or f"{display_name(name)} ({name})"
+
+
+def _seed_from_url() -> None:
+    """Once per session: widget values from the URL, then defaults for anything missing."""
+    if not st.session_state.get(_LOADED):
+        whatif, warnings = from_query_params(st.query_params.to_dict())
+        for key, value in whatif.widget_values().items():
+            st.session_state[key] = value
+        st.session_state[_URL_WARNINGS] = warnings
+        st.session_state[_LOADED] = True
+    for key, value in DEFAULT.widget_values().items():
+        if key not in st.session_state:  # a hidden widget's value was dropped
+            st.session_state[key] = value
+
+
+def _int_input(label: str, key: str, help: str | None = None) -> None:
+    st.number_input(label, key=key, min_value=0, step=1, help=help)
+
+
+def _custom_vanilla() -> None:
+    c1, c2 = st.columns(2)
+    with c1:
+        _int_input("Layers N", "v_layers")
+        _int_input("Heads H", "v_heads")
+    with c2:
+        _int_input("Width D", "v_width", help="must be divisible by the heads")
+        _int_input("MLP width F", "v_ffn")
+
+
+def _custom_block() -> None:
+    c1, c2 = st.columns(2)
+    with c1:
+        _int_input("Block length L_B", "b_block_length", help="must divide the width D")
+        _int_input("Block-decoder layers", "b_layers_block")
+        _int_input("Width D", "b_width")
+        _int_input("MLP width F", "b_ffn")
+    with c2:
+        _int_input("Prefix length P", "b_prefix")
+        _int_input("Token-decoder layers", "b_layers_token")
+        _int_input("Heads H", "b_heads")
+
+
+def _widgets() -> tuple[str, bytes] | None:
+    st.header("What-if")
+    st.selectbox("Vanilla model", VANILLA_CHOICES, key="vanilla", format_func=_model_label)
+    upload = None
+    if st.session_state["vanilla"] == CUSTOM:
+        _custom_vanilla()
+    elif st.session_state["vanilla"] == UPLOAD:
+        f = st.file_uploader("Hugging Face config.json", type=["json"], key=UPLOAD_KEY,
+                             help="GPT-NeoX or Llama-family config; read as plain JSON")
+        if f is not None:
+            upload = (f.name, f.getvalue())
+    st.selectbox("Block Transformer", BLOCK_CHOICES, key="block", format_func=_model_label)
+    if st.session_state["block"] == CUSTOM:
+        _custom_block()
+    elif st.session_state["block"] == BLOCKIFY:
+        _int_input("Block length L_B", "bf_block_length",
+                   help="the vanilla stack split 1:1 into block and token decoders")
+    db = cache.hardware_database()
+    st.selectbox("Hardware", list(db), key="hardware",
+                 format_func=lambda i: f"{db[i].name} ({i})" if i in db else i)
+    st.radio("Implementation profile", PROFILE_CHOICES, key="profile", horizontal=True,
+             help=_PROFILE_HELP)
+    st.radio("Batch", BATCH_MODES, key="batch_mode", horizontal=True,
+             format_func=lambda m: "max (fits memory)" if m == "max" else "fixed")
+    if st.session_state["batch_mode"] == "fixed":
+        _int_input("Batch size", "batch")
+    _int_input("Prompt tokens", "prompt_tokens")
+    _int_input("Generated tokens", "generated_tokens")
+    st.number_input("Memory reserve (GiB)", key="reserve_GiB", min_value=0.0, step=1.0,
+                    help="kept free when sizing the max batch (the paper's search stops at 2 GiB)")
+    return upload
+
+
+def sidebar() -> Context:
+    """Render the what-if widgets, validate them, mirror them in the URL; returns the Context."""
+    _seed_from_url()
+    with st.sidebar:
+        upload = _widgets()
+    whatif = from_widget_values(st.session_state)
+    ctx = resolve(whatif, upload)
+    desired = to_query_params(whatif)
+    if st.query_params.to_dict() != desired:
+        st.query_params.from_dict(desired)
+    st.session_state[_CTX] = ctx
+    return ctx
+
+
+def show_messages(ctx: Context) -> None:
+    """URL warnings (st.warning), input errors (st.error) and requests (st.info)."""
+    for w in st.session_state.get(_URL_WARNINGS, []):
+        st.warning(w)
+    for e in ctx.errors:
+        (st.info if e.level == "info" else st.error)(e.text())
+
+
+def context() -> Context:
+    """The Context the sidebar built in this run."""
+    ctx = st.session_state.get(_CTX)
+    if ctx is None:  # a page run on its own (not through the entry script)
+        ctx = sidebar()
+    return ctx
