@@ -1,0 +1,133 @@
+"""Self-attention: fused QKV projection, rotary, KV cache, attention core, output projection.
+
+Module paths (cost-model operator names): ``attn.qkv``, ``attn.rotary``, ``attn.kv_cache``,
+``attn.core``, ``attn.dense`` (SPEC.md 1.6, generalised to GQA).
+
+QKV layout. The fused projection ``D -> (H + 2K) * dh`` is laid out per key/value head as
+``[q_1 .. q_G | k | v]`` blocks of `dh` (G = H / K query heads per KV head). For K = H this is
+exactly GPT-NeoX's per-head ``[q|k|v]`` layout (SPEC.md 1.6), so GPT-NeoX weights load as they
+are; query head ``h`` uses KV head ``h // G``, as transformers' `repeat_kv` does.
+
+Attention core FLOPs (what `torch.utils.flop_counter.FlopCounterMode` counts, see
+`reference.counting`): ``4 * B * H * q * n_k * dh`` per layer, with n_k = c + q keys, the full
+rectangle (masking does not reduce the count), for both paths:
+- fast path: ``F.scaled_dot_product_attention(..., enable_gqa=K < H)``. A one-position query
+  attends to every cached key with no mask; a prefill with c = 0 uses ``is_causal=True``;
+  q > 1 with c > 0 passes an explicit lower-right boolean mask (``is_causal`` is top-left
+  aligned; NOTES.md).
+- materialised path (``hf-legacy``, SPEC.md 1.6): ``scores = (q @ k^T) * dh^-0.5`` as a
+  ``[B, K, G*q, n_k]`` tensor (query heads grouped under their KV head, no K/V copies),
+  causal boolean mask, softmax, ``@ v``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from costmodel.spec import StackSpec
+
+from .kv_cache import KVCache
+from .linear import Linear
+from .rotary import Rotary
+
+
+@dataclass
+class Step:
+    """What every layer of one stack forward needs besides its activations.
+
+    c: entries cached before this forward (a Python int: no host synchronisation).
+    cos, sin: rotary tables (cos, signed sin; `rotary_table`) of the q new positions, ``[q, r]``.
+    use_cache: read and write the layer caches (False for training and full recomputes).
+    pos, mask: only for the fixed-shape step (compiled decoding): device positions ``[q]`` and
+      a ``[q, T_max]`` boolean mask over the whole static buffer (True = attend).
+    """
+
+    c: int
+    cos: Tensor
+    sin: Tensor
+    use_cache: bool
+    pos: Tensor | None = None
+    mask: Tensor | None = None
+
+
+def causal_mask(q_len: int, n_keys: int, device: torch.device) -> Tensor:
+    """Lower-right aligned causal mask ``[q, n_k]``: query i sees keys 0 .. n_k - q + i."""
+    return torch.ones(q_len, n_keys, dtype=torch.bool, device=device).tril(n_keys - q_len)
+
+
+class AttentionCore(nn.Module):
+    """softmax(q k^T / sqrt(dh)) v over the new queries and the cached keys (no parameters).
+
+    ``materialize`` selects the explicit matmul-softmax-matmul of the hf-legacy profile;
+    otherwise scaled_dot_product_attention runs.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.materialize = False
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        # q: [B, H, q, dh]; k, v: [B, K, n_k, dh]; mask: [q, n_k] bool or None (causal)
+        n_q, n_k = q.shape[2], k.shape[2]
+        if mask is None and n_q > 1 and n_k > n_q:
+            mask = causal_mask(n_q, n_k, q.device)
+        if self.materialize:
+            return self._materialized(q, k, v, mask)
+        return F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=mask is None and n_q > 1,
+            enable_gqa=k.shape[1] != q.shape[1],
+        )
+
+    @staticmethod
+    def _materialized(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        b, h, n_q, dh = q.shape
+        kv, n_k = k.shape[1], k.shape[2]
+        g = h // kv
+        qg = q.reshape(b, kv, g * n_q, dh)  # query heads grouped under their KV head
+        scores = (qg @ k.transpose(-1, -2)) * dh**-0.5  # [B, K, G*q, n_k]
+        scores = scores.view(b, kv, g, n_q, n_k)
+        if mask is None and n_q > 1:
+            mask = causal_mask(n_q, n_k, q.device)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        probs = torch.softmax(scores, dim=-1).view(b, kv, g * n_q, n_k)
+        return (probs @ v).view(b, h, n_q, dh)  # [B, H, q, dh]
+
+
+class Attention(nn.Module):
+    """Causal self-attention with rotary and a KV cache (SPEC.md 1.6)."""
+
+    def __init__(self, stack: StackSpec) -> None:
+        super().__init__()
+        self.n_heads, self.kv_heads, self.head_dim = stack.n_heads, stack.kv_heads, stack.dh
+        self.qkv = Linear(
+            stack.d_model, (stack.n_heads + 2 * stack.kv_heads) * stack.dh, bias=stack.qkv_bias
+        )
+        self.rotary = Rotary(stack.rotary_dims, stack.rotary_base)
+        self.kv_cache = KVCache()
+        self.core = AttentionCore()
+        self.dense = Linear(stack.n_heads * stack.dh, stack.d_model, bias=stack.out_bias)
+
+    def forward(self, x: Tensor, step: Step) -> Tensor:
+        # x: [B, q, D]
+        b, n_q, _ = x.shape
+        kv, g, dh = self.kv_heads, self.n_heads // self.kv_heads, self.head_dim
+        qkv = self.qkv(x).view(b, n_q, kv, g + 2, dh)  # per KV head: [q_1..q_G | k | v]
+        qk = self.rotary(qkv[:, :, :, : g + 1], step.cos, step.sin)  # [B, q, K, G+1, dh]
+        q = qk[:, :, :, :g].reshape(b, n_q, kv * g, dh).transpose(1, 2)  # [B, H, q, dh]
+        k = qk[:, :, :, g].transpose(1, 2)  # [B, K, q, dh]
+        v = qkv[:, :, :, g + 1].transpose(1, 2)  # [B, K, q, dh]
+        if step.pos is not None:
+            k, v = self.kv_cache.update_at(k, v, step.pos)  # [B, K, T_max, dh]
+        elif step.use_cache:
+            k, v = self.kv_cache.update(k, v, step.c)  # [B, K, c+q, dh]
+        out = self.core(q, k, v, step.mask)  # [B, H, q, dh]
+        return self.dense(out.transpose(1, 2).reshape(b, n_q, self.n_heads * dh))
