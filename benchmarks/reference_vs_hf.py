@@ -6,8 +6,8 @@ generated lengths, greedy decoding:
 1. measures this machine's fp32 matmul rate (2048^3 matmuls) and copy bandwidth (a 256 MiB
    ``copy_`` into a preallocated tensor, bytes read + written; a ``clone`` would mostly time
    the page faults of fresh memory, ~2.8 vs ~16 GB/s here), the peaks of the roofline below;
-2. for a decode-heavy and a prefill-heavy setting (SPEC.md 5.1's 128/2048 and 2048/128 scaled
-   down), times our `VanillaLM.generate` (static KV cache) and transformers' `generate`
+2. for a decode-heavy and a prefill-heavy setting (SPEC.md 5.1's prompt/generated 128/2048 and
+   2048/128 scaled down to 128/384 at batch 8 and 512/32 at batch 8), times our `VanillaLM.generate` (static KV cache) and transformers' `generate`
    (``use_cache=True``, EOS disabled, ``min_new_tokens = max_new_tokens``), checks that both
    produce the same tokens, and times our `BlockLM.generate` of the matched block preset;
 3. prints throughput (generated tokens per second, SPEC.md 6 item 5: prefill time included),
@@ -18,7 +18,7 @@ Timing: 1 warm-up, then ``--repeats`` rounds in which the three models run in tu
 background load on a shared machine affects them alike); median (min-max in brackets). The last line printed
 is ``reference/hf decode throughput ratio: R`` (ours / transformers, decode-heavy setting).
 
-    python benchmarks/reference_vs_hf.py [--preset vanilla_31] [--repeats 5]
+    python benchmarks/reference_vs_hf.py [--preset vanilla_31] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class Setting:
 
 
 SETTINGS = (
-    Setting("decode-heavy", batch=32, prompt_tokens=16, generated_tokens=128),
+    Setting("decode-heavy", batch=8, prompt_tokens=128, generated_tokens=384),
     Setting("prefill-heavy", batch=8, prompt_tokens=512, generated_tokens=32),
 )
 
@@ -163,7 +163,7 @@ def hf_model(spec: VanillaSpec, ours: VanillaLM) -> torch.nn.Module:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="vanilla_31", choices=sorted(MATCHED_BLOCK))
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
     torch.set_num_threads(THREADS)

@@ -29,7 +29,10 @@ Public API (`BlockLM`)
   call over the n_p prompt blocks; for generated block j = 0..n_g-1: block decoder (j = 0: the
   n_p-block prefill; else one block at c = n_p + j - 1), ``generate_block`` (L_B tokens, the last
   block G - (n_g - 1) L_B), and, except after the last block, the embedder on the new block.
-- ``kv_cache_bytes()``: bytes held by both decoders' caches now.
+- ``kv_cache_bytes()``: bytes held by both decoders' caches now (nominal, also on ``meta``).
+
+As in `reference.vanilla`, every phase enters through ``forward(..., phase=...)`` so that module
+hooks name submodules from the root (``token_decoder.layers.0.attn.core``, ...).
 """
 
 from __future__ import annotations
@@ -293,10 +296,11 @@ class BlockLM(nn.Module):
         device = input_ids.device
         out = input_ids.new_empty(b, g)
         dtype = self.token_decoder.lm_head.weight.dtype
-        all_logits = torch.empty(b, g, self.spec.vocab_size, device=device, dtype=dtype) \
-            if return_logits else None
-        contexts = torch.empty(b, n_g, self.spec.block_decoder.d_model, device=device, dtype=dtype) \
-            if return_logits else None
+        all_logits = contexts = None
+        if return_logits:
+            all_logits = torch.empty(b, g, self.spec.vocab_size, device=device, dtype=dtype)
+            d_b = self.spec.block_decoder.d_model
+            contexts = torch.empty(b, n_g, d_b, device=device, dtype=dtype)
         if compile:
             block_step = self._fixed("block_decoder", self.block_decode_fixed, device)
             block_pos = torch.full((1,), n_p, dtype=torch.long, device=device)

@@ -67,8 +67,9 @@ class KVCache(nn.Module):
             return k, v
         q = k.shape[2]
         if self.mode == "concat":
-            if c == 0:
-                self.k, self.v = k, v
+            if c == 0:  # a fresh cache, written once as transformers' first torch.cat does
+                self.k = k.clone(memory_format=torch.contiguous_format)
+                self.v = v.clone(memory_format=torch.contiguous_format)
             else:
                 if self.k is None or self.k.shape[2] != c:
                     raise RuntimeError(f"KVCache: expected {c} cached entries")

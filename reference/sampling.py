@@ -55,4 +55,10 @@ def maybe_compile(fn: Callable[..., Any], device: torch.device) -> Callable[...,
             stacklevel=3,
         )
         return fn
-    return torch.compile(fn, mode="reduce-overhead", fullgraph=True)
+    compiled = torch.compile(fn, mode="reduce-overhead", fullgraph=True)
+
+    def step(*args: Any) -> Any:
+        torch.compiler.cudagraph_mark_step_begin()  # one decode step per graph replay
+        return compiled(*args)
+
+    return step

@@ -16,7 +16,11 @@ Public API
   compile=False, return_logits=False) -> Generation``: prefill (first new token from its last
   logits row), then G-1 one-token steps at c = S .. S+G-2; positions 0 .. S+G-2; no host
   synchronisation in the loop (SPEC.md 2.1).
-- ``kv_cache_bytes()``: bytes held by the caches now.
+- ``kv_cache_bytes()``: bytes held by the caches now (nominal, also on ``meta``).
+
+Every phase enters the model through ``forward(..., phase=...)``, so module hooks such as
+`FlopCounterMode`'s name submodules from the root (``layers.0.attn.core``, ``lm_head``); see
+`reference.counting` for counting attention on CPU.
 """
 
 from __future__ import annotations
