@@ -1,0 +1,200 @@
+"""Calibration: four physically meaningful parameters fitted on a train split (issue 4).
+
+The uncalibrated roofline uses the measured rates of the device (`validation.microbench`) at
+efficiency 1 with no fixed costs. Calibration fits, by least squares on the log of
+predicted / measured time (a relative error, so short decode steps weigh as much as long
+prefills), the four `costmodel.hardware.Efficiency` fields:
+
+- ``matmul``: fraction of the measured matmul rate that the model's matmuls reach;
+- ``bandwidth``: fraction of the measured copy bandwidth the memory-bound ops reach;
+- ``kernel_overhead_s``: fixed time per kernel the cost model counts (`OpCost.kernels`);
+- ``forward_overhead_s``: fixed time per forward call (Python driver, hooks, launches the
+  op inventory does not name).
+
+Efficiencies are bounded to (0.001, 1] (a rate above the measured one is not physical: where a
+fit pins at 1 the report says so) and overheads to [0, 10 ms]. Several starting points guard
+against the local minima of the piecewise max(T_math, T_mem). The split is deterministic and
+stratified by phase (`split`): about a third of each phase is held out. The calibrated record
+is written atomically (`costmodel.hardware.save_hardware`) with its error band (quantiles of
+measured / predicted on the held-out points) in its efficiency source and notes; the full
+residuals go to ``calibration.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from costmodel.hardware import Hardware
+
+from .predict import Predictor, Rates
+
+PARAMS = ("matmul", "bandwidth", "kernel_overhead_s", "forward_overhead_s")
+EFF_BOUNDS = (1e-3, 1.0)
+OVERHEAD_MAX_S = 1e-2
+
+
+def _hash_fraction(text: str) -> float:
+    return int(hashlib.sha1(text.encode()).hexdigest()[:12], 16) / 16**12
+
+
+def split(records: list[dict[str, Any]], test_fraction: float = 1 / 3
+          ) -> tuple[list[int], list[int]]:
+    """(train, test) indices: per phase, the points with the lowest hash of their id are held
+    out (round(fraction x n), at least 1 when the phase has >= 3 points). Deterministic."""
+    by_phase: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        by_phase[r["phase"]].append(i)
+    train, test = [], []
+    for idx in by_phase.values():
+        idx = sorted(idx, key=lambda i: _hash_fraction(records[i]["point_id"]))
+        n_test = round(test_fraction * len(idx))
+        if len(idx) >= 3:
+            n_test = max(1, n_test)
+        n_test = min(n_test, len(idx) - 1) if len(idx) > 1 else 0
+        test += idx[:n_test]
+        train += idx[n_test:]
+    return sorted(train), sorted(test)
+
+
+@dataclass
+class Calibration:
+    """Fitted parameters, the split, and errors (MAPE in percent) per phase."""
+
+    params: dict[str, float]
+    train: list[int]
+    test: list[int]
+    cost: float
+    pinned: list[str] = field(default_factory=list)  # parameters at a bound
+    band: dict[str, float] = field(default_factory=dict)  # held-out measured/predicted
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def base_rates(hw: Hardware, dtype: str) -> Rates:
+    """The measured rates at efficiency 1 (the uncalibrated roofline's rates)."""
+    plain = hw.with_efficiency(matmul=1.0, bandwidth=1.0, kernel_overhead_s=0.0,
+                               forward_overhead_s=0.0)
+    return Rates.of(plain, dtype)
+
+
+def rates_for(base: Rates, params: dict[str, float]) -> Rates:
+    return Rates(base.pi_flops_per_s * params["matmul"],
+                 base.beta_bytes_per_s * params["bandwidth"],
+                 params["kernel_overhead_s"], params["forward_overhead_s"])
+
+
+def _to_params(x: np.ndarray) -> dict[str, float]:
+    return {"matmul": float(math.exp(x[0])), "bandwidth": float(math.exp(x[1])),
+            "kernel_overhead_s": float(x[2] * 1e-6), "forward_overhead_s": float(x[3] * 1e-6)}
+
+
+def fit(records: list[dict[str, Any]], hw: Hardware, dtype: str,
+        train: list[int] | None = None, test: list[int] | None = None) -> Calibration:
+    """Fit `PARAMS` on the train split of `records` (all of one device and dtype)."""
+    if train is None or test is None:
+        train, test = split(records)
+    if not train:
+        raise ValueError("calibrate: no training points")
+    base = base_rates(hw, dtype)
+    sub = [records[i] for i in train]
+    pred = Predictor(sub, hw)
+    measured = np.array([r["measured_s"] for r in sub], dtype=np.float64)
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        p = pred.predict(rates_for(base, _to_params(x)))
+        return np.log(np.maximum(p, 1e-12) / measured)
+
+    lo = [math.log(EFF_BOUNDS[0]), math.log(EFF_BOUNDS[0]), 0.0, 0.0]
+    hi = [0.0, 0.0, OVERHEAD_MAX_S * 1e6, OVERHEAD_MAX_S * 1e6]
+    best = None
+    for e_m, e_b, t_k, t_f in ((0.5, 0.7, 5.0, 100.0), (0.9, 0.9, 0.0, 0.0),
+                               (0.2, 0.3, 30.0, 1000.0), (0.7, 0.5, 1.0, 10.0)):
+        x0 = np.array([math.log(e_m), math.log(e_b), t_k, t_f])
+        r = least_squares(residuals, x0, bounds=(lo, hi), x_scale=[1.0, 1.0, 10.0, 100.0],
+                          method="trf")
+        if best is None or r.cost < best.cost:
+            best = r
+    assert best is not None
+    params = _to_params(best.x)
+    pinned = [name for name, v, a, b in zip(PARAMS, best.x, lo, hi, strict=True)
+              if math.isclose(v, a, abs_tol=1e-6) or math.isclose(v, b, abs_tol=1e-6)]
+    cal = Calibration(params, list(train), list(test), float(best.cost), pinned)
+    if test:
+        held = [records[i] for i in test]
+        p = Predictor(held, hw).predict(rates_for(base, params))
+        ratio = np.array([r["measured_s"] for r in held]) / p
+        q = np.quantile(ratio, [0.05, 0.5, 0.95])
+        cal.band = {"measured_over_predicted_p05": float(q[0]),
+                    "measured_over_predicted_p50": float(q[1]),
+                    "measured_over_predicted_p95": float(q[2])}
+    return cal
+
+
+def calibrated_hardware(hw: Hardware, cal: Calibration, suite: str) -> Hardware:
+    """`hw` with the fitted efficiencies, its error band in the source and notes."""
+    band = cal.band
+    band_text = (f"held-out measured/predicted p05 {band['measured_over_predicted_p05']:.3f}, "
+                 f"median {band['measured_over_predicted_p50']:.3f}, "
+                 f"p95 {band['measured_over_predicted_p95']:.3f}") if band else \
+        "no held-out points"
+    source = (f"calibrated by validation.calibrate on {len(cal.train)} points of suite "
+              f"{suite!r} ({len(cal.test)} held out): {band_text}")
+    eff = dict(cal.params) | {"source": source}
+    data = hw.model_dump()
+    data["id"] = f"{hw.id}-calibrated"
+    data["name"] = f"{hw.name}, calibrated"
+    data["efficiency"] = eff
+    pinned = f" Parameters at a bound: {', '.join(cal.pinned)}." if cal.pinned else ""
+    data["notes"] = f"{hw.notes} Calibrated: {band_text}.{pinned}".strip()
+    return Hardware.model_validate(data)
+
+
+# --- diagnostic: the form of the roofline combination ---------------------------------------
+
+COMPONENTS = ("t_mem_s", "t_math_s", "kernels", "forwards")
+
+
+def components(records: list[dict[str, Any]], hw: Hardware, dtype: str) -> np.ndarray:
+    """Per record, from the cost model's own formulas: the sums over ops of T_mem and T_math
+    at the measured rates, the kernel count and the forward-call count ([n, 4])."""
+    base = base_rates(hw, dtype)
+    pred = Predictor(records, hw)
+    inf = 1e30
+    return np.stack([
+        pred.predict(Rates(inf, base.beta_bytes_per_s, 0.0, 0.0)),
+        pred.predict(Rates(base.pi_flops_per_s, inf, 0.0, 0.0)),
+        pred.predict(Rates(inf, inf, 1.0, 0.0)),
+        pred.predict(Rates(inf, inf, 0.0, 1.0)),
+    ], axis=1)
+
+
+def additive_diagnostic(records: list[dict[str, Any]], hw: Hardware, dtype: str,
+                        train: list[int]) -> dict[str, Any]:
+    """What-if fit of t = T_mem / e_b + T_math / e_m + kernels t_k + forwards t_f (compute and
+    memory NOT overlapped) on the train split, by non-negative least squares on relative error.
+
+    Not the cost model's prediction (which takes max(T_math, T_mem) per op): evidence on which
+    combination a device follows. Returns the coefficients and the predictions of all points.
+    """
+    from scipy.optimize import nnls
+
+    x = components(records, hw, dtype)
+    meas = np.array([r["measured_s"] for r in records], dtype=np.float64)
+    a = x[train] / meas[train, None]
+    coef, _ = nnls(a, np.ones(len(train)))
+    pred = x @ coef
+    return {
+        "form": "t = T_mem/e_b + T_math/e_m + kernels*t_kernel + forwards*t_forward",
+        "bandwidth": float(1 / coef[0]) if coef[0] > 0 else None,
+        "matmul": float(1 / coef[1]) if coef[1] > 0 else None,
+        "kernel_overhead_s": float(coef[2]), "forward_overhead_s": float(coef[3]),
+        "predicted_s": pred.tolist(),
+    }

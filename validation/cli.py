@@ -1,0 +1,155 @@
+"""``blockroof validate count`` and ``blockroof validate run`` (registered by costmodel.cli).
+
+count: the reference counted on the meta device against the cost model, op by op
+(`validation.count`); prints the per-op table and, last, ``count mismatches: K``.
+``--model all``, ``--implementation both`` and ``--paper-settings`` (2048/128 and 128/2048,
+SPEC.md 5.1) loop; the last line is then the total.
+
+run: the whole loop (`validation.pipeline`); last line ``held-out MAPE decode: X% prefill: Y%``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from costmodel.errors import UserError
+
+PAPER_SETTINGS = ((2048, 128), (128, 2048))
+
+
+def _models(text: str) -> list[Any]:
+    from costmodel.cli import _load_model
+    from costmodel.presets import PRESET_NAMES, get_preset
+
+    if text == "all":
+        return [get_preset(n) for n in PRESET_NAMES]
+    return [_load_model(text)]
+
+
+def cmd_count(args: argparse.Namespace) -> None:
+    from .count import compare, format_table
+
+    if args.batch < 1:
+        raise UserError(f"--batch: must be >= 1, got {args.batch}")
+    if args.paper_settings:
+        settings = list(PAPER_SETTINGS)
+    else:
+        if args.prompt is None or args.generate is None:
+            raise UserError("--prompt and --generate: both are needed (or --paper-settings)")
+        if args.prompt < 1 or args.generate < 1:
+            raise UserError("--prompt, --generate: must be >= 1")
+        settings = [(args.prompt, args.generate)]
+    profiles = ["static", "hf-legacy"] if args.implementation == "both" else \
+        [args.implementation]
+    models = _models(args.model)
+    many = len(models) * len(settings) * len(profiles) > 1
+    total = 0
+    reports = []
+    for spec in models:
+        for s, g in settings:
+            for profile in profiles:
+                t0 = time.perf_counter()
+                rep = compare(spec, args.batch, s, g, profile, args.dtype)
+                total += rep.mismatches
+                reports.append(rep.to_json() | {"seconds": round(time.perf_counter() - t0, 2)})
+                if args.json:
+                    continue
+                if many:
+                    print(f"{spec.name:20s} {s:>5d}/{g:<5d} {profile:9s} ops "
+                          f"{len(rep.rows):3d}  mismatches {rep.mismatches}  "
+                          f"({time.perf_counter() - t0:.1f} s)", flush=True)
+                    if rep.mismatches:
+                        print(format_table(rep))
+                else:
+                    print(f"{spec.name}: batch {args.batch}, prompt {s}, generate {g}, "
+                          f"profile {profile}, {args.dtype}; counted on the meta device; "
+                          "d_* = cost model - counted")
+                    print(format_table(rep))
+    if args.out:
+        _write_count_results(Path(args.out), reports, total)
+    if args.json:
+        print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=1))
+    print(f"count mismatches: {total}")
+
+
+def _write_count_results(path: Path, reports: list[dict[str, Any]], total: int) -> None:
+    """A JSON summary (one entry per case) and, beside it, every compared row as CSV."""
+    import csv
+    import os
+
+    from .dataset import write_json_atomic
+    from .env import environment
+
+    cases = [{k: r[k] for k in ("model", "implementation", "dtype", "batch", "prompt_tokens",
+                                "generated_tokens", "mismatches", "seconds")}
+             | {"ops": len(r["rows"])} for r in reports]
+    write_json_atomic(path, {"total_mismatches": total, "cases": cases,
+                             "env": environment("cpu", "meta")})
+    csv_path = path.with_suffix(".csv")
+    tmp = csv_path.with_name(f".{csv_path.name}.tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "implementation", "prompt_tokens", "generated_tokens", "phase",
+                    "op", "quantity", "counted", "predicted"])
+        for r in reports:
+            for row in r["rows"]:
+                for q, v in row["counted"].items():
+                    w.writerow([r["model"], r["implementation"], r["prompt_tokens"],
+                                r["generated_tokens"], row["phase"], row["op"], q, v,
+                                row["predicted"][q]])
+    os.replace(tmp, csv_path)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from .pipeline import run
+
+    models = [m for m in args.models.split(",") if m] if args.models else None
+    run(args.device, args.suite, args.out, threads=args.threads, limit=args.limit,
+        models=models, smoke=args.smoke, dtype=args.dtype, rebench=args.rebench, budget_s=args.budget_s,
+        memory_capacity_bytes=args.memory_gib * 2**30 if args.memory_gib else None,
+        progress=not args.no_progress)
+
+
+def register(sub: Any) -> None:
+    """Add the ``validate`` command group to the `blockroof` parser's subparsers."""
+    v = sub.add_parser("validate", help="count, time and calibrate the reference vs the model")
+    vs = v.add_subparsers(dest="validate_command", required=True)
+
+    c = vs.add_parser("count", help="counted FLOPs/bytes of the reference vs the cost model")
+    c.add_argument("--model", required=True, help="preset name, spec .json, or 'all'")
+    c.add_argument("--prompt", type=int, help="prompt tokens S")
+    c.add_argument("--generate", type=int, help="generated tokens G")
+    c.add_argument("--paper-settings", action="store_true",
+                   help="both paper settings, 2048/128 and 128/2048 (instead of --prompt/"
+                        "--generate)")
+    c.add_argument("--batch", type=int, default=1)
+    c.add_argument("--implementation", default="static",
+                   choices=["static", "hf-legacy", "both"])
+    c.add_argument("--dtype", default="bf16", choices=["bf16", "fp32", "fp16"])
+    c.add_argument("--out", help="also write the reports as JSON to this file")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_count)
+
+    r = vs.add_parser("run", help="microbench -> measure -> calibrate -> report")
+    r.add_argument("--device", required=True, choices=["cpu", "cuda"])
+    r.add_argument("--suite", required=True, choices=["tiny", "cpu", "gpu"])
+    r.add_argument("--out", required=True, help="run directory (resumed if it exists)")
+    r.add_argument("--threads", type=int, default=None, help="CPU threads (torch; default: the suite's, else torch's)")
+    r.add_argument("--limit", type=int, default=None, help="first N points of the suite only")
+    r.add_argument("--models", default=None, help="comma-separated presets: their points only")
+    r.add_argument("--smoke", action="store_true",
+                   help="shrink every point (batch <= 2, prompt <= 32, generate <= 8, one "
+                        "repeat): an end-to-end check of a big suite on a small machine")
+    r.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
+                   help="override the suite's dtype (e.g. fp32 for the gpu suite on a CPU)")
+    r.add_argument("--budget-s", type=float, default=None,
+                   help="stop starting new points after this many seconds of measuring")
+    r.add_argument("--memory-gib", type=float, default=None,
+                   help="device memory for the max-batch search (default: the device's)")
+    r.add_argument("--rebench", action="store_true", help="re-run the micro-benchmarks")
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(func=cmd_run)

@@ -1,0 +1,230 @@
+"""Counted (reference) vs predicted (cost model) FLOPs and bytes, op by op: must be EQUAL.
+
+One request of a model (`generate` of G tokens after an S-token prompt, batch B, one profile)
+is counted by `validation.tracing` and set beside the cost model's executed counts:
+
+| counted on the reference (`validation.tracing`)      | cost model (`costmodel.metrics`)       |
+| ---------------------------------------------------- | -------------------------------------- |
+| FLOPs of op X in phase P, summed over P's forwards   | row (P, X) ``flops`` (= OpRow.flops)   |
+| weight bytes read by X in P (params per call; rows   | row (P, X) ``weight_bytes``            |
+| gathered by lookups)                                 |                                        |
+| KV entries read / written by X in P                  | row (P, X) ``kv_read_bytes`` /         |
+|                                                      | ``kv_write_bytes`` (OpRow.kv_bytes is  |
+|                                                      | their sum)                             |
+| parameter bytes of the module                        | ``weights_bytes`` (hf-legacy block:    |
+|                                                      | minus the unused V x D_b ``embed_in``  |
+|                                                      | the reference does not allocate)       |
+| largest KV-cache bytes held per stack, summed        | B x ``kv_cache_bytes_per_sample``      |
+|                                                      | minus the concat transient (below)     |
+
+FLOPs of X over a whole request = the sum over phases, so equality per (phase, op) implies it.
+The cost-model side is evaluated EXACTLY (sympy rationals on the same row expressions that
+`costmodel.api.estimate` lambdifies into float64), so "equal" means zero difference, not a
+tolerance; `Estimate.ops` floats agree with these to float64 rounding (tests check it).
+
+Two documented adjustments, both memory-only (no FLOP or traffic count is adjusted):
+- hf-legacy block models: the cost model holds the official code's unused block-decoder
+  ``embed_in`` (V x D_b, SPEC.md 1.3, `BlockSpec.params_unused_embed_in`); the reference does
+  not allocate it, so it is subtracted before comparing parameter bytes.
+- concat (hf-legacy) caches: `costmodel.memory` adds one layer of cache for the transient of
+  ``torch.cat`` (old and new copies coexist); the reference's caches are measured at rest
+  after each forward, so that one-layer term is subtracted (`concat_transient_bytes`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import sympy as sp
+import torch
+
+from costmodel import symbols as sy
+from costmodel.api import impl_values, model_values, structure_key
+from costmodel.implementation import Implementation, get_implementation
+from costmodel.metrics import ARGS, formulas
+from costmodel.spec import BlockSpec, VanillaSpec
+from reference import build_model
+
+from .tracing import RequestCounts, trace_request
+
+TORCH_DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
+}
+COMPARED: tuple[str, ...] = ("flops", "weight_bytes", "kv_read_bytes", "kv_write_bytes")
+REQUEST_PHASE = "(request)"
+
+
+@dataclass(frozen=True)
+class CountRow:
+    """One (phase, op): counted and predicted values of every compared quantity."""
+
+    phase: str
+    op: str
+    counted: dict[str, int]
+    predicted: dict[str, int]
+
+    @property
+    def differences(self) -> dict[str, int]:
+        keys = set(self.counted) | set(self.predicted)
+        return {k: self.predicted.get(k, 0) - self.counted.get(k, 0) for k in sorted(keys)}
+
+    @property
+    def ok(self) -> bool:
+        return not any(self.differences.values())
+
+
+@dataclass(frozen=True)
+class CountReport:
+    model: str
+    implementation: str
+    dtype: str
+    batch: int
+    prompt_tokens: int
+    generated_tokens: int
+    rows: list[CountRow]
+
+    @property
+    def mismatches(self) -> int:
+        return sum(not r.ok for r in self.rows)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k != "rows"}
+        out["rows"] = [asdict(r) | {"differences": r.differences, "ok": r.ok}
+                       for r in self.rows]
+        out["mismatches"] = self.mismatches
+        return out
+
+
+# --- the cost model, exactly ----------------------------------------------------------------
+
+def _exact(value: float) -> sp.Rational:
+    return sp.Rational(str(value)) if not float(value).is_integer() else sp.Integer(int(value))
+
+
+@functools.lru_cache(maxsize=32)
+def _exact_fn(key: Any) -> tuple[list[tuple[str, str]], Any]:
+    f = formulas(key)
+    rows = [(r.phase, r.op) for r in f.rows]
+    exprs = [[r.quantities[q] for q in COMPARED] for r in f.rows]
+    exprs.append([f.metrics["weights_bytes"], f.metrics["kv_cache_bytes_per_sample"]])
+    return rows, sp.lambdify(ARGS, exprs, modules="sympy")
+
+
+def _as_int(x: sp.Expr, what: str) -> int:
+    x = sp.nsimplify(x)
+    if not x.is_Integer:
+        raise ValueError(f"{what}: the cost model gives a non-integer count {x}")
+    return int(x)
+
+
+def exact_values(spec: VanillaSpec | BlockSpec, impl: Implementation, batch: int,
+                 prompt_tokens: int, generated_tokens: int) -> dict[sp.Symbol, sp.Rational]:
+    vals: dict[sp.Symbol, Any] = dict(model_values(spec)) | dict(impl_values(impl))
+    vals |= {sy.B: batch, sy.S: prompt_tokens, sy.G: generated_tokens, sy.M_res: 0}
+    vals |= dict.fromkeys(sy.HARDWARE_SYMBOLS[:5], 1)  # rates: irrelevant to counts
+    return {k: _exact(v) for k, v in vals.items()}
+
+
+def predicted_counts(spec: VanillaSpec | BlockSpec, impl: Implementation, batch: int,
+                     prompt_tokens: int, generated_tokens: int
+                     ) -> tuple[dict[tuple[str, str], dict[str, int]], int, int]:
+    """Exact cost-model counts per (phase, op), weights bytes and KV-cache bytes per sample."""
+    rows, fn = _exact_fn(structure_key(spec, impl))
+    vals = exact_values(spec, impl, batch, prompt_tokens, generated_tokens)
+    out = fn(*[vals[a] for a in ARGS])
+    counts = {}
+    for (phase, op), q in zip(rows, out[:-1], strict=True):
+        if op == "(forward calls)":
+            continue
+        counts[(phase, op)] = {name: _as_int(v, f"{phase}/{op}/{name}")
+                               for name, v in zip(COMPARED, q, strict=True)}
+    weights, kv = out[-1]
+    return counts, _as_int(weights, "weights_bytes"), _as_int(kv, "kv_cache_bytes_per_sample")
+
+
+def concat_transient_bytes(spec: VanillaSpec | BlockSpec, impl: Implementation,
+                           prompt_tokens: int, generated_tokens: int) -> int:
+    """The one extra layer of cache `costmodel.memory` holds for a ``torch.cat`` growth, per
+    sample: 2 K d_h s_kv bytes per entry of the (block) decoder's final cache."""
+    if impl.kv_cache != "concat":
+        return 0
+    if isinstance(spec, VanillaSpec):
+        st, entries = spec.stack, prompt_tokens + generated_tokens - 1
+    else:
+        lb = spec.block_length
+        st = spec.block_decoder
+        entries = math.ceil(prompt_tokens / lb) + math.ceil(generated_tokens / lb) - 1
+    per_entry = 2 * st.kv_heads * st.dh * impl.kv_bytes_per_element
+    return int(per_entry * entries)
+
+
+# --- counting and comparing -----------------------------------------------------------------
+
+def count_request(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
+                  generated_tokens: int, implementation: str = "static", dtype: str = "bf16",
+                  device: str = "meta") -> RequestCounts:
+    """Build the reference (on `device`, default meta: no memory, no arithmetic) and count one
+    `generate` request."""
+    if dtype not in TORCH_DTYPES:
+        raise ValueError(f"dtype: expected one of {', '.join(TORCH_DTYPES)}, got {dtype!r}")
+    model = build_model(spec, device=device, dtype=TORCH_DTYPES[dtype], seed=0)
+    vocab = spec.vocab_size
+    if device == "meta":
+        ids = torch.zeros(batch, prompt_tokens, dtype=torch.long, device="meta")
+    else:
+        ids = torch.randint(0, vocab, (batch, prompt_tokens), device=device)
+    return trace_request(model, ids, generated_tokens, implementation)
+
+
+def compare(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
+            generated_tokens: int, implementation: str = "static", dtype: str = "bf16",
+            device: str = "meta") -> CountReport:
+    """Count the reference and compare with the cost model (module docstring)."""
+    impl = get_implementation(implementation, dtype=dtype)  # type: ignore[arg-type]
+    counted = count_request(spec, batch, prompt_tokens, generated_tokens, implementation,
+                            dtype, device)
+    predicted, weights, kv_per_sample = predicted_counts(spec, impl, batch, prompt_tokens,
+                                                         generated_tokens)
+    rows = []
+    keys = list(predicted) + [k for k in counted.counts if k not in predicted]
+    for key in keys:
+        c = counted.counts.get(key, {})
+        p = predicted.get(key, {})
+        rows.append(CountRow(key[0], key[1], {q: int(c.get(q, 0)) for q in COMPARED},
+                             {q: int(p.get(q, 0)) for q in COMPARED}))
+    unused = 0
+    if isinstance(spec, BlockSpec) and impl.allocates_unused_block_embedding:
+        unused = int(spec.params_unused_embed_in * impl.weight_bytes_per_element)
+    rows.append(CountRow(REQUEST_PHASE, "(parameters)",
+                         {"bytes": counted.parameter_bytes}, {"bytes": weights - unused}))
+    transient = concat_transient_bytes(spec, impl, prompt_tokens, generated_tokens)
+    rows.append(CountRow(REQUEST_PHASE, "(kv cache)",
+                         {"bytes": sum(counted.kv_cache_peak_bytes.values())},
+                         {"bytes": batch * (kv_per_sample - transient)}))
+    return CountReport(spec.name, implementation, dtype, batch, prompt_tokens,
+                       generated_tokens, rows)
+
+
+def format_table(report: CountReport) -> str:
+    """The per-op table the CLI prints: counted values and (predicted - counted)."""
+    header = ["phase", "op", "flops", "d_flops", "weight_B", "d_weight", "kv_read_B", "d_kv_r",
+              "kv_write_B", "d_kv_w", "ok"]
+    lines = []
+    for r in report.rows:
+        d = r.differences
+        if r.phase == REQUEST_PHASE:
+            cells = [r.phase, r.op, "", "", str(r.counted["bytes"]), str(d["bytes"]), "", "", "",
+                     "", "ok" if r.ok else "MISMATCH"]
+        else:
+            cells = [r.phase, r.op]
+            for q in COMPARED:
+                cells += [str(r.counted[q]), str(d[q])]
+            cells.append("ok" if r.ok else "MISMATCH")
+        lines.append(cells)
+    widths = [max(len(h), *(len(row[i]) for row in lines)) for i, h in enumerate(header)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in lines]
+    return "\n".join(out)

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The GPU validation run of issue 6 in one command (the `gpu` suite: bf16, vanilla_160,
+# vanilla_410, block_main_b4_85, block_main_b4_1.2b; see validation/suites.py).
+#
+# 1. Here, on a machine with network access, once:
+#        bash validation/gpu_run.sh fetch
+#    downloads the wheels the GPU image lacks (pydantic and its dependencies, for CPython
+#    3.12, manylinux x86-64) into .whl/ (git-ignored).
+# 2. On the device machine (device tool `run`, carry [".whl"], timeout_s 600):
+#        bash validation/gpu_run.sh
+#    installs the wheels into /tmp/site, runs `blockroof validate run --device cuda --suite gpu`
+#    (measuring stops starting new points after the suite's 330 s budget; the whole command is
+#    cut at BLOCKROOF_GPU_TIMEOUT_S, default 480 s), then always calibrates and reports what
+#    was measured (a resumed run that measures nothing), and leaves in $OUT: gpu_run.tar.gz
+#    (the whole run directory), run.log, summary.json, report.md, nvidia-smi.txt (5 files:
+#    the device tool brings back at most 8).
+# Unpack here with: tar -xzf gpu_run.tar.gz -C validation/results/  (-> validation/results/gpu/)
+#
+# Dry run on a CPU (checks the script end to end, not the GPU):
+#   BLOCKROOF_GPU_DEVICE=cpu BLOCKROOF_SKIP_WHEELS=1 OUT=/tmp/out \
+#   BLOCKROOF_GPU_ARGS="--smoke --models vanilla_160 --dtype fp32 --memory-gib 3" \
+#   bash validation/gpu_run.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+WHEELS=(pydantic==2.13.4 pydantic-core==2.46.4 annotated-types==0.7.0
+        typing-inspection==0.4.2 typing-extensions==4.16.0)
+
+if [ "${1:-}" = "fetch" ]; then
+    exec python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux2014_x86_64 -d .whl "${WHEELS[@]}"
+fi
+
+OUT="${OUT:-/tmp/blockroof-out}"
+RUN_PARENT=/tmp/blockroof-results
+RUN="$RUN_PARENT/gpu"
+mkdir -p "$OUT" "$RUN_PARENT"
+
+DEVICE="${BLOCKROOF_GPU_DEVICE:-cuda}"
+read -r -a EXTRA <<< "${BLOCKROOF_GPU_ARGS:-}"
+
+if [ -z "${BLOCKROOF_SKIP_WHEELS:-}" ] && ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || { echo "error: wheel install failed" >&2; exit 1; }
+    export PYTHONPATH="/tmp/site:$PWD"
+else
+    echo "note: no .whl/ carried; assuming pydantic is installed" >&2
+    export PYTHONPATH="$PWD"
+fi
+export PYTHONUNBUFFERED=1
+
+nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
+python3 -c "import torch, pydantic; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
+'gpu', torch.cuda.is_available() and torch.cuda.get_device_name(0), 'pydantic', pydantic.VERSION)" \
+    2>&1 | tee "$OUT/run.log"
+
+timeout "${BLOCKROOF_GPU_TIMEOUT_S:-480}" python3 -m costmodel.cli validate run --device "$DEVICE" \
+    --suite gpu --out "$RUN" --no-progress ${EXTRA[@]+"${EXTRA[@]}"} 2>&1 | tee -a "$OUT/run.log"
+rc=${PIPESTATUS[0]}
+if [ "$rc" != 0 ]; then
+    echo "note: the measuring run ended with status $rc; reporting what was measured" \
+        | tee -a "$OUT/run.log"
+    timeout 100 python3 -m costmodel.cli validate run --device "$DEVICE" --suite gpu \
+        --out "$RUN" --budget-s 0 --no-progress ${EXTRA[@]+"${EXTRA[@]}"} 2>&1 | tee -a "$OUT/run.log"
+    rc=${PIPESTATUS[0]}
+fi
+
+tar -czf "$OUT/gpu_run.tar.gz" -C "$RUN_PARENT" gpu
+cp "$RUN/summary.json" "$RUN/report.md" "$OUT/" 2>/dev/null || true
+exit "$rc"

@@ -1,0 +1,172 @@
+"""Cost-model predictions for measured points, one at a time or vectorised for calibration.
+
+A point's phase selects the metric it is compared with (`costmodel.metrics`):
+
+| phase         | what is timed on the reference                    | metric               |
+| ------------- | ------------------------------------------------- | -------------------- |
+| ``prefill``   | the forwards up to the first token's logits:      | ``ttft_s``           |
+|               | vanilla prefill; block embedder + block-decoder   |                      |
+|               | prefill + expansion + first token-decoder pass    |                      |
+| ``decode_step`` | one decode step after `context` cached tokens:  | ``decode_step_time_s`` |
+|               | vanilla one token; block one whole block (embedder, | (prompt = context) |
+|               | block-decoder step, prefix pass, L_B - 1 steps)   |                      |
+| ``generate``  | ``model.generate`` (prompt S, G new tokens)       | ``request_time_s``   |
+
+Sampling (argmax) and the Python driver are in `generate` only; the cost model has no term for
+them beyond the per-forward overhead. Each record carries its spec, profile, dtype and workload,
+so `point_inputs` rebuilds exactly what the prediction used.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import TypeAdapter
+
+from costmodel import symbols as sy
+from costmodel.api import hardware_values, impl_values, model_values, structure_key
+from costmodel.hardware import Hardware
+from costmodel.implementation import Implementation, get_implementation
+from costmodel.metrics import formulas
+from costmodel.spec import BlockSpec, ModelSpec, VanillaSpec
+
+PHASE_METRIC: dict[str, str] = {
+    "prefill": "ttft_s", "decode_step": "decode_step_time_s", "generate": "request_time_s",
+}
+_SPEC = TypeAdapter(ModelSpec)
+
+
+@dataclass(frozen=True)
+class PointInputs:
+    spec: VanillaSpec | BlockSpec
+    impl: Implementation
+    batch: int
+    prompt_tokens: int
+    generated_tokens: int
+    metric: str
+
+
+def point_inputs(rec: dict[str, Any]) -> PointInputs:
+    """What the cost model needs for a dataset record (fields written by `validation.measure`)."""
+    phase = rec["phase"]
+    if phase not in PHASE_METRIC:
+        raise ValueError(f"phase: unknown phase {phase!r} (known: {', '.join(PHASE_METRIC)})")
+    spec = _SPEC.validate_python(rec["spec"])
+    impl = get_implementation(rec["implementation"], dtype=rec["dtype"])
+    return PointInputs(spec, impl, int(rec["batch"]), int(rec["prompt_tokens"]),
+                       int(rec["generated_tokens"]), PHASE_METRIC[phase])
+
+
+def _values(p: PointInputs) -> dict[Any, float]:
+    vals = dict(model_values(p.spec)) | dict(impl_values(p.impl))
+    vals |= {sy.B: float(p.batch), sy.S: float(p.prompt_tokens),
+             sy.G: float(p.generated_tokens), sy.M_res: 0.0}
+    return vals
+
+
+@dataclass(frozen=True)
+class Rates:
+    """The four calibrated quantities (SI): achievable compute and bandwidth, overheads."""
+
+    pi_flops_per_s: float
+    beta_bytes_per_s: float
+    t_kernel_s: float
+    t_forward_s: float
+
+    @classmethod
+    def of(cls, hw: Hardware, dtype: str) -> Rates:
+        return cls(hw.compute_flops_per_s(dtype), hw.bandwidth_bytes_per_s(),
+                   hw.efficiency.kernel_overhead_s, hw.efficiency.forward_overhead_s)
+
+
+class Predictor:
+    """Vectorised predictions for a fixed list of records under varying `Rates`.
+
+    Records are grouped by (structure, metric); each group is one call of the compiled
+    formula with array-valued inputs, so a calibration objective costs a few calls.
+    """
+
+    def __init__(self, records: list[dict[str, Any]], hw: Hardware) -> None:
+        self.n = len(records)
+        self.hw_capacity = hw.capacity_bytes()
+        groups: dict[Any, list[tuple[int, PointInputs]]] = defaultdict(list)
+        for i, rec in enumerate(records):
+            p = point_inputs(rec)
+            groups[(structure_key(p.spec, p.impl), p.metric)].append((i, p))
+        self.groups = []
+        for (key, metric), items in groups.items():
+            idx = np.array([i for i, _ in items])
+            vals = [_values(p) for _, p in items]
+            arrays = {k: np.array([v[k] for v in vals], dtype=np.float64) for k in vals[0]}
+            self.groups.append((formulas(key), metric, idx, arrays))
+
+    def predict(self, rates: Rates) -> np.ndarray:
+        out = np.empty(self.n, dtype=np.float64)
+        hwv = {sy.pi: rates.pi_flops_per_s, sy.beta: rates.beta_bytes_per_s,
+               sy.t_kernel: rates.t_kernel_s, sy.t_forward: rates.t_forward_s,
+               sy.M_cap: self.hw_capacity}
+        for f, metric, idx, arrays in self.groups:
+            out[idx] = f.evaluate(metric, arrays | hwv)
+        return out
+
+
+def predict_record(rec: dict[str, Any], hw: Hardware) -> float:
+    """Predicted seconds of one record on `hw` (its efficiencies and overheads applied)."""
+    p = point_inputs(rec)
+    vals = _values(p) | hardware_values(hw, p.impl)
+    return float(formulas(structure_key(p.spec, p.impl)).evaluate(p.metric, vals)[0])
+
+
+def roofline_counts(rec: dict[str, Any]) -> dict[str, float]:
+    """Executed FLOPs and bytes of the timed region (cost model), to place it on a roofline.
+
+    prefill/decode_step: the rows of the phases the region covers; generate: the totals.
+    """
+    from costmodel.api import estimate
+    from costmodel.workload import Workload
+
+    p = point_inputs(rec)
+    est = estimate(p.spec, "h100-sxm-80gb", Workload(
+        batch=p.batch, prompt_tokens=p.prompt_tokens, generated_tokens=p.generated_tokens),
+        p.impl)
+    if p.metric == "request_time_s":
+        flops = est.flops_total
+        nbytes = est.weight_bytes_total + est.activation_bytes_total + est.kv_bytes_total
+        return {"flops": flops, "bytes": nbytes}
+    rows = est.ops
+    if p.metric == "ttft_s":
+        sel = [(r, 1.0) for r in rows if r.phase == "prefill"]
+        if isinstance(p.spec, BlockSpec):  # first token-decoder pass: one of n_g repeats
+            n_g = -(-p.generated_tokens // p.spec.block_length)
+            sel += [(r, 1.0 / n_g) for r in rows if r.phase == "token_decoder.prefix"]
+    else:
+        return _decode_step_counts(p)
+    flops = sum(r.flops * w for r, w in sel)
+    nbytes = sum((r.weight_bytes + r.activation_bytes + r.kv_bytes) * w for r, w in sel)
+    return {"flops": flops, "bytes": nbytes}
+
+
+def _decode_step_counts(p: PointInputs) -> dict[str, float]:
+    """FLOPs and bytes of one decode step at context S: the difference of two requests.
+
+    Vanilla: request(G=3) - request(G=2) is one step at c = S + 1; we take G=2 minus G=1
+    for the step at c = S (the decode phase of G=2 is exactly that step).
+    Block: request(G=2 L_B) - request(G=L_B) is one block-decoder step at n_p plus one block
+    of the token decoder, i.e. the block the metric times.
+    """
+    from costmodel.api import estimate
+    from costmodel.workload import Workload
+
+    step = 1 if isinstance(p.spec, VanillaSpec) else p.spec.block_length
+
+    def totals(g: int) -> tuple[float, float]:
+        e = estimate(p.spec, "h100-sxm-80gb", Workload(
+            batch=p.batch, prompt_tokens=p.prompt_tokens, generated_tokens=g), p.impl)
+        return e.flops_total, e.weight_bytes_total + e.activation_bytes_total + e.kv_bytes_total
+
+    f2, b2 = totals(2 * step)
+    f1, b1 = totals(step)
+    return {"flops": f2 - f1, "bytes": b2 - b1}
