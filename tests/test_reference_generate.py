@@ -257,3 +257,15 @@ def test_static_cache_rejects_overflow_and_training_after_inference() -> None:
     assert loss is not None
     loss.backward()
     assert model.layers[0].attn.qkv.weight.grad is not None
+
+
+@pytest.mark.parametrize("kind", ["vanilla", "block"])
+def test_bf16_generation_runs(kind: str) -> None:
+    """The CUDA dtype also works on CPU (slowly): same shapes, valid tokens, both modes."""
+    model = (vanilla(LLAMA) if kind == "vanilla" else block()).to(torch.bfloat16)
+    ids = prompt(2, 5)
+    for mode in MODES:
+        out = model.generate(ids, 6, mode=mode, return_logits=True)  # type: ignore[arg-type]
+        assert out.tokens.shape == (2, 6) and out.logits is not None
+        assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.logits).all()
+        assert int(out.tokens.min()) >= 0 and int(out.tokens.max()) < VOCAB
