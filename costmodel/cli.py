@@ -26,19 +26,14 @@ FLAG_FOR_FIELD = {"prompt_tokens": "--prompt", "generated_tokens": "--generate",
 
 def _load_model(text: str):
     """A preset name, a spec JSON file (a dumped VanillaSpec/BlockSpec) or an HF config.json."""
-    from .hf_config import spec_from_hf_config
+    from .hf_config import read_json_file, spec_from_hf_config
     from .presets import get_preset
     from .spec import ModelSpec
 
     if not (text.endswith(".json") or os.path.sep in text):
         return get_preset(text)
     path = Path(text)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"--model: file {path} does not exist") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"--model: {path} is not valid JSON ({e.msg}, line {e.lineno})") from None
+    data = read_json_file(path, field="--model")
     if isinstance(data, dict) and data.get("kind") in ("vanilla", "block"):
         try:
             return TypeAdapter(ModelSpec).validate_python(data)

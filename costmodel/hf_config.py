@@ -86,12 +86,19 @@ def spec_from_hf_config(cfg: dict[str, Any], name: str | None = None) -> Vanilla
         raise ConfigImportError(f"config.json: {loc}: {first['msg']}") from None
 
 
-def load_hf_config(path: str | Path, name: str | None = None) -> VanillaSpec:
+def read_json_file(path: str | Path, field: str = "config file") -> Any:
+    """Parsed JSON of a user's file; errors name `field` and say what is wrong."""
     path = Path(path)
     try:
-        cfg = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigImportError(f"config file: {path} does not exist") from None
+        raise ConfigImportError(f"{field}: {path} does not exist") from None
     except json.JSONDecodeError as e:
-        raise ConfigImportError(f"config file: {path} is not valid JSON ({e.msg}, line {e.lineno})") from None
+        raise ConfigImportError(
+            f"{field}: {path} is not valid JSON ({e.msg}, line {e.lineno})") from None
+
+
+def load_hf_config(path: str | Path, name: str | None = None) -> VanillaSpec:
+    path = Path(path)
+    cfg = read_json_file(path)
     return spec_from_hf_config(cfg, name=name or path.parent.name or None)
