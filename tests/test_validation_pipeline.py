@@ -91,3 +91,12 @@ def test_gpu_suite_code_paths_on_cpu(tmp_path: Path, capsys) -> None:
     assert all("max_batch_search" in r and r["predicted_max_batch"] >= 1 for r in maxed)
     assert all(r["dtype"] == "fp32" for r in recs)
     assert not math.isnan(res.summary["mape_pct"]["prefill"]["all_calibrated"])
+
+
+def test_time_budget_skips_are_retried_on_resume(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no points"):
+        run("cpu", "tiny", tmp_path, limit=2, budget_s=0, progress=False, quiet=True)
+    skipped = json.loads((tmp_path / "skipped.json").read_text())
+    assert len(skipped) == 2 and all("time budget" in v["reason"] for v in skipped.values())
+    res = run("cpu", "tiny", tmp_path, limit=2, progress=False, quiet=True, plots=False)
+    assert res.new_points == 2

@@ -45,6 +45,9 @@ def cmd_count(args: argparse.Namespace) -> None:
         settings = [(args.prompt, args.generate)]
     profiles = ["static", "hf-legacy"] if args.implementation == "both" else \
         [args.implementation]
+    from .env import environment
+
+    env = environment("cpu", "meta")  # before counting: the sources as they are imported
     models = _models(args.model)
     many = len(models) * len(settings) * len(profiles) > 1
     total = 0
@@ -70,25 +73,25 @@ def cmd_count(args: argparse.Namespace) -> None:
                           "d_* = cost model - counted")
                     print(format_table(rep))
     if args.out:
-        _write_count_results(Path(args.out), reports, total)
+        _write_count_results(Path(args.out), reports, total, env)
     if args.json:
         print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=1))
     print(f"count mismatches: {total}")
 
 
-def _write_count_results(path: Path, reports: list[dict[str, Any]], total: int) -> None:
+def _write_count_results(path: Path, reports: list[dict[str, Any]], total: int,
+                         env: dict[str, Any]) -> None:
     """A JSON summary (one entry per case) and, beside it, every compared row as CSV."""
     import csv
     import os
 
     from .dataset import write_json_atomic
-    from .env import environment
 
     cases = [{k: r[k] for k in ("model", "implementation", "dtype", "batch", "prompt_tokens",
                                 "generated_tokens", "mismatches", "seconds")}
              | {"ops": len(r["rows"])} for r in reports]
     write_json_atomic(path, {"total_mismatches": total, "cases": cases,
-                             "env": environment("cpu", "meta")})
+                             "env": env})
     csv_path = path.with_suffix(".csv")
     tmp = csv_path.with_name(f".{csv_path.name}.tmp")
     with tmp.open("w", newline="") as f:

@@ -59,7 +59,8 @@ from .timing import synchronize, time_call
 
 GiB = 2**30
 RESERVE_BYTES = 2 * GiB  # the paper's search stops with < 2 GiB free (SPEC.md 6.6)
-SLOWDOWN = 4.0  # budget estimates: measured / uncalibrated roofline, generously
+SLOWDOWN = 4.0  # budget estimates: measured / uncalibrated roofline on a CPU, generously
+SLOWDOWN_CUDA = 2.5  # the same on a GPU (large-batch steps run near the roofline)
 EAGER_LAYER_S = 3e-4  # budget estimates: eager PyTorch time of one layer forward
 NOISY_SPREAD = 0.25  # interquartile range / median above which a CPU point is re-measured
 
@@ -217,7 +218,12 @@ class Runner:
         self.out_dir = Path(out_dir)
         self.dataset = self.out_dir / "dataset.jsonl"
         self.skipped_path = self.out_dir / "skipped.json"
-        self.capacity = memory_capacity_bytes or hardware.capacity_bytes()
+        if memory_capacity_bytes:
+            self.capacity = float(memory_capacity_bytes)
+        elif device.startswith("cuda"):  # what the allocator can use, not the datasheet's
+            self.capacity = float(torch.cuda.get_device_properties(device).total_memory)
+        else:
+            self.capacity = hardware.capacity_bytes()
         self.progress = progress
         self.guard = ContentionGuard(device if suite.contention_guard else "off")
         self._key: Any = None
@@ -376,7 +382,10 @@ class Runner:
         spec = p.spec()
         impl = get_implementation(p.profile, dtype=self.dtype)  # type: ignore[arg-type]
         batch = p.batch
-        calls = self.suite.warmup_for(p) + self.suite.repeats_for(p) + 1
+        cuda = self.device.startswith("cuda")
+        # + the untimed tensor-accounting call on a CPU
+        calls = self.suite.warmup_for(p) + self.suite.repeats_for(p) + (0 if cuda else 1)
+        slowdown = SLOWDOWN_CUDA if cuda else SLOWDOWN
         probes = 0.0
         if batch == "max":
             wl = Workload(prompt_tokens=p.prompt_tokens, generated_tokens=p.generated_tokens,
@@ -396,10 +405,10 @@ class Runner:
         else:
             layers, forwards = spec.stack.n_layers, gen
         eager = forwards * layers * EAGER_LAYER_S
-        cost = calls * (SLOWDOWN * t + eager)
+        cost = calls * (slowdown * t + eager)
         if probes:
             first = predict_record(rec | {"phase": "prefill", "generated_tokens": 1}, self.hw)
-            cost += probes * (SLOWDOWN * first + layers * EAGER_LAYER_S)
+            cost += probes * (slowdown * first + layers * EAGER_LAYER_S)
         return cost
 
     # the suite

@@ -79,9 +79,9 @@ def _rates(flops: float, times: tuple[float, ...]) -> tuple[float, float]:
 def bench_matmul(device: str, dtype: str, shape: tuple[int, int, int], repeats: int = 10,
                  warmup: int = 2) -> MatmulResult:
     m, k, n = shape
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    a = torch.randn(m, k, generator=gen).to(device=device, dtype=TORCH_DTYPE[dtype])
-    b = torch.randn(k, n, generator=gen).to(device=device, dtype=TORCH_DTYPE[dtype])
+    gen = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(m, k, generator=gen, device=device).to(TORCH_DTYPE[dtype])
+    b = torch.randn(k, n, generator=gen, device=device).to(TORCH_DTYPE[dtype])
     t = time_call(lambda: a @ b, device, warmup=warmup, repeats=repeats)
     med, spread = _rates(2.0 * m * k * n, t.times_s)
     return MatmulResult(dtype, shape, med / 1e12, spread / 1e12, repeats)

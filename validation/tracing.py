@@ -30,8 +30,7 @@ conventions from the formula side):
 - KV bytes: the cache entries an op reads or writes (SPEC.md 2.3, 2.5). ``attn.kv_cache``:
   static, the new k and v written into the preallocated buffers; concat (hf-legacy), the old
   cache read by ``torch.cat`` (c > 0) and every entry of the new cache tensors written (at
-  c = 0 the first forward's k and v become the cache: counted as written entries, although no
-  copy happens). ``attn.core``: the k and v tensors handed to attention (the valid prefix).
+  c = 0 the first forward's k and v are copied into a fresh cache). ``attn.core``: the k and v tensors handed to attention (the valid prefix).
 - KV-cache size: the bytes of every layer's k and v tensors, per stack, largest over the
   request after each forward (at rest: not the transient of a ``torch.cat``).
 
