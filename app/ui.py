@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import streamlit as st
 
@@ -19,3 +20,17 @@ def download(label: str, make: Callable[[], str], file_name: str, mime: str, key
                            on_click="ignore")
     else:
         st.download_button(label, data=make(), file_name=file_name, mime=mime, key=key)
+
+
+def estimates_or_stop(ctx: Any) -> dict[str, Any]:
+    """`compute.estimates` for the page's what-if: each failure as an st.error, and the page
+    stops with a hint when no side could be estimated."""
+    from app import compute
+
+    ests, problems = compute.estimates(ctx)
+    for p in problems:
+        st.error(p)
+    if not ests:
+        st.info("No valid model, hardware and workload yet: fix the inputs in the sidebar.")
+        st.stop()
+    return ests

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import compute, figures, fmt, inputs, tables, ui
+from app import figures, fmt, inputs, tables, ui
 
 ctx = inputs.context()
 st.title("Compare")
-ests, problems = compute.estimates(ctx)
-for p in problems:
-    st.error(p)
-if not ests:
-    st.info("No valid model, hardware and workload yet: fix the inputs in the sidebar.")
-    st.stop()
+ests = ui.estimates_or_stop(ctx)
 
 hw = ctx.hardware
 wl = ctx.workload

@@ -5,17 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import compute, figures, fmt, inputs, tables, ui
+from app import figures, fmt, inputs, tables, ui
 from costmodel.implementation import get_implementation
 
 ctx = inputs.context()
 st.title("Roofline")
-ests, problems = compute.estimates(ctx)
-for p in problems:
-    st.error(p)
-if not ests:
-    st.info("No valid model, hardware and workload yet: fix the inputs in the sidebar.")
-    st.stop()
+ests = ui.estimates_or_stop(ctx)
 
 hw = ctx.hardware
 dtype = get_implementation(ctx.profile).compute_dtype
