@@ -84,6 +84,11 @@ class Efficiency(BaseModel, frozen=True, extra="forbid"):
 
     matmul: Fraction = Field(default=1.0, description="fraction of the compute rate achieved")
     bandwidth: Fraction = Field(default=1.0, description="fraction of memory bandwidth achieved")
+    overlap: float = Field(
+        default=1.0, ge=0, le=1,
+        description="how far an op's compute and memory time overlap: 1 takes the larger "
+        "(roofline), 0 their sum (costmodel.roofline)",
+    )
     kernel_overhead_s: float = Field(default=0.0, ge=0, description="fixed time per kernel launch")
     forward_overhead_s: float = Field(
         default=0.0, ge=0, description="fixed time per model forward call"

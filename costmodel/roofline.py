@@ -4,6 +4,16 @@ T_math = FLOPs / pi and T_mem = bytes / beta (JAX scaling book notation); an op 
 when T_math >= T_mem. pi and beta are the achievable rates of `Hardware` (datasheet or measured
 peak times efficiency). Fixed overheads: t_kernel per kernel launch, t_forward per forward call
 (both 0 for a pure roofline). Sums over decode steps use `costmodel.sums` (closed forms).
+
+Overlap eta_ov (`Efficiency.overlap`): how much of an op's shorter part hides under its longer
+one, per forward
+
+    t_op = max(T_math, T_mem) + (1 - eta_ov) * min(T_math, T_mem)
+         = eta_ov * max(T_math, T_mem) + (1 - eta_ov) * (T_math + T_mem),
+
+so 1 is the roofline (a lower bound) and 0 adds compute and memory time, which is what eager
+CPU kernels do (validation/results/cpu/NOTES.md). The second form sums with the same closed
+forms as the max alone.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ class Row:
     quantities: dict[str, sp.Expr]  # QUANTITIES, summed
     t_math: sp.Expr  # sum of FLOPs/pi
     t_mem: sp.Expr  # sum of bytes/beta
-    time: sp.Expr  # sum of max(T_math, T_mem) per forward, plus kernel overheads
+    time: sp.Expr  # sum of t_op (max(T_math, T_mem) at eta_ov = 1) plus kernel overheads
     repeat_share: sp.Expr  # fraction of the row before the first token (for ttft == "one")
 
     @property
@@ -54,12 +64,13 @@ def phase_rows(phase: Phase) -> list[Row]:
         else:
             t_max = phase.repeat * sum_max_linear(t_math_step, t_mem_step, phase.index,
                                                   phase.lo, phase.hi)
+        t_math, t_mem = _phase_sum(phase, t_math_step), _phase_sum(phase, t_mem_step)
         kernels = _phase_sum(phase, op.kernels)
         rows.append(Row(
             phase=phase.name, op=op.name, ttft=phase.ttft,
             quantities={name: _phase_sum(phase, getattr(op, name)) for name in QUANTITIES},
-            t_math=_phase_sum(phase, t_math_step), t_mem=_phase_sum(phase, t_mem_step),
-            time=t_max + kernels * sy.t_kernel,
+            t_math=t_math, t_mem=t_mem,
+            time=sy.eta_ov * t_max + (1 - sy.eta_ov) * (t_math + t_mem) + kernels * sy.t_kernel,
             repeat_share=1 / phase.repeat,
         ))
     # fixed cost of the forward calls themselves
@@ -97,7 +108,13 @@ def ttft_expr(rows: list[Row]) -> sp.Expr:
     return total
 
 
+def op_time(op) -> sp.Expr:
+    """Time of one op in one forward (module docstring), kernel launches included."""
+    t_math, t_mem = op.time_flops / sy.pi, op.bytes / sy.beta
+    return (sp.Max(t_math, t_mem) + (1 - sy.eta_ov) * sp.Min(t_math, t_mem)
+            + op.kernels * sy.t_kernel)
+
+
 def forward_time(ops, forwards: int | sp.Expr = 1) -> sp.Expr:
-    """Roofline time of one forward made of `ops` (no sums): for per-step metrics."""
-    return sum((sp.Max(op.time_flops / sy.pi, op.bytes / sy.beta) + op.kernels * sy.t_kernel
-                for op in ops), sp.Integer(0)) + forwards * sy.t_forward
+    """Time of one forward made of `ops` (no sums): for per-step checks of the summed rows."""
+    return sum((op_time(op) for op in ops), sp.Integer(0)) + forwards * sy.t_forward

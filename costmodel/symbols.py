@@ -43,6 +43,7 @@ s_kv = _pos("s_kv")  # KV cache
 # Hardware (achievable rates after efficiencies; see costmodel.hardware)
 pi = _pos("pi")  # compute, FLOP/s
 beta = _pos("beta")  # memory bandwidth, bytes/s
+eta_ov = sp.Symbol("eta_ov", nonnegative=True)  # overlap of T_math with T_mem in an op, 0..1
 t_kernel = sp.Symbol("t_kernel", nonnegative=True)  # fixed time per kernel launch, s
 t_forward = sp.Symbol("t_forward", nonnegative=True)  # fixed time per forward call, s
 M_cap = _pos("M_cap")  # device memory capacity, bytes
@@ -67,7 +68,7 @@ VANILLA = stack_symbols("")
 BLOCK_DEC = stack_symbols("b")
 TOKEN_DEC = stack_symbols("t")
 
-HARDWARE_SYMBOLS = (pi, beta, t_kernel, t_forward, M_cap, M_res)
+HARDWARE_SYMBOLS = (pi, beta, eta_ov, t_kernel, t_forward, M_cap, M_res)
 BYTES_SYMBOLS = (s_w, s_a, s_kv)
 WORKLOAD_SYMBOLS = (B, S, G)
 
@@ -92,6 +93,7 @@ LEGEND: dict[str, str] = {
     "s_kv": "bytes per KV-cache element",
     "pi": "achievable compute, FLOP/s",
     "beta": "achievable memory bandwidth, bytes/s",
+    "eta_ov": "overlap of an op's compute with its memory traffic (1: roofline max, 0: sum)",
     "t_kernel": "fixed time per kernel launch, s",
     "t_forward": "fixed time per forward call, s",
     "M_cap": "device memory capacity, bytes",

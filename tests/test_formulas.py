@@ -111,14 +111,14 @@ def _phase_fns(key):
 
 @settings(max_examples=25, deadline=None)
 @given(S=st.integers(1, 300), G=st.integers(1, 300), B=st.integers(1, 64),
-       profile=st.sampled_from(PROFILES))
-def test_vanilla_request_time_equals_loop(S, G, B, profile):
+       profile=st.sampled_from(PROFILES), overlap=st.sampled_from([1.0, 0.0, 0.37]))
+def test_vanilla_request_time_equals_loop(S, G, B, profile, overlap):
     spec, impl = get_preset("vanilla_70"), get_implementation(profile)
     key = structure_key(spec, impl)
     fns = _phase_fns(key)
     vals = values_for("vanilla_70", Workload(batch=B, prompt_tokens=S, generated_tokens=G),
                       profile)
-    vals[sy.t_kernel], vals[sy.t_forward] = 3e-6, 1e-5
+    vals[sy.t_kernel], vals[sy.t_forward], vals[sy.eta_ov] = 3e-6, 1e-5, overlap
     args = [np.float64(vals[a]) for a in ARGS]
     loop = float(fns["prefill"](*args, 0))
     loop += sum(float(fns["decode"](*args, c)) for c in range(S, S + G - 1))
@@ -128,8 +128,9 @@ def test_vanilla_request_time_equals_loop(S, G, B, profile):
 
 @settings(max_examples=25, deadline=None)
 @given(S=st.integers(1, 200), G=st.integers(1, 200), B=st.integers(1, 64),
-       L_B=st.sampled_from([1, 2, 4, 8]), profile=st.sampled_from(PROFILES))
-def test_block_request_time_equals_loop(S, G, B, L_B, profile):
+       L_B=st.sampled_from([1, 2, 4, 8]), profile=st.sampled_from(PROFILES),
+       overlap=st.sampled_from([1.0, 0.0, 0.37]))
+def test_block_request_time_equals_loop(S, G, B, L_B, profile, overlap):
     from costmodel import with_block_length
 
     spec = with_block_length(get_preset("block_main_b4_19"), L_B)
@@ -137,7 +138,7 @@ def test_block_request_time_equals_loop(S, G, B, L_B, profile):
     key = structure_key(spec, impl)
     w = Workload(batch=B, prompt_tokens=S, generated_tokens=G)
     vals = symbol_values(spec, get_hardware(H100), impl, w, B)
-    vals[sy.t_kernel], vals[sy.t_forward] = 3e-6, 1e-5
+    vals[sy.t_kernel], vals[sy.t_forward], vals[sy.eta_ov] = 3e-6, 1e-5, overlap
     args = [np.float64(vals[a]) for a in ARGS]
     n_p, n_g = math.ceil(S / L_B), math.ceil(G / L_B)
     fns = _phase_fns(key)
@@ -232,6 +233,11 @@ def test_roofline_time_bounds(w, model, profile):
         assert r.time_s <= (r.t_math_s + r.t_mem_s) * (1 + 1e-9) + 1e-15
         if r.phase == "prefill":  # one forward: equals one of its terms
             assert r.time_s == pytest.approx(max(r.t_math_s, r.t_mem_s), rel=1e-12)
+    # no overlap at all: every op takes T_math + T_mem in every forward
+    serial = estimate(model, get_hardware(H100).with_efficiency(overlap=0.0), w, profile)
+    for r in serial.ops:
+        assert r.time_s == pytest.approx(r.t_math_s + r.t_mem_s, rel=1e-12, abs=1e-18)
+    assert serial.request_time_s >= est.request_time_s
 
 
 @settings(max_examples=20, deadline=None)

@@ -254,13 +254,15 @@ def test_ridge_point_scales_with_efficiencies(matmul, bandwidth):
 
 def test_with_efficiency_revalidates_and_keeps_the_original():
     h100 = get_hardware("h100-sxm-80gb")
-    for bad in ({"matmul": 0.0}, {"matmul": 1.5}, {"bandwidth": -0.1}, {"kernel_overhead_s": -1}):
+    for bad in ({"matmul": 0.0}, {"matmul": 1.5}, {"bandwidth": -0.1}, {"kernel_overhead_s": -1},
+                {"overlap": -0.1}, {"overlap": 1.01}):
         with pytest.raises(ValidationError, match=f"efficiency.{next(iter(bad))}"):
             h100.with_efficiency(**bad)
     with pytest.raises(ValidationError, match="efficiency.typo"):
         h100.with_efficiency(typo=1.0)
-    tuned = h100.with_efficiency(matmul=0.8, forward_overhead_s=1e-3, source="fit")
+    tuned = h100.with_efficiency(matmul=0.8, forward_overhead_s=1e-3, overlap=0.0, source="fit")
     assert tuned.efficiency.forward_overhead_s == 1e-3 and tuned.efficiency.source == "fit"
+    assert tuned.efficiency.overlap == 0.0
     assert h100.efficiency == Efficiency()
 
 
