@@ -4,8 +4,11 @@
   block-decoder embed_in (V x D_b, SPEC.md 1.3).
 - KV cache per sequence (SPEC.md 2.3): 2 N K d_h s_kv bytes per entry; entries: vanilla S + G - 1
   (the last generated token is never fed back), block decoder n_p + n_g - 1 blocks, token
-  decoder P + L_B - 1 local entries (reset every block). With ``torch.cat`` growth one layer's
-  old and new caches coexist during the copy: one extra layer of cache.
+  decoder P + L_B - 1 local entries (reset every block; a static cache is allocated that
+  size, a ``torch.cat`` one only grows to P + min(L_B, G) - 1). With ``torch.cat`` growth
+  K and V are grown one after the other (reference/kv_cache.py, as transformers'
+  DynamicCache does), so during a copy one layer's old and new K (or V) coexist: one extra
+  K tensor, K d_h s_kv bytes per entry, of the stack whose tensor is largest.
 - Workspace per sequence (an estimate, largest over the forwards of a request): the residual
   stream and one layer input (2 q D) plus the largest transient among the attention operands
   and scores (q (H + 2K) d_h, plus H q n_k when scores are materialised), the MLP intermediate
@@ -28,6 +31,11 @@ def kv_bytes_per_entry(x: StackSymbols) -> sp.Expr:
     return 2 * x.N * x.K * x.d_h * sy.s_kv
 
 
+def _cat_transient_per_entry(x: StackSymbols) -> sp.Expr:
+    """One layer's K (or V) per entry: the extra copy alive during a ``torch.cat`` growth."""
+    return x.K * x.d_h * sy.s_kv
+
+
 def _forward_workspace(st: StackStructure, im: ImplStructure, x: StackSymbols, q: sp.Expr,
                        n_k: sp.Expr, head_rows: sp.Expr) -> sp.Expr:
     attn = q * (x.H + 2 * x.K) * x.d_h
@@ -43,7 +51,7 @@ def vanilla_memory(st: StackStructure, im: ImplStructure, tied: bool) -> dict[st
     entries = S + G - 1
     kv = kv_bytes_per_entry(x) * entries
     if im.kv_cache == "concat":
-        kv += kv_bytes_per_entry(x) / x.N * entries
+        kv += _cat_transient_per_entry(x) * entries
     head_rows = sp.Integer(1) if im.logits == "last" else S
     work = _forward_workspace(st, im, x, S, S, head_rows)
     return _finish(params * sy.s_w, kv, work)
@@ -59,9 +67,11 @@ def block_memory(sb: StackStructure, stt: StackStructure, im: ImplStructure,
     n_p = n_prompt_blocks()
     blocks = n_p + n_generated_blocks() - 1
     local = P + L_B - 1
+    if im.kv_cache == "concat":
+        local = P + sp.Min(L_B, sy.G) - 1
     kv = kv_bytes_per_entry(xb) * blocks + kv_bytes_per_entry(xt) * local
     if im.kv_cache == "concat":
-        kv += kv_bytes_per_entry(xb) / xb.N * blocks
+        kv += sp.Max(_cat_transient_per_entry(xb) * blocks, _cat_transient_per_entry(xt) * local)
     work = sp.Max(
         _forward_workspace(sb, im, xb, n_p, n_p, sp.Integer(0)),
         _forward_workspace(stt, im, xt, P, P, sp.Integer(1)),

@@ -71,8 +71,6 @@ def test_op_names_drop_layer_indices() -> None:
        generate=st.integers(1, 9), profile=st.sampled_from(PROFILES))
 def test_counts_equal_cost_model_for_drawn_specs(spec, batch, prompt, generate,
                                                  profile) -> None:
-    if isinstance(spec, BlockSpec) and profile == "hf-legacy" and generate < spec.block_length:
-        generate = spec.block_length  # see test_concat_token_cache_shorter_than_a_block
     rep = compare(spec, batch, prompt, generate, profile, dtype="fp32", device="cpu")
     _assert_equal(rep)
     assert any(r.counted.get("flops") for r in rep.rows)  # something was counted
@@ -85,15 +83,19 @@ def test_presets_on_meta_with_a_partial_last_block(name: str, profile: str) -> N
 
 
 def test_concat_token_cache_shorter_than_a_block() -> None:
-    """Known difference (reported): with G < L_B the hf-legacy (concat) token-decoder cache
-    only ever holds P + G - 1 entries; the cost model sizes it P + L_B - 1 (memory only)."""
+    """With G < L_B a hf-legacy (concat) token-decoder cache only grows to P + G - 1 entries,
+    and the cost model sizes it so; a static one is allocated P + L_B - 1 entries."""
     spec = get_preset("block_main_b4_5")
-    rep = compare(spec, 1, 8, 2, "hf-legacy")
-    bad = [r for r in rep.rows if not r.ok]
-    assert [(r.phase, r.op) for r in bad] == [("(request)", "(kv cache)")]
-    td = spec.token_decoder
+    td, bd = spec.token_decoder, spec.block_decoder
     per_entry = 2 * td.n_layers * td.kv_heads * td.dh * 2  # bf16
-    assert bad[0].differences["bytes"] == (spec.block_length - 2) * per_entry
+    blocks = 8 // spec.block_length  # n_p + n_g - 1 with n_g = 1
+    block_bytes = blocks * 2 * bd.n_layers * bd.kv_heads * bd.dh * 2
+    for profile, local in (("hf-legacy", spec.prefix_length + 2 - 1),
+                           ("static", spec.prefix_length + spec.block_length - 1)):
+        rep = compare(spec, 1, 8, 2, profile)
+        _assert_equal(rep)
+        kv_row = next(r for r in rep.rows if r.op == "(kv cache)")
+        assert kv_row.counted["bytes"] == block_bytes + local * per_entry, profile
 
 
 def test_fast_counter_equals_flop_counter_mode_per_module() -> None:

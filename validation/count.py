@@ -26,9 +26,9 @@ Two documented adjustments, both memory-only (no FLOP or traffic count is adjust
 - hf-legacy block models: the cost model holds the official code's unused block-decoder
   ``embed_in`` (V x D_b, SPEC.md 1.3, `BlockSpec.params_unused_embed_in`); the reference does
   not allocate it, so it is subtracted before comparing parameter bytes.
-- concat (hf-legacy) caches: `costmodel.memory` adds one layer of cache for the transient of
+- concat (hf-legacy) caches: `costmodel.memory` adds one layer's K tensor for the transient of
   ``torch.cat`` (old and new copies coexist); the reference's caches are measured at rest
-  after each forward, so that one-layer term is subtracted (`concat_transient_bytes`).
+  after each forward, so that term is subtracted (`concat_transient_bytes`).
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def exact_values(spec: VanillaSpec | BlockSpec, impl: Implementation, batch: int
                  prompt_tokens: int, generated_tokens: int) -> dict[sp.Symbol, sp.Rational]:
     vals: dict[sp.Symbol, Any] = dict(model_values(spec)) | dict(impl_values(impl))
     vals |= {sy.B: batch, sy.S: prompt_tokens, sy.G: generated_tokens, sy.M_res: 0}
-    vals |= dict.fromkeys(sy.HARDWARE_SYMBOLS[:5], 1)  # rates: irrelevant to counts
+    vals |= {s: 1 for s in sy.HARDWARE_SYMBOLS if s is not sy.M_res}  # rates: irrelevant here
     return {k: _exact(v) for k, v in vals.items()}
 
 
@@ -147,18 +147,19 @@ def predicted_counts(spec: VanillaSpec | BlockSpec, impl: Implementation, batch:
 
 def concat_transient_bytes(spec: VanillaSpec | BlockSpec, impl: Implementation,
                            prompt_tokens: int, generated_tokens: int) -> int:
-    """The one extra layer of cache `costmodel.memory` holds for a ``torch.cat`` growth, per
-    sample: 2 K d_h s_kv bytes per entry of the (block) decoder's final cache."""
+    """The extra K tensor `costmodel.memory` holds for a ``torch.cat`` growth, per sample:
+    K d_h s_kv bytes per entry of the final cache, of the stack where that is largest."""
     if impl.kv_cache != "concat":
         return 0
     if isinstance(spec, VanillaSpec):
-        st, entries = spec.stack, prompt_tokens + generated_tokens - 1
+        caches = [(spec.stack, prompt_tokens + generated_tokens - 1)]
     else:
         lb = spec.block_length
-        st = spec.block_decoder
-        entries = math.ceil(prompt_tokens / lb) + math.ceil(generated_tokens / lb) - 1
-    per_entry = 2 * st.kv_heads * st.dh * impl.kv_bytes_per_element
-    return int(per_entry * entries)
+        blocks = math.ceil(prompt_tokens / lb) + math.ceil(generated_tokens / lb) - 1
+        local = spec.prefix_length + min(lb, generated_tokens) - 1
+        caches = [(spec.block_decoder, blocks), (spec.token_decoder, local)]
+    return int(max(st.kv_heads * st.dh * impl.kv_bytes_per_element * entries
+                   for st, entries in caches))
 
 
 # --- counting and comparing -----------------------------------------------------------------
