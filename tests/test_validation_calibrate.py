@@ -13,7 +13,8 @@ from validation.report import explain_violation, paper_throughput
 from validation.suites import Point
 
 HW = get_hardware("h100-sxm-80gb")
-TRUE = {"matmul": 0.55, "bandwidth": 0.8, "kernel_overhead_s": 6e-6, "forward_overhead_s": 4e-4}
+TRUE = {"matmul": 0.55, "bandwidth": 0.8, "overlap": 0.4, "kernel_overhead_s": 6e-6,
+        "forward_overhead_s": 4e-4}
 
 
 def _records() -> list[dict]:
@@ -44,6 +45,28 @@ def test_fit_recovers_known_parameters() -> None:
     meas = np.array([r["measured_s"] for r in recs])
     assert np.max(np.abs(pred / meas - 1)) < 0.01
     assert cal.band["measured_over_predicted_p50"] == pytest.approx(1.0, abs=0.01)
+
+
+def test_fixed_parameters_are_held_and_cost_accuracy() -> None:
+    recs = _records()
+    train, test = split(recs)
+    held = fit(recs, HW, "bf16", train, test, fixed={"overlap": 1.0})
+    assert held.params["overlap"] == 1.0 and held.fixed == ["overlap"]
+    assert "overlap" not in held.pinned
+    # the truth has overlap 0.4: the max-only form cannot fit it exactly
+    pred = Predictor(recs, HW).predict(rates_for(base_rates(HW, "bf16"), held.params))
+    meas = np.array([r["measured_s"] for r in recs])
+    assert np.max(np.abs(pred / meas - 1)) > 0.01
+    with pytest.raises(ValueError, match="fixed: unknown parameter"):
+        fit(recs, HW, "bf16", train, test, fixed={"overlaps": 1.0})
+
+
+def test_less_overlap_is_never_faster() -> None:
+    recs = _records()
+    pred, base = Predictor(recs, HW), base_rates(HW, "bf16")
+    times = [pred.predict(rates_for(base, TRUE | {"overlap": o})) for o in (1.0, 0.5, 0.0)]
+    assert np.all(times[0] <= times[1]) and np.all(times[1] <= times[2])
+    assert np.any(times[0] < times[2])
 
 
 def test_uncalibrated_prediction_is_the_pure_roofline() -> None:

@@ -1,23 +1,27 @@
-"""Calibration: four physically meaningful parameters fitted on a train split (issue 4).
+"""Calibration: five physically meaningful parameters fitted on a train split (issue 4).
 
 The uncalibrated roofline uses the measured rates of the device (`validation.microbench`) at
 efficiency 1 with no fixed costs. Calibration fits, by least squares on the log of
 predicted / measured time (a relative error, so short decode steps weigh as much as long
-prefills), the four `costmodel.hardware.Efficiency` fields:
+prefills), the five `costmodel.hardware.Efficiency` fields:
 
 - ``matmul``: fraction of the measured matmul rate that the model's matmuls reach;
 - ``bandwidth``: fraction of the measured copy bandwidth the memory-bound ops reach;
+- ``overlap``: how far an op's compute time hides under its memory time (`costmodel.roofline`:
+  1 takes max(T_math, T_mem), 0 their sum);
 - ``kernel_overhead_s``: fixed time per kernel the cost model counts (`OpCost.kernels`);
 - ``forward_overhead_s``: fixed time per forward call (Python driver, hooks, launches the
   op inventory does not name).
 
 Efficiencies are bounded to (0.001, 1] (a rate above the measured one is not physical: where a
-fit pins at 1 the report says so) and overheads to [0, 10 ms]. Several starting points guard
-against the local minima of the piecewise max(T_math, T_mem). The split is deterministic and
-stratified by phase (`split`): about a third of each phase is held out. The calibrated record
-is written atomically (`costmodel.hardware.save_hardware`) with its error band (quantiles of
-measured / predicted on the held-out points) in its efficiency source and notes; the full
-residuals go to ``calibration.json``.
+fit pins at 1 the report says so), overlap to [0, 1] and overheads to [0, 10 ms]. Any subset can
+be held fixed (`fit(fixed=...)`): the report's ablation fits with overlap held at 1, the pure
+roofline form. Several starting points guard against the local minima of the piecewise
+max(T_math, T_mem). The split is deterministic and stratified by phase (`split`): about a
+third of each phase is held out. The calibrated record is written atomically
+(`costmodel.hardware.save_hardware`) with its error band (quantiles of measured / predicted on
+the held-out points) in its efficiency source and notes; the full residuals go to
+``calibration.json``.
 """
 
 from __future__ import annotations
@@ -35,9 +39,45 @@ from costmodel.hardware import Hardware
 
 from .predict import Predictor, Rates
 
-PARAMS = ("matmul", "bandwidth", "kernel_overhead_s", "forward_overhead_s")
+PARAMS = ("matmul", "bandwidth", "overlap", "kernel_overhead_s", "forward_overhead_s")
 EFF_BOUNDS = (1e-3, 1.0)
 OVERHEAD_MAX_S = 1e-2
+
+
+@dataclass(frozen=True)
+class _Param:
+    """How the optimiser sees one parameter: x = to_x(value), value = of_x(x), bounds in x."""
+
+    lo: float
+    hi: float
+    scale: float
+    log: bool = False  # efficiencies: fitted as log(value)
+    unit: float = 1.0  # overheads: fitted in microseconds
+
+    def to_x(self, v: float) -> float:
+        return math.log(v) if self.log else v / self.unit
+
+    def of_x(self, x: float) -> float:
+        return math.exp(x) if self.log else x * self.unit
+
+
+_EFF = _Param(math.log(EFF_BOUNDS[0]), math.log(EFF_BOUNDS[1]), 1.0, log=True)
+SPACE: dict[str, _Param] = {
+    "matmul": _EFF, "bandwidth": _EFF, "overlap": _Param(0.0, 1.0, 0.3),
+    "kernel_overhead_s": _Param(0.0, OVERHEAD_MAX_S * 1e6, 10.0, unit=1e-6),
+    "forward_overhead_s": _Param(0.0, OVERHEAD_MAX_S * 1e6, 100.0, unit=1e-6),
+}
+# starting points (values, not x): compute-bound-ish, near-roofline, slow, memory-bound-ish
+STARTS = (
+    {"matmul": 0.5, "bandwidth": 0.7, "overlap": 0.5, "kernel_overhead_s": 5e-6,
+     "forward_overhead_s": 1e-4},
+    {"matmul": 0.9, "bandwidth": 0.9, "overlap": 1.0, "kernel_overhead_s": 0.0,
+     "forward_overhead_s": 0.0},
+    {"matmul": 0.2, "bandwidth": 0.3, "overlap": 0.0, "kernel_overhead_s": 3e-5,
+     "forward_overhead_s": 1e-3},
+    {"matmul": 0.7, "bandwidth": 0.5, "overlap": 0.2, "kernel_overhead_s": 1e-6,
+     "forward_overhead_s": 1e-5},
+)
 
 
 def _hash_fraction(text: str) -> float:
@@ -72,6 +112,7 @@ class Calibration:
     test: list[int]
     cost: float
     pinned: list[str] = field(default_factory=list)  # parameters at a bound
+    fixed: list[str] = field(default_factory=list)  # parameters held, not fitted
     band: dict[str, float] = field(default_factory=dict)  # held-out measured/predicted
 
     def to_json(self) -> dict[str, Any]:
@@ -80,7 +121,7 @@ class Calibration:
 
 def base_rates(hw: Hardware, dtype: str) -> Rates:
     """The measured rates at efficiency 1 (the uncalibrated roofline's rates)."""
-    plain = hw.with_efficiency(matmul=1.0, bandwidth=1.0, kernel_overhead_s=0.0,
+    plain = hw.with_efficiency(matmul=1.0, bandwidth=1.0, overlap=1.0, kernel_overhead_s=0.0,
                                forward_overhead_s=0.0)
     return Rates.of(plain, dtype)
 
@@ -88,17 +129,20 @@ def base_rates(hw: Hardware, dtype: str) -> Rates:
 def rates_for(base: Rates, params: dict[str, float]) -> Rates:
     return Rates(base.pi_flops_per_s * params["matmul"],
                  base.beta_bytes_per_s * params["bandwidth"],
-                 params["kernel_overhead_s"], params["forward_overhead_s"])
-
-
-def _to_params(x: np.ndarray) -> dict[str, float]:
-    return {"matmul": float(math.exp(x[0])), "bandwidth": float(math.exp(x[1])),
-            "kernel_overhead_s": float(x[2] * 1e-6), "forward_overhead_s": float(x[3] * 1e-6)}
+                 params["kernel_overhead_s"], params["forward_overhead_s"],
+                 params.get("overlap", 1.0))
 
 
 def fit(records: list[dict[str, Any]], hw: Hardware, dtype: str,
-        train: list[int] | None = None, test: list[int] | None = None) -> Calibration:
-    """Fit `PARAMS` on the train split of `records` (all of one device and dtype)."""
+        train: list[int] | None = None, test: list[int] | None = None,
+        fixed: dict[str, float] | None = None) -> Calibration:
+    """Fit `PARAMS` (those not in `fixed`) on the train split of `records` (all of one device
+    and dtype)."""
+    fixed = dict(fixed or {})
+    unknown = set(fixed) - set(PARAMS)
+    if unknown:
+        raise ValueError(f"fixed: unknown parameter(s) {sorted(unknown)} (known: {PARAMS})")
+    free = [name for name in PARAMS if name not in fixed]
     if train is None or test is None:
         train, test = split(records)
     if not train:
@@ -108,25 +152,28 @@ def fit(records: list[dict[str, Any]], hw: Hardware, dtype: str,
     pred = Predictor(sub, hw)
     measured = np.array([r["measured_s"] for r in sub], dtype=np.float64)
 
+    def params_of(x: np.ndarray) -> dict[str, float]:
+        return fixed | {n: SPACE[n].of_x(float(v)) for n, v in zip(free, x, strict=True)}
+
     def residuals(x: np.ndarray) -> np.ndarray:
-        p = pred.predict(rates_for(base, _to_params(x)))
+        p = pred.predict(rates_for(base, params_of(x)))
         return np.log(np.maximum(p, 1e-12) / measured)
 
-    lo = [math.log(EFF_BOUNDS[0]), math.log(EFF_BOUNDS[0]), 0.0, 0.0]
-    hi = [0.0, 0.0, OVERHEAD_MAX_S * 1e6, OVERHEAD_MAX_S * 1e6]
+    lo = [SPACE[n].lo for n in free]
+    hi = [SPACE[n].hi for n in free]
     best = None
-    for e_m, e_b, t_k, t_f in ((0.5, 0.7, 5.0, 100.0), (0.9, 0.9, 0.0, 0.0),
-                               (0.2, 0.3, 30.0, 1000.0), (0.7, 0.5, 1.0, 10.0)):
-        x0 = np.array([math.log(e_m), math.log(e_b), t_k, t_f])
-        r = least_squares(residuals, x0, bounds=(lo, hi), x_scale=[1.0, 1.0, 10.0, 100.0],
-                          method="trf")
+    for start in STARTS:
+        x0 = np.array([SPACE[n].to_x(start[n]) for n in free])
+        r = least_squares(residuals, x0, bounds=(lo, hi),
+                          x_scale=[SPACE[n].scale for n in free], method="trf")
         if best is None or r.cost < best.cost:
             best = r
     assert best is not None
-    params = _to_params(best.x)
-    pinned = [name for name, v, a, b in zip(PARAMS, best.x, lo, hi, strict=True)
+    params = {n: params_of(best.x)[n] for n in PARAMS}
+    pinned = [name for name, v, a, b in zip(free, best.x, lo, hi, strict=True)
               if math.isclose(v, a, abs_tol=1e-6) or math.isclose(v, b, abs_tol=1e-6)]
-    cal = Calibration(params, list(train), list(test), float(best.cost), pinned)
+    cal = Calibration(params, list(train), list(test), float(best.cost), pinned,
+                      fixed=sorted(fixed))
     if test:
         held = [records[i] for i in test]
         p = Predictor(held, hw).predict(rates_for(base, params))
@@ -155,46 +202,3 @@ def calibrated_hardware(hw: Hardware, cal: Calibration, suite: str) -> Hardware:
     pinned = f" Parameters at a bound: {', '.join(cal.pinned)}." if cal.pinned else ""
     data["notes"] = f"{hw.notes} Calibrated: {band_text}.{pinned}".strip()
     return Hardware.model_validate(data)
-
-
-# --- diagnostic: the form of the roofline combination ---------------------------------------
-
-COMPONENTS = ("t_mem_s", "t_math_s", "kernels", "forwards")
-
-
-def components(records: list[dict[str, Any]], hw: Hardware, dtype: str) -> np.ndarray:
-    """Per record, from the cost model's own formulas: the sums over ops of T_mem and T_math
-    at the measured rates, the kernel count and the forward-call count ([n, 4])."""
-    base = base_rates(hw, dtype)
-    pred = Predictor(records, hw)
-    inf = 1e30
-    return np.stack([
-        pred.predict(Rates(inf, base.beta_bytes_per_s, 0.0, 0.0)),
-        pred.predict(Rates(base.pi_flops_per_s, inf, 0.0, 0.0)),
-        pred.predict(Rates(inf, inf, 1.0, 0.0)),
-        pred.predict(Rates(inf, inf, 0.0, 1.0)),
-    ], axis=1)
-
-
-def additive_diagnostic(records: list[dict[str, Any]], hw: Hardware, dtype: str,
-                        train: list[int]) -> dict[str, Any]:
-    """What-if fit of t = T_mem / e_b + T_math / e_m + kernels t_k + forwards t_f (compute and
-    memory NOT overlapped) on the train split, by non-negative least squares on relative error.
-
-    Not the cost model's prediction (which takes max(T_math, T_mem) per op): evidence on which
-    combination a device follows. Returns the coefficients and the predictions of all points.
-    """
-    from scipy.optimize import nnls
-
-    x = components(records, hw, dtype)
-    meas = np.array([r["measured_s"] for r in records], dtype=np.float64)
-    a = x[train] / meas[train, None]
-    coef, _ = nnls(a, np.ones(len(train)))
-    pred = x @ coef
-    return {
-        "form": "t = T_mem/e_b + T_math/e_m + kernels*t_kernel + forwards*t_forward",
-        "bandwidth": float(1 / coef[0]) if coef[0] > 0 else None,
-        "matmul": float(1 / coef[1]) if coef[1] > 0 else None,
-        "kernel_overhead_s": float(coef[2]), "forward_overhead_s": float(coef[3]),
-        "predicted_s": pred.tolist(),
-    }

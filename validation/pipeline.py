@@ -33,7 +33,7 @@ from .calibrate import calibrated_hardware, fit, split
 from .dataset import read_dataset, write_json_atomic
 from .measure import Runner
 from .microbench import hardware_record, run_microbench
-from .report import write_report
+from .report import params_text, write_report
 from .suites import Suite, get_suite
 
 
@@ -138,10 +138,7 @@ def _run(device: str, suite_name: str, out_dir: str | Path, *, threads: int | No
     for w in runner.warnings:
         print(w, flush=True)
     if not quiet:
-        p = cal.params
-        print(f"calibrated: matmul {p['matmul']:.3f}, bandwidth {p['bandwidth']:.3f}, "
-              f"kernel {p['kernel_overhead_s'] * 1e6:.2f} us, forward "
-              f"{p['forward_overhead_s'] * 1e6:.1f} us; bound violations: "
+        print(f"calibrated: {params_text(cal.params)}; bound violations: "
               f"{len(summary['bound_violations'])}; report in {out}")
         for phase, m in summary["mape_pct"].items():
             unc, calv = m["heldout_uncalibrated"], m["heldout_calibrated"]

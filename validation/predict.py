@@ -69,17 +69,20 @@ def _values(p: PointInputs) -> dict[Any, float]:
 
 @dataclass(frozen=True)
 class Rates:
-    """The four calibrated quantities (SI): achievable compute and bandwidth, overheads."""
+    """The calibrated quantities (SI): achievable compute and bandwidth, overheads, and the
+    overlap of compute with memory time (`costmodel.roofline`; 1 = the roofline's max)."""
 
     pi_flops_per_s: float
     beta_bytes_per_s: float
     t_kernel_s: float
     t_forward_s: float
+    overlap: float = 1.0
 
     @classmethod
     def of(cls, hw: Hardware, dtype: str) -> Rates:
         return cls(hw.compute_flops_per_s(dtype), hw.bandwidth_bytes_per_s(),
-                   hw.efficiency.kernel_overhead_s, hw.efficiency.forward_overhead_s)
+                   hw.efficiency.kernel_overhead_s, hw.efficiency.forward_overhead_s,
+                   hw.efficiency.overlap)
 
 
 class Predictor:
@@ -106,7 +109,7 @@ class Predictor:
     def predict(self, rates: Rates) -> np.ndarray:
         out = np.empty(self.n, dtype=np.float64)
         hwv = {sy.pi: rates.pi_flops_per_s, sy.beta: rates.beta_bytes_per_s,
-               sy.t_kernel: rates.t_kernel_s, sy.t_forward: rates.t_forward_s,
+               sy.eta_ov: rates.overlap, sy.t_kernel: rates.t_kernel_s, sy.t_forward: rates.t_forward_s,
                sy.M_cap: self.hw_capacity}
         for f, metric, idx, arrays in self.groups:
             out[idx] = f.evaluate(metric, arrays | hwv)
@@ -118,6 +121,22 @@ def predict_record(rec: dict[str, Any], hw: Hardware) -> float:
     p = point_inputs(rec)
     vals = _values(p) | hardware_values(hw, p.impl)
     return float(formulas(structure_key(p.spec, p.impl)).evaluate(p.metric, vals)[0])
+
+
+def predicted_memory_bytes(rec: dict[str, Any], hw: Hardware) -> float:
+    """The cost model's total memory (weights + batch x per-sequence) of a record's request,
+    as the reference holds it: without the official code's unused block-decoder ``embed_in``
+    (hf-legacy profile) that the reference does not allocate, as `validation.count` does."""
+    from costmodel.api import estimate
+    from costmodel.workload import Workload
+
+    p = point_inputs(rec)
+    total = estimate(p.spec, hw, Workload(batch=p.batch, prompt_tokens=p.prompt_tokens,
+                                          generated_tokens=p.generated_tokens),
+                     p.impl).memory_bytes_total
+    if isinstance(p.spec, BlockSpec) and p.impl.allocates_unused_block_embedding:
+        total -= p.spec.params_unused_embed_in * p.impl.weight_bytes_per_element
+    return float(total)
 
 
 def roofline_counts(rec: dict[str, Any]) -> dict[str, float]:
