@@ -246,9 +246,11 @@ def capacity_figure(curve: pd.DataFrame, batch: int, tpot_bound_s: float | None,
 
 # --- Validation -------------------------------------------------------------------------------
 
-def validation_scatter(df: pd.DataFrame, title: str) -> go.Figure:
-    """Predicted vs measured seconds (log-log), one colour per phase, identity line y = x."""
-    both = pd.concat([df["predicted_s"], df["measured_s"]])
+def validation_scatter(df: pd.DataFrame, title: str, predicted: str = "predicted_s"
+                       ) -> go.Figure:
+    """Predicted (column `predicted`) vs measured seconds (log-log), one colour per phase,
+    identity line y = x."""
+    both = pd.concat([df[predicted], df["measured_s"]])
     lo, hi = float(both.min()) / 2, float(both.max()) * 2
     data: list[dict[str, Any]] = [
         {"type": "scatter", "mode": "lines", "x": [lo, hi], "y": [lo, hi],
@@ -257,7 +259,7 @@ def validation_scatter(df: pd.DataFrame, title: str) -> go.Figure:
     for phase, part in df.groupby("phase", sort=False):
         data.append({
             "type": "scatter", "mode": "markers", "name": str(phase),
-            "x": _list(part["measured_s"]), "y": _list(part["predicted_s"]),
+            "x": _list(part["measured_s"]), "y": _list(part[predicted]),
             "customdata": np.stack([part["model"].astype(str), part["device"].astype(str)],
                                    -1).tolist(),
             "hovertemplate": "%{customdata[0]} on %{customdata[1]}<br>measured %{x:.4g} s<br>"

@@ -1,15 +1,20 @@
 """Read validation datasets (JSONL) and summarise predicted vs measured (no streamlit).
 
-The harness that writes `validation/results/**/*.jsonl` is being built alongside; this loader
-assumes only that each line is a JSON object with at least
+Datasets are the `validation/results/**/*.jsonl` files `blockroof validate run` writes. The
+loader assumes only that each line is a JSON object with at least
 
     model, phase, device (text) and predicted_s, measured_s (positive seconds).
 
 Everything else is kept as extra columns (nested objects flattened as "env.torch", ...).
 Optional keys used when present: ``flops`` and ``bytes`` (or the aliases below) to place the
 measured points on a roofline, ``hardware`` (a hardware id) for that roofline. Lines that do
-not meet the minimum are skipped and reported, never fatal. Adapt `ALIASES` when the format
-settles.
+not meet the minimum are skipped and reported, never fatal.
+
+A run directory also holds the report's ``points.csv`` (`validation.report`): where it is
+beside a dataset, its per-point predictions, made by the cost model as it is now, replace the
+``predicted_s`` stored at measurement time, and add ``predicted_calibrated_s`` (the run's
+calibration) and ``split`` (train / test), matched by ``point_id``. `with_prediction` selects
+which prediction the errors use.
 """
 
 from __future__ import annotations
@@ -32,6 +37,10 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "bytes": ("bytes", "bytes_total", "counted_bytes", "predicted_bytes"),
 }
 EMPTY_MESSAGE = "No validation datasets yet: run `blockroof validate run ...`"
+REPORT_FILE = "points.csv"  # beside a dataset: validation.report's per-point predictions
+REPORT_COLUMNS = ("predicted_s", "predicted_calibrated_s", "split")
+PREDICTIONS = {"uncalibrated roofline": "predicted_s",
+               "calibrated (each run's fit)": "predicted_calibrated_s"}
 
 
 @dataclass
@@ -108,7 +117,36 @@ def load_results(root: Path | str | None = None) -> ValidationData:
                 problems.append(f"{rel}:{i}: {reason}")
                 continue
             records.append(rec | {"dataset": rel, "line": i})
+        report = _report_predictions(path.parent / REPORT_FILE, root, problems)
+        for rec in records:
+            if rec["dataset"] == rel and rec.get("point_id") in report:
+                rec.update(report[rec["point_id"]])
     return ValidationData(_frame(records), files, problems)
+
+
+def _report_predictions(path: Path, root: Path, problems: list[str]) -> dict[str, dict]:
+    """{point_id: REPORT_COLUMNS} from a report's points.csv; {} when there is none."""
+    if not path.is_file():
+        return {}
+    rel = str(path.relative_to(root))
+    try:
+        table = pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        problems.append(f"{rel}: unreadable ({e})")
+        return {}
+    missing = [c for c in ("point_id", *REPORT_COLUMNS) if c not in table.columns]
+    if missing:
+        problems.append(f"{rel}: missing column(s) {', '.join(missing)}")
+        return {}
+    out = {}
+    for row in table.itertuples(index=False):
+        pred, cal = _positive(row.predicted_s), _positive(row.predicted_calibrated_s)
+        if pred is None or cal is None or row.split not in ("train", "test"):
+            problems.append(f"{rel}: point {row.point_id}: bad predictions, not used")
+            continue
+        out[str(row.point_id)] = {"predicted_s": pred, "predicted_calibrated_s": cal,
+                                  "split": row.split}
+    return out
 
 
 def _frame(records: list[dict]) -> pd.DataFrame:
@@ -126,9 +164,21 @@ def _frame(records: list[dict]) -> pd.DataFrame:
                 df[canonical] = df[found]
         if canonical in df.columns:
             df[canonical] = pd.to_numeric(df[canonical], errors="coerce")
-    df["ratio"] = df["predicted_s"] / df["measured_s"]
-    df["abs_pct_error"] = 100 * (df["ratio"] - 1).abs()
-    return df
+    return with_prediction(df, "predicted_s")
+
+
+def with_prediction(df: pd.DataFrame, column: str) -> pd.DataFrame:
+    """`df` with ``ratio`` (predicted / measured) and ``abs_pct_error`` from `column`
+    (``predicted_s`` or ``predicted_calibrated_s``); rows without that prediction dropped."""
+    if column not in PREDICTIONS.values():
+        raise ValueError(f"prediction: expected one of {', '.join(PREDICTIONS.values())}, "
+                         f"got {column!r}")
+    if column not in df.columns:
+        return df.iloc[0:0].assign(ratio=[], abs_pct_error=[])
+    out = df[df[column].notna()].copy()
+    out["ratio"] = out[column].astype(float) / out["measured_s"]
+    out["abs_pct_error"] = 100 * (out["ratio"] - 1).abs()
+    return out
 
 
 def display_columns(df: pd.DataFrame) -> list[str]:

@@ -444,6 +444,25 @@ def test_validation_dataset_mape(_no_validation_data):
     assert metrics(at)["MAPE (all selected points)"] == "50.0 %"
 
 
+def test_validation_calibrated_view_uses_the_report(_no_validation_data):
+    run = _no_validation_data / "cpu"
+    run.mkdir()
+    recs = [{"point_id": f"p{i}", "model": "vanilla_31", "phase": "decode_step",
+             "device": "cpu", "predicted_s": 1.0, "measured_s": 2.0} for i in range(4)]
+    (run / "dataset.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
+    (run / "points.csv").write_text(
+        "point_id,predicted_s,predicted_calibrated_s,split\n"
+        "p0,1.0,2.2,test\np1,1.0,2.4,test\np2,1.0,2.0,train\np3,1.0,2.0,train\n")
+    at = run_app("validation")
+    assert_clean(at)
+    assert at.radio(key="val_prediction").value.startswith("calibrated")
+    assert metrics(at)["MAPE (held-out points)"] == "15.0 %"  # (10 + 20) / 2
+    at.checkbox(key="val_held_out").uncheck().run()
+    assert metrics(at)["MAPE (all selected points)"] == "7.5 %"
+    at.radio(key="val_prediction").set_value("uncalibrated roofline").run()
+    assert metrics(at)["MAPE (all selected points)"] == "50.0 %"
+
+
 # --- Paper --------------------------------------------------------------------------------------
 
 def test_paper_tables_equal_the_api():

@@ -344,6 +344,32 @@ def test_validation_loader_is_defensive(tmp_path):
     assert pts["attained_flops_per_s"].tolist() == [2e9, 2e9]
 
 
+def test_validation_loader_takes_the_report_beside_a_dataset(tmp_path):
+    run = tmp_path / "cpu"
+    run.mkdir()
+    base = {"model": "m", "phase": "decode_step", "device": "cpu", "measured_s": 2.0}
+    recs = [base | {"point_id": f"p{i}", "predicted_s": 0.5} for i in range(3)]
+    (run / "dataset.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
+    pd.DataFrame({"point_id": ["p0", "p1", "p2"], "predicted_s": [1.0, 1.5, 1.0],
+                  "predicted_calibrated_s": [2.2, 1.8, -1.0],
+                  "split": ["test", "train", "test"]}).to_csv(run / "points.csv", index=False)
+    data = vd.load_results(tmp_path)
+    assert data.problems == ["cpu/points.csv: point p2: bad predictions, not used"]
+    df = data.frame.set_index("point_id")
+    # the report's (current) uncalibrated prediction replaces the stored one where it exists
+    assert df["predicted_s"].tolist() == [1.0, 1.5, 0.5]
+    assert df["abs_pct_error"].tolist() == [50.0, 25.0, 75.0]
+    cal = vd.with_prediction(data.frame, "predicted_calibrated_s")
+    assert cal["point_id"].tolist() == ["p0", "p1"]
+    assert cal["abs_pct_error"].tolist() == pytest.approx([10.0, 10.0])
+    with pytest.raises(ValueError, match="prediction: expected one of"):
+        vd.with_prediction(data.frame, "measured_s")
+    (run / "points.csv").write_text("point_id,predicted_s\np0,1.0\n")
+    data = vd.load_results(tmp_path)
+    assert data.problems == ["cpu/points.csv: missing column(s) predicted_calibrated_s, split"]
+    assert vd.with_prediction(data.frame, "predicted_calibrated_s").empty
+
+
 def test_sweep_helper_agrees_with_api():
     hw = get_hardware("h100-sxm-80gb")
     df = design.axis_sweep({"Block": get_preset("block_main_b4_5")}, hw, PREFILL, "static",

@@ -1,4 +1,5 @@
-"""Validation: predicted vs measured from the stored datasets (validation/results/*.jsonl)."""
+"""Validation: predicted (uncalibrated or calibrated) vs measured from the stored datasets
+(validation/results/**/*.jsonl and the reports beside them)."""
 
 from __future__ import annotations
 
@@ -25,12 +26,33 @@ chosen_devices = c1.multiselect("Devices", devices, default=devices, key="val_de
 models = sorted(df["model"].unique())
 chosen_models = c2.multiselect("Models", models, default=models, key="val_models")
 df = df[df["device"].isin(chosen_devices) & df["model"].isin(chosen_models)]
+has_calibrated = "predicted_calibrated_s" in df.columns and df["predicted_calibrated_s"].notna().any()
+c1, c2 = st.columns(2)
+label = c1.radio("Prediction", list(validation_data.PREDICTIONS), horizontal=True,
+                 index=1 if has_calibrated else 0, key="val_prediction",
+                 help="Uncalibrated: the roofline at the run's measured peak rates (a lower "
+                      "bound). Calibrated: with the efficiencies each run fitted on its train "
+                      "split (`validation/results/*/report.md`).")
+calibrated = validation_data.PREDICTIONS[label] == "predicted_calibrated_s"
+held_out = c2.checkbox("Held-out points only", value=calibrated, key="val_held_out",
+                       disabled=not calibrated,
+                       help="Points the calibration did not see (about a third of each phase).")
+shown = validation_data.with_prediction(df, validation_data.PREDICTIONS[label])
+if calibrated and held_out:
+    shown = shown[shown["split"] == "test"]
+if calibrated and len(shown) < len(df):
+    st.caption(f"{len(df) - len(shown)} point(s) left out: "
+               + ("not held out, or " if held_out else "")
+               + "no report (points.csv) beside their dataset.")
+df = shown
 if df.empty:
     st.info("No points for this selection.")
     st.stop()
 
-st.metric("MAPE (all selected points)", f"{df['abs_pct_error'].mean():.1f} %")
-st.plotly_chart(figures.validation_scatter(df, "Predicted vs measured time"), width="stretch",
+st.metric(f"MAPE ({'held-out' if calibrated and held_out else 'all selected'} points)",
+          f"{df['abs_pct_error'].mean():.1f} %")
+st.plotly_chart(figures.validation_scatter(df, f"Predicted ({label}) vs measured time",
+                                          validation_data.PREDICTIONS[label]), width="stretch",
                 key="val_scatter")
 
 st.subheader("MAPE per phase and device")
