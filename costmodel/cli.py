@@ -60,6 +60,32 @@ def _workload(args: argparse.Namespace):
         raise UserError(describe_validation_error(e, rename=FLAG_FOR_FIELD)) from None
 
 
+def _hardware(args: argparse.Namespace) -> Any:
+    """--hardware (one or several) with the --efficiency overrides applied to each."""
+    from .hardware import Efficiency, get_hardware
+
+    many = isinstance(args.hardware, list)
+    ids = args.hardware if many else [args.hardware]
+    if not args.efficiency:
+        return args.hardware
+    known = [n for n in Efficiency.model_fields if n != "source"]
+    changes: dict[str, float] = {}
+    for item in args.efficiency:
+        name, sep, value = item.partition("=")
+        if not sep or name not in known:
+            raise UserError(f"--efficiency: expected NAME=VALUE with NAME one of "
+                            f"{', '.join(known)}, got {item!r}")
+        try:
+            changes[name] = float(value)
+        except ValueError:
+            raise UserError(f"--efficiency: {name}: expected a number, got {value!r}") from None
+    try:
+        out = [get_hardware(h).with_efficiency(**changes, source="--efficiency") for h in ids]
+    except ValidationError as e:
+        raise UserError(describe_validation_error(e, prefix="--efficiency")) from None
+    return out if many else out[0]
+
+
 def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
     def fmt(v: Any) -> str:
         if isinstance(v, float):
@@ -139,7 +165,8 @@ def cmd_hardware(args: argparse.Namespace) -> None:
 def cmd_estimate(args: argparse.Namespace) -> None:
     from .api import estimate
 
-    est = estimate(_load_model(args.model), args.hardware, _workload(args), args.implementation)
+    hw = _hardware(args)
+    est = estimate(_load_model(args.model), hw, _workload(args), args.implementation)
     if args.json:
         out = est.summary()
         out["ops"] = [{"phase": r.phase, "name": r.name, "flops": r.flops,
@@ -152,6 +179,9 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     print(f"{est.model} ({est.kind}) on {est.hardware}, profile {est.implementation}: "
           f"batch {est.batch} (max {est.max_batch}), prompt {est.prompt_tokens}, "
           f"generate {est.generated_tokens}")
+    if args.efficiency:
+        eff = hw.efficiency.model_dump(exclude={"source"})
+        print("efficiencies: " + ", ".join(f"{k} {v:g}" for k, v in eff.items()))
     if not est.fits:
         print("warning: this batch does not fit in device memory")
     for key in ("ttft_s", "tpot_s", "request_time_s", "throughput_tokens_per_s",
@@ -176,7 +206,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
     batch: Any = "max" if args.batch == "max" else ints("--batch", args.batch)
     models = [_load_model(m) for m in args.model]
-    df = sweep(models, args.hardware, batch=batch, prompt_tokens=ints("--prompt", args.prompt),
+    df = sweep(models, _hardware(args), batch=batch, prompt_tokens=ints("--prompt", args.prompt),
                generated_tokens=ints("--generate", args.generate),
                block_length=ints("--block-length", args.block_length) if args.block_length
                else None, implementation=args.implementation,
@@ -253,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--hardware", default="h100-sxm-80gb", nargs="+" if many else None,
                        help="hardware id (see `blockroof hardware`) or a record .json")
         s.add_argument("--implementation", default="static", choices=["static", "hf-legacy"])
+        s.add_argument("--efficiency", nargs="+", metavar="NAME=VALUE", default=None,
+                       help="override the hardware record's efficiencies, e.g. matmul=0.8 "
+                            "overlap=0 kernel_overhead_s=5e-6 (costmodel.hardware.Efficiency)")
 
     s = sub.add_parser("estimate", help="latency, throughput and memory of one workload")
     s.add_argument("--model", required=True,

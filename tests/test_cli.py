@@ -74,12 +74,37 @@ def test_estimate_text_and_spec_file(capsys, tmp_path):
      "--batch: expected a whole number >= 1 or 'max'"),
     (["sweep", "--model", "vanilla_70", "--batch", "1,x", "--out", "x.csv"], "--batch"),
     (["formula", "nonsense"], "unknown formula"),
+    (["estimate", "--model", "vanilla_70", "--prompt", "5", "--generate", "2", "--efficiency",
+      "overlap=1.5"], "--efficiency: efficiency.overlap: Input should be less than or equal"),
+    (["estimate", "--model", "vanilla_70", "--prompt", "5", "--generate", "2", "--efficiency",
+      "speed=2"], "--efficiency: expected NAME=VALUE with NAME one of matmul, bandwidth"),
+    (["sweep", "--model", "vanilla_70", "--out", "x.csv", "--efficiency", "matmul=fast"],
+     "--efficiency: matmul: expected a number, got 'fast'"),
 ])
 def test_bad_input_is_one_line(capsys, argv, needle):
     rc, out, err = run(capsys, *argv)
     assert rc == 2
     assert needle in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_efficiency_overrides(capsys, tmp_path):
+    from costmodel import Workload, estimate, get_hardware
+
+    argv = ["estimate", "--model", "vanilla_70", "--prompt", "512", "--generate", "8",
+            "--batch", "4", "--json"]
+    rc, out, _ = run(capsys, *argv, "--efficiency", "matmul=0.5", "overlap=0")
+    hw = get_hardware("h100-sxm-80gb").with_efficiency(matmul=0.5, overlap=0.0)
+    expected = estimate("vanilla_70", hw, Workload(batch=4, prompt_tokens=512,
+                                                   generated_tokens=8))
+    assert rc == 0 and json.loads(out)["request_time_s"] == pytest.approx(
+        expected.request_time_s, rel=1e-12)
+    rc, plain, _ = run(capsys, *argv)
+    assert json.loads(plain)["request_time_s"] < expected.request_time_s
+    rc, out, _ = run(capsys, "sweep", "--model", "vanilla_70", "--hardware", "h100-sxm-80gb",
+                     "a100-sxm-80gb", "--efficiency", "overlap=0", "--out",
+                     str(tmp_path / "s.csv"))
+    assert rc == 0 and "wrote 2 design points" in out
 
 
 def test_inconsistent_spec_file(capsys, tmp_path):
