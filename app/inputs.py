@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from costmodel.hardware import Hardware
 from costmodel.presets import display_name
 
 from . import cache
@@ -19,6 +20,7 @@ from .state import (
     BLOCKIFY,
     CUSTOM,
     DEFAULT,
+    EFFICIENCY_FIELDS,
     PROFILE_CHOICES,
     UPLOAD,
     VANILLA_CHOICES,
@@ -83,6 +85,36 @@ def _custom_block() -> None:
         _int_input("Heads H", "b_heads")
 
 
+# WhatIf field -> (label, largest value, step, help); units and Efficiency fields in
+# state.EFFICIENCY_FIELDS
+_EFFICIENCY_WIDGETS = {
+    "eff_matmul": ("Matmul efficiency", 1.0, 0.05,
+                   "fraction of the peak (or measured) matmul rate achieved"),
+    "eff_bandwidth": ("Bandwidth efficiency", 1.0, 0.05,
+                      "fraction of the memory bandwidth achieved"),
+    "eff_overlap": ("Overlap", 1.0, 0.1,
+                    "1: an op takes max(T_math, T_mem), the roofline; 0: T_math + T_mem "
+                    "(eager CPU kernels, validation/results/cpu)"),
+    "kernel_overhead_us": ("Per-kernel overhead (us)", None, 1.0, "fixed time per kernel launch"),
+    "forward_overhead_us": ("Per-forward overhead (us)", None, 10.0,
+                            "fixed time per model forward call"),
+}
+
+
+def _efficiencies(hw: Hardware | None) -> None:
+    """Overrides of the record's efficiencies; an empty box keeps the record's value."""
+    changed = sum(st.session_state.get(k) is not None for k in _EFFICIENCY_WIDGETS)
+    label = "Efficiencies" + (f" ({changed} overridden)" if changed else " (the record's)")
+    with st.expander(label, expanded=bool(changed)):
+        st.caption("Leave a box empty for the hardware record's own value (shown greyed). "
+                   "Calibrated values for a device come from `blockroof validate run`.")
+        for key, (text, top, step, help_) in _EFFICIENCY_WIDGETS.items():
+            name, to_si = EFFICIENCY_FIELDS[key]
+            own = None if hw is None else getattr(hw.efficiency, name) / to_si
+            st.number_input(text, key=key, min_value=0.0, max_value=top, step=step, help=help_,
+                            placeholder="record: n/a" if own is None else f"record: {own:g}")
+
+
 def _widgets() -> tuple[str, bytes] | None:
     st.header("What-if")
     st.selectbox("Vanilla model", VANILLA_CHOICES, key="vanilla", format_func=_model_label)
@@ -103,6 +135,7 @@ def _widgets() -> tuple[str, bytes] | None:
     db = cache.hardware_database()
     st.selectbox("Hardware", list(db), key="hardware",
                  format_func=lambda i: f"{db[i].name} ({i})" if i in db else i)
+    _efficiencies(db.get(st.session_state["hardware"]))
     st.radio("Implementation profile", PROFILE_CHOICES, key="profile", horizontal=True,
              help=_PROFILE_HELP)
     st.radio("Batch", BATCH_MODES, key="batch_mode", horizontal=True,

@@ -21,7 +21,7 @@ from costmodel.presets import blockify, get_preset
 from costmodel.spec import BlockSpec, VanillaSpec
 from costmodel.workload import Workload
 
-from .state import BLOCKIFY, CUSTOM, UPLOAD, WhatIf
+from .state import BLOCKIFY, CUSTOM, EFFICIENCY_FIELDS, UPLOAD, WhatIf
 
 GiB = 2**30
 
@@ -179,6 +179,22 @@ def _workload(w: WhatIf) -> tuple[Workload | None, list[InputError]]:
                                  x.message) for x in errs]
 
 
+def _hardware(w: WhatIf) -> tuple[Hardware | None, list[InputError]]:
+    """The chosen record, with the efficiencies the what-if overrides (`EFFICIENCY_FIELDS`)."""
+    try:
+        hw = get_hardware(w.hardware)
+    except ValueError as e:
+        return None, [InputError("Hardware", "hardware", str(e).removeprefix("hardware: "))]
+    changes = {name: getattr(w, key) * factor for key, (name, factor) in EFFICIENCY_FIELDS.items()
+               if getattr(w, key) is not None}
+    if not changes:
+        return hw, []
+    try:
+        return hw.with_efficiency(**changes, source="what-if (dashboard)"), []
+    except ValidationError as e:
+        return None, validation_errors(e, "Hardware efficiency")
+
+
 def resolve(w: WhatIf, upload: tuple[str, bytes] | None = None) -> Context:
     """Validate every part of `w`; `upload` is (file name, bytes) of an uploaded config.json."""
     errors: list[InputError] = []
@@ -188,11 +204,8 @@ def resolve(w: WhatIf, upload: tuple[str, bytes] | None = None) -> Context:
     errors += errs
     workload, errs = _workload(w)
     errors += errs
-    hardware = None
-    try:
-        hardware = get_hardware(w.hardware)
-    except ValueError as e:
-        errors.append(InputError("Hardware", "hardware", str(e).removeprefix("hardware: ")))
+    hardware, errs = _hardware(w)
+    errors += errs
     profile = w.profile
     try:
         get_implementation(profile)

@@ -7,7 +7,9 @@ back to the default with a warning naming the parameter); `to_query_params` writ
 
 Query parameters: vanilla, block, hw, profile, batch ("max" or a number), prompt, gen,
 reserve_gib; for a custom vanilla v_layers, v_width, v_heads, v_ffn; for a custom block
-b_lb, b_prefix, b_nb, b_nt, b_width, b_heads, b_ffn; for a blockified vanilla bf_lb.
+b_lb, b_prefix, b_nb, b_nt, b_width, b_heads, b_ffn; for a blockified vanilla bf_lb; for
+efficiencies that override the hardware record's (`EFFICIENCY_FIELDS`) eff_mm, eff_bw, eff_ov,
+t_kernel_us, t_forward_us (absent = the record's own).
 An uploaded config.json cannot travel in a URL: "vanilla=upload" asks for the file again.
 """
 
@@ -60,6 +62,12 @@ class WhatIf:
     b_ffn: int = 8192
     # blockify the vanilla side
     bf_block_length: int = 4
+    # efficiencies overriding the hardware record's (None: the record's own)
+    eff_matmul: float | None = None
+    eff_bandwidth: float | None = None
+    eff_overlap: float | None = None
+    kernel_overhead_us: float | None = None
+    forward_overhead_us: float | None = None
 
     def widget_values(self) -> dict[str, Any]:
         """Session-state values of the sidebar widgets (keys = field names)."""
@@ -77,8 +85,16 @@ _CUSTOM_BLOCK = {"b_lb": "b_block_length", "b_prefix": "b_prefix", "b_nb": "b_la
                  "b_nt": "b_layers_token", "b_width": "b_width", "b_heads": "b_heads",
                  "b_ffn": "b_ffn"}
 _BLOCKIFY = {"bf_lb": "bf_block_length"}
+_EFFICIENCY = {"eff_mm": "eff_matmul", "eff_bw": "eff_bandwidth", "eff_ov": "eff_overlap",
+               "t_kernel_us": "kernel_overhead_us", "t_forward_us": "forward_overhead_us"}
+# WhatIf field -> (costmodel.hardware.Efficiency field, factor from the widget's unit to SI)
+EFFICIENCY_FIELDS: dict[str, tuple[str, float]] = {
+    "eff_matmul": ("matmul", 1.0), "eff_bandwidth": ("bandwidth", 1.0),
+    "eff_overlap": ("overlap", 1.0), "kernel_overhead_us": ("kernel_overhead_s", 1e-6),
+    "forward_overhead_us": ("forward_overhead_s", 1e-6),
+}
 QUERY_KEYS: tuple[str, ...] = (*_MAIN, "batch", "reserve_gib", *_CUSTOM_VANILLA, *_CUSTOM_BLOCK,
-                               *_BLOCKIFY)
+                               *_BLOCKIFY, *_EFFICIENCY)
 STREAMLIT_KEYS: tuple[str, ...] = ("embed", "embed_options")  # Streamlit's own; left alone
 
 
@@ -139,7 +155,9 @@ def from_query_params(params: Mapping[str, str | list[str]]) -> tuple[WhatIf, li
     for key, raw in params.items():
         text = _first(raw)
         try:
-            if key in mapping:
+            if key in _EFFICIENCY:
+                changes[_EFFICIENCY[key]] = _float(text)
+            elif key in mapping:
                 name = mapping[key]
                 parser = _PARSERS.get(name) or (_int if types[name] in (int, "int") else _float)
                 changes[name] = parser(text)
@@ -175,6 +193,8 @@ def to_query_params(w: WhatIf) -> dict[str, str]:
     elif w.block == BLOCKIFY:
         extra = extra | _BLOCKIFY
     out |= {key: str(getattr(w, name)) for key, name in extra.items()}
+    out |= {key: f"{getattr(w, name):g}" for key, name in _EFFICIENCY.items()
+            if getattr(w, name) is not None}
     return out
 
 

@@ -412,6 +412,22 @@ def test_capacity_bad_input_names_the_field(key, value, field):
     assert msg.startswith(f"Capacity planner — {field}:")
 
 
+def test_efficiency_overrides_change_the_estimates():
+    at = run_app("compare")
+    assert_clean(at)
+    assert "Efficiencies (the record's)" in [e.label for e in at.expander]
+    at.number_input(key="eff_overlap").set_value(0.0).run()
+    assert_clean(at)
+    assert "Efficiencies (1 overridden)" in [e.label for e in at.expander]
+    hw = get_hardware("h100-sxm-80gb").with_efficiency(overlap=0.0)
+    est = estimate("vanilla_410", hw, Workload(batch="max", prompt_tokens=2048,
+                                               generated_tokens=128))
+    assert metrics(at)["Vanilla TTFT"] == fmt.seconds(est.ttft_s)
+    assert at.query_params["eff_ov"] in ("0", ["0"])
+    at.number_input(key="eff_matmul").set_value(0.0).run()
+    assert any("efficiency.matmul: Input should be greater than 0" in e.value for e in at.error)
+
+
 # --- Validation ---------------------------------------------------------------------------------
 
 def test_validation_empty_state():

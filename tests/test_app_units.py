@@ -47,6 +47,9 @@ whatifs = st.builds(
     reserve_GiB=st.sampled_from((0.0, 0.5, 2.0, 10.0)),
     v_layers=st.integers(0, 200), v_width=st.integers(0, 9000), b_block_length=st.integers(0, 64),
     bf_block_length=st.integers(0, 64),
+    eff_matmul=st.none() | st.sampled_from((0.0, 0.35, 0.8, 1.0, 1.5)),
+    eff_overlap=st.none() | st.sampled_from((0.0, 0.25, 1.0)),
+    forward_overhead_us=st.none() | st.sampled_from((0.0, 12.5, 3000.0)),
 )
 
 
@@ -59,7 +62,8 @@ def test_query_params_round_trip(w):
     assert to_query_params(back) == url
     # the fields the URL carries come back exactly
     for name in ("vanilla", "block", "hardware", "profile", "prompt_tokens", "generated_tokens",
-                 "batch_mode"):
+                 "batch_mode", "eff_matmul", "eff_bandwidth", "eff_overlap",
+                 "kernel_overhead_us", "forward_overhead_us"):
         assert getattr(back, name) == getattr(w, name)
 
 
@@ -109,11 +113,30 @@ def test_default_resolves_to_the_presets():
      "block_length (3): the embedder concatenates block_length embeddings of width "
      "d_model / block_length"),
     ({"hardware": "tpu-v9"}, "Hardware — hardware: unknown id 'tpu-v9'"),
+    ({"eff_matmul": 0.0},
+     "Hardware efficiency — efficiency.matmul: Input should be greater than 0 (got 0.0)"),
+    ({"eff_overlap": 1.5},
+     "Hardware efficiency — efficiency.overlap: Input should be less than or equal to 1 "
+     "(got 1.5)"),
 ])
 def test_bad_inputs_name_the_field_and_rule(changes, expected):
     ctx = resolve(replace(DEFAULT, **changes))
     texts = [e.text() for e in ctx.errors]
     assert any(t.startswith(expected) for t in texts), texts
+
+
+def test_efficiency_overrides_apply_to_the_record():
+    assert resolve(DEFAULT).hardware == get_hardware("h100-sxm-80gb")  # nothing overridden
+    w = replace(DEFAULT, eff_matmul=0.8, eff_overlap=0.0, kernel_overhead_us=5.0)
+    eff = resolve(w).hardware.efficiency
+    assert (eff.matmul, eff.bandwidth, eff.overlap) == (0.8, 1.0, 0.0)
+    assert eff.kernel_overhead_s == pytest.approx(5e-6) and eff.forward_overhead_s == 0.0
+    url = to_query_params(w)
+    assert (url["eff_mm"], url["eff_ov"], url["t_kernel_us"]) == ("0.8", "0", "5")
+    assert "eff_bw" not in url and "t_forward_us" not in to_query_params(DEFAULT)
+    back, warnings = from_query_params(url | {"eff_bw": "fast"})
+    assert back == w and warnings == ["URL parameter eff_bw='fast' was ignored: expected a "
+                                      "number, got 'fast'"]
 
 
 def test_one_bad_side_leaves_the_other():
