@@ -29,7 +29,7 @@ expect = sync_api.expect
 
 from app import fmt  # noqa: E402
 from app.validation_data import RESULTS_ENV  # noqa: E402
-from costmodel import Workload, estimate  # noqa: E402
+from costmodel import Workload, estimate, get_hardware  # noqa: E402
 from costmodel.capacity import plan_capacity  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,6 +190,18 @@ def test_compare_hardware_change_updates_metrics(page):
     shot(page.locator("[data-testid='stSidebar']"), "sidebar")
 
 
+def test_compare_efficiency_override(page):
+    open_page(page, "", "Compare")
+    page.locator("[data-testid='stSidebar']").get_by_text("Efficiencies (the record's)").click()
+    number(page, "Overlap", "0")
+    hw = get_hardware("h100-sxm-80gb").with_efficiency(overlap=0.0)
+    v = estimate("vanilla_410", hw, PREFILL)
+    expect(metric_value(page, "Vanilla TTFT")).to_have_text(fmt.seconds(v.ttft_s))
+    assert "eff_ov=0" in page.url
+    shot(page.locator("[data-testid='stSidebar'] [data-testid='stExpander']").first,
+         "sidebar_efficiencies")
+
+
 def test_compare_bad_input_shows_error(page):
     open_page(page, "?prompt=0", "Compare")
     alert = page.locator("[data-testid='stAlert']").filter(has_text="prompt_tokens")
@@ -243,7 +255,8 @@ def test_validation_dataset(page):
     open_page(page, "validation", "Validation")
     expect(metric_value(page, "MAPE (all selected points)")).to_have_text("30.0 %")
     page.get_by_text("1 line(s) skipped").click()
-    expect(page.locator("[data-testid='stExpander']")).to_contain_text("e2e.jsonl:3: not JSON")
+    main = page.locator("[data-testid='stMainBlockContainer']")
+    expect(main.locator("[data-testid='stExpander']")).to_contain_text("e2e.jsonl:3: not JSON")
     shot(chart(page, 0), "validation_scatter")
     shot(chart(page, 1), "validation_roofline")
 
