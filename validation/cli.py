@@ -117,6 +117,39 @@ def cmd_run(args: argparse.Namespace) -> None:
         progress=not args.no_progress)
 
 
+def cmd_ops(args: argparse.Namespace) -> None:
+    import torch
+
+    from costmodel.hardware import get_hardware
+
+    from .dataset import write_json_atomic
+    from .op_profile import format_profile, plot_profile, profile
+    from .suites import Point
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads: must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device: cuda requested but torch sees no CUDA device")
+    try:
+        point = Point(args.model, args.phase, args.batch, args.context, args.generate,
+                      args.implementation, args.block_length)
+        point.spec()
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    prof = profile(point, get_hardware(args.hardware), args.device, args.dtype, args.repeats,
+                   args.warmup)
+    if args.out:
+        write_json_atomic(Path(args.out), prof.to_json())
+    if args.plot:
+        plot_profile(prof, args.plot)
+    if args.json:
+        print(json.dumps(prof.to_json(), indent=1))
+    else:
+        print(format_profile(prof))
+
+
 def register(sub: Any) -> None:
     """Add the ``validate`` command group to the `blockroof` parser's subparsers."""
     v = sub.add_parser("validate", help="count, time and calibrate the reference vs the model")
@@ -136,6 +169,31 @@ def register(sub: Any) -> None:
     c.add_argument("--out", help="also write the reports as JSON to this file")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_count)
+
+    o = vs.add_parser("ops", help="per-op time of one region: measured (module hooks) vs the "
+                                  "cost model's rows")
+    o.add_argument("--model", required=True, help="preset name")
+    o.add_argument("--phase", default="decode_step", choices=["prefill", "decode_step",
+                                                               "generate"])
+    o.add_argument("--batch", type=int, required=True)
+    o.add_argument("--context", type=int, required=True,
+                   help="prompt tokens (prefill, generate) or cached context (decode_step; a "
+                        "multiple of L_B for block models)")
+    o.add_argument("--generate", type=int, default=1, help="generated tokens (generate)")
+    o.add_argument("--block-length", type=int, default=None, help="re-block a block preset")
+    o.add_argument("--implementation", default="static", choices=["static", "hf-legacy"])
+    o.add_argument("--hardware", required=True,
+                   help="hardware id or record .json for the predictions, e.g. a calibrated "
+                        "record: validation/results/cpu/hardware/*-calibrated.json")
+    o.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    o.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    o.add_argument("--threads", type=int, default=None, help="CPU threads (torch)")
+    o.add_argument("--repeats", type=int, default=10)
+    o.add_argument("--warmup", type=int, default=3)
+    o.add_argument("--out", help="also write the profile as JSON to this file")
+    o.add_argument("--plot", help="also draw measured vs predicted per op to this PNG")
+    o.add_argument("--json", action="store_true")
+    o.set_defaults(func=cmd_ops)
 
     r = vs.add_parser("run", help="microbench -> measure -> calibrate -> report")
     r.add_argument("--device", required=True, choices=["cpu", "cuda"])

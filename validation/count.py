@@ -48,11 +48,9 @@ from costmodel.metrics import ARGS, formulas
 from costmodel.spec import BlockSpec, VanillaSpec
 from reference import build_model
 
+from .microbench import TORCH_DTYPE
 from .tracing import RequestCounts, trace_request
 
-TORCH_DTYPES: dict[str, torch.dtype] = {
-    "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
-}
 COMPARED: tuple[str, ...] = ("flops", "weight_bytes", "kv_read_bytes", "kv_write_bytes")
 REQUEST_PHASE = "(request)"
 
@@ -169,9 +167,9 @@ def count_request(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
                   device: str = "meta") -> RequestCounts:
     """Build the reference (on `device`, default meta: no memory, no arithmetic) and count one
     `generate` request."""
-    if dtype not in TORCH_DTYPES:
-        raise ValueError(f"dtype: expected one of {', '.join(TORCH_DTYPES)}, got {dtype!r}")
-    model = build_model(spec, device=device, dtype=TORCH_DTYPES[dtype], seed=0)
+    if dtype not in TORCH_DTYPE:
+        raise ValueError(f"dtype: expected one of {', '.join(TORCH_DTYPE)}, got {dtype!r}")
+    model = build_model(spec, device=device, dtype=TORCH_DTYPE[dtype], seed=0)
     vocab = spec.vocab_size
     if device == "meta":
         ids = torch.zeros(batch, prompt_tokens, dtype=torch.long, device="meta")

@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import TypeAdapter
 
 from costmodel import symbols as sy
-from costmodel.api import hardware_values, impl_values, model_values, structure_key
+from costmodel.api import OpRow, hardware_values, impl_values, model_values, structure_key
 from costmodel.hardware import Hardware
 from costmodel.implementation import Implementation, get_implementation
 from costmodel.metrics import formulas
@@ -139,53 +139,43 @@ def predicted_memory_bytes(rec: dict[str, Any], hw: Hardware) -> float:
     return float(total)
 
 
-def roofline_counts(rec: dict[str, Any]) -> dict[str, float]:
-    """Executed FLOPs and bytes of the timed region (cost model), to place it on a roofline.
+def region_rows(rec: dict[str, Any], hw: Hardware | str = "h100-sxm-80gb"
+                ) -> list[tuple[OpRow, float]]:
+    """The cost model's (phase, op) rows of a record's timed region, each with its weight:
 
-    prefill/decode_step: the rows of the phases the region covers; generate: the totals.
-    """
+    - generate: every row of the request;
+    - prefill: the prefill rows; block models add the first token-decoder pass, one of the
+      request's n_g ``token_decoder.prefix`` repeats (weight 1 / n_g);
+    - decode_step: one step at context S as the difference of two requests, rows of G = 2
+      steps with weight +1 and of G = 1 step with weight -1 (vanilla: the G=2 request's decode
+      phase is exactly that step; block: one block-decoder step plus one block of the token
+      decoder, i.e. the block the metric times).
+
+    Counts do not depend on `hw`; times do (`validation.op_profile` passes the device's)."""
     from costmodel.api import estimate
     from costmodel.workload import Workload
 
     p = point_inputs(rec)
-    est = estimate(p.spec, "h100-sxm-80gb", Workload(
-        batch=p.batch, prompt_tokens=p.prompt_tokens, generated_tokens=p.generated_tokens),
-        p.impl)
+
+    def rows(g: int) -> list[OpRow]:
+        return estimate(p.spec, hw, Workload(batch=p.batch, prompt_tokens=p.prompt_tokens,
+                                             generated_tokens=g), p.impl).ops
+
     if p.metric == "request_time_s":
-        flops = est.flops_total
-        nbytes = est.weight_bytes_total + est.activation_bytes_total + est.kv_bytes_total
-        return {"flops": flops, "bytes": nbytes}
-    rows = est.ops
+        return [(r, 1.0) for r in rows(p.generated_tokens)]
     if p.metric == "ttft_s":
-        sel = [(r, 1.0) for r in rows if r.phase == "prefill"]
+        all_rows = rows(p.generated_tokens)
+        sel = [(r, 1.0) for r in all_rows if r.phase == "prefill"]
         if isinstance(p.spec, BlockSpec):  # first token-decoder pass: one of n_g repeats
             n_g = -(-p.generated_tokens // p.spec.block_length)
-            sel += [(r, 1.0 / n_g) for r in rows if r.phase == "token_decoder.prefix"]
-    else:
-        return _decode_step_counts(p)
-    flops = sum(r.flops * w for r, w in sel)
-    nbytes = sum((r.weight_bytes + r.activation_bytes + r.kv_bytes) * w for r, w in sel)
-    return {"flops": flops, "bytes": nbytes}
-
-
-def _decode_step_counts(p: PointInputs) -> dict[str, float]:
-    """FLOPs and bytes of one decode step at context S: the difference of two requests.
-
-    Vanilla: request(G=3) - request(G=2) is one step at c = S + 1; we take G=2 minus G=1
-    for the step at c = S (the decode phase of G=2 is exactly that step).
-    Block: request(G=2 L_B) - request(G=L_B) is one block-decoder step at n_p plus one block
-    of the token decoder, i.e. the block the metric times.
-    """
-    from costmodel.api import estimate
-    from costmodel.workload import Workload
-
+            sel += [(r, 1.0 / n_g) for r in all_rows if r.phase == "token_decoder.prefix"]
+        return sel
     step = 1 if isinstance(p.spec, VanillaSpec) else p.spec.block_length
+    return [(r, 1.0) for r in rows(2 * step)] + [(r, -1.0) for r in rows(step)]
 
-    def totals(g: int) -> tuple[float, float]:
-        e = estimate(p.spec, "h100-sxm-80gb", Workload(
-            batch=p.batch, prompt_tokens=p.prompt_tokens, generated_tokens=g), p.impl)
-        return e.flops_total, e.weight_bytes_total + e.activation_bytes_total + e.kv_bytes_total
 
-    f2, b2 = totals(2 * step)
-    f1, b1 = totals(step)
-    return {"flops": f2 - f1, "bytes": b2 - b1}
+def roofline_counts(rec: dict[str, Any]) -> dict[str, float]:
+    """Executed FLOPs and bytes of the timed region (cost model), to place it on a roofline."""
+    sel = region_rows(rec)
+    return {"flops": sum(r.flops * w for r, w in sel),
+            "bytes": sum((r.weight_bytes + r.activation_bytes + r.kv_bytes) * w for r, w in sel)}
