@@ -11,7 +11,9 @@
 #    installs the wheels into /tmp/site, runs `blockroof validate run --device cuda --suite gpu`
 #    (measuring stops starting new points after the suite's 330 s budget; the whole command is
 #    cut at BLOCKROOF_GPU_TIMEOUT_S, default 480 s), then always calibrates and reports what
-#    was measured (a resumed run that measures nothing), and leaves in $OUT: gpu_run.tar.gz
+#    was measured (a resumed run that measures nothing), splits one decode step of
+#    vanilla_410 and of block_main_b4_1.2b by op (`validate ops`, 90 s each at most, into
+#    gpu/ops/; BLOCKROOF_GPU_OPS="model:batch:context ..." to change), and leaves in $OUT: gpu_run.tar.gz
 #    (the whole run directory), run.log, summary.json, report.md, nvidia-smi.txt (5 files:
 #    the device tool brings back at most 8).
 # Unpack here with: tar -xzf gpu_run.tar.gz -C validation/results/  (-> validation/results/gpu/)
@@ -19,7 +21,7 @@
 # Dry run on a CPU (checks the script end to end, not the GPU):
 #   BLOCKROOF_GPU_DEVICE=cpu BLOCKROOF_SKIP_WHEELS=1 OUT=/tmp/out \
 #   BLOCKROOF_GPU_ARGS="--smoke --models vanilla_160 --dtype fp32 --memory-gib 3" \
-#   bash validation/gpu_run.sh
+#   BLOCKROOF_GPU_OPS="vanilla_160:2:64" bash validation/gpu_run.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,6 +66,21 @@ if [ "$rc" != 0 ]; then
     timeout 100 python3 -m costmodel.cli validate run --device "$DEVICE" --suite gpu \
         --out "$RUN" --budget-s 0 --no-progress ${EXTRA[@]+"${EXTRA[@]}"} 2>&1 | tee -a "$OUT/run.log"
     rc=${PIPESTATUS[0]}
+fi
+
+# one decode step split by op (validate ops) on the calibrated record, if there is one
+CAL=$(ls "$RUN"/hardware/*-calibrated.json 2>/dev/null | head -n 1)
+if [ -n "$CAL" ]; then
+    OPS_DTYPE=bf16; [ "$DEVICE" = cpu ] && OPS_DTYPE=fp32
+    mkdir -p "$RUN/ops"
+    read -r -a OPS <<< "${BLOCKROOF_GPU_OPS:-vanilla_410:64:2048 block_main_b4_1.2b:64:2048}"
+    for spec in "${OPS[@]}"; do
+        IFS=: read -r model batch context <<< "$spec"
+        timeout 90 python3 -m costmodel.cli validate ops --model "$model" --batch "$batch" \
+            --context "$context" --hardware "$CAL" --device "$DEVICE" --dtype "$OPS_DTYPE" \
+            --out "$RUN/ops/${model}_decode_b${batch}_c${context}.json" 2>&1 \
+            | tee -a "$OUT/run.log" || true
+    done
 fi
 
 tar -czf "$OUT/gpu_run.tar.gz" -C "$RUN_PARENT" gpu
