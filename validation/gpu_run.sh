@@ -12,8 +12,9 @@
 #    (measuring stops starting new points after the suite's 330 s budget; the whole command is
 #    cut at BLOCKROOF_GPU_TIMEOUT_S, default 480 s), then always calibrates and reports what
 #    was measured (a resumed run that measures nothing), splits one decode step of
-#    vanilla_410 and of block_main_b4_1.2b by op (`validate ops`, 90 s each at most, into
-#    gpu/ops/; BLOCKROOF_GPU_OPS="model:batch:context ..." to change), and leaves in $OUT: gpu_run.tar.gz
+#    vanilla_410 and of block_main_b4_1.2b by op (`validate ops`, 90 s each at most and only
+#    while the whole script stays under BLOCKROOF_GPU_TOTAL_S, default 570 s, into gpu/ops/;
+#    BLOCKROOF_GPU_OPS="model:batch:context ..." to change), and leaves in $OUT: gpu_run.tar.gz
 #    (the whole run directory), run.log, summary.json, report.md, nvidia-smi.txt (5 files:
 #    the device tool brings back at most 8).
 # Unpack here with: tar -xzf gpu_run.tar.gz -C validation/results/  (-> validation/results/gpu/)
@@ -76,7 +77,12 @@ if [ -n "$CAL" ]; then
     read -r -a OPS <<< "${BLOCKROOF_GPU_OPS:-vanilla_410:64:2048 block_main_b4_1.2b:64:2048}"
     for spec in "${OPS[@]}"; do
         IFS=: read -r model batch context <<< "$spec"
-        timeout 90 python3 -m costmodel.cli validate ops --model "$model" --batch "$batch" \
+        left=$(( ${BLOCKROOF_GPU_TOTAL_S:-570} - SECONDS - 15 ))  # keep the device call < 600 s
+        if [ "$left" -lt 30 ]; then
+            echo "note: no time left for the op profile of $model" | tee -a "$OUT/run.log"
+            continue
+        fi
+        timeout $(( left < 90 ? left : 90 )) python3 -m costmodel.cli validate ops --model "$model" --batch "$batch" \
             --context "$context" --hardware "$CAL" --device "$DEVICE" --dtype "$OPS_DTYPE" \
             --out "$RUN/ops/${model}_decode_b${batch}_c${context}.json" 2>&1 \
             | tee -a "$OUT/run.log" || true
