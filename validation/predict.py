@@ -109,8 +109,8 @@ class Predictor:
     def predict(self, rates: Rates) -> np.ndarray:
         out = np.empty(self.n, dtype=np.float64)
         hwv = {sy.pi: rates.pi_flops_per_s, sy.beta: rates.beta_bytes_per_s,
-               sy.eta_ov: rates.overlap, sy.t_kernel: rates.t_kernel_s, sy.t_forward: rates.t_forward_s,
-               sy.M_cap: self.hw_capacity}
+               sy.eta_ov: rates.overlap, sy.t_kernel: rates.t_kernel_s,
+               sy.t_forward: rates.t_forward_s, sy.M_cap: self.hw_capacity}
         for f, metric, idx, arrays in self.groups:
             out[idx] = f.evaluate(metric, arrays | hwv)
         return out
