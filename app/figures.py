@@ -268,6 +268,18 @@ def validation_scatter(df: pd.DataFrame, title: str, predicted: str = "predicted
                    yaxis=_axis("predicted (s)", log=True))
 
 
+def op_profile_figure(table: pd.DataFrame, title: str, top: int = 16) -> go.Figure:
+    """Horizontal bars, measured beside predicted ms per op, the `top` largest ops."""
+    part = table.assign(size=table[["measured_s", "predicted_s"]].max(axis=1))
+    part = part.nlargest(top, "size").iloc[::-1]
+    data = [{"type": "bar", "orientation": "h", "name": name, "y": part["op"].tolist(),
+             "x": _list(part[col] * 1e3),
+             "hovertemplate": "%{y}<br>" + name + " %{x:.4g} ms<extra></extra>"}
+            for col, name in (("measured_s", "measured"), ("predicted_s", "predicted"))]
+    return _figure(data, title, height=max(320, 26 * len(part) + 120), barmode="group",
+                   xaxis=_axis("ms per region"))
+
+
 # --- Paper ------------------------------------------------------------------------------------
 
 def paper_figure(table: pd.DataFrame, setting: str) -> go.Figure:

@@ -219,3 +219,67 @@ def roofline_points(df: pd.DataFrame) -> pd.DataFrame:
     part["name"] = part["model"]
     part["bound"] = part["phase"]  # the figure's colour groups: one per phase
     return part
+
+
+# --- per-op profiles (validation.op_profile) ---------------------------------------------------
+
+OP_PROFILE_KEYS = ("model", "phase", "batch", "context", "hardware", "ops")
+
+
+@dataclass
+class OpProfiles:
+    """Per-op profiles by label (file path relative to the results folder), as tables with
+    columns op, measured_s, predicted_s, ratio; plus one problem line per unusable file."""
+
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    titles: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def load_op_profiles(root: Path | str | None = None) -> OpProfiles:
+    """Every ``ops/*.json`` under `root` (default `results_dir()`), in path order."""
+    root = Path(root) if root is not None else results_dir()
+    out = OpProfiles()
+    paths = sorted(root.rglob("ops/*.json")) if root.is_dir() else []
+    for path in paths:
+        rel = str(path.relative_to(root))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            out.problems.append(f"{rel}: unreadable ({e})")
+            continue
+        missing = [k for k in OP_PROFILE_KEYS if not isinstance(data, dict) or k not in data]
+        if not missing and not isinstance(data["ops"], list):
+            missing = ["ops (a list)"]
+        if missing:
+            out.problems.append(f"{rel}: missing key(s) {', '.join(missing)}")
+            continue
+        rows = [o for o in data["ops"] if isinstance(o, dict)
+                and _nonnegative(o.get("measured_s")) is not None
+                and _nonnegative(o.get("predicted_s")) is not None and o.get("op")]
+        if not rows:
+            out.problems.append(f"{rel}: no op row with op, measured_s and predicted_s >= 0")
+            continue
+        if len(rows) < len(data["ops"]):
+            out.problems.append(f"{rel}: {len(data['ops']) - len(rows)} op row(s) without op, "
+                                "measured_s and predicted_s >= 0, not used")
+        table = pd.DataFrame({"op": [str(o["op"]) for o in rows],
+                              "measured_s": [float(o["measured_s"]) for o in rows],
+                              "predicted_s": [float(o["predicted_s"]) for o in rows]})
+        table = table[(table["measured_s"] > 0) | (table["predicted_s"] > 0)]
+        measured = table["measured_s"].where(table["measured_s"] > 0)
+        table = table.assign(ratio=table["predicted_s"] / measured).reset_index(drop=True)
+        out.tables[rel] = table
+        out.titles[rel] = (f"{data['model']} {data['phase']} B={data['batch']} "
+                           f"context={data['context']}, predicted on {data['hardware']}")
+    return out
+
+
+def _nonnegative(value: object) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) and x >= 0 else None

@@ -479,6 +479,27 @@ def test_validation_calibrated_view_uses_the_report(_no_validation_data):
     assert metrics(at)["MAPE (all selected points)"] == "50.0 %"
 
 
+def test_validation_op_profile_section(_no_validation_data):
+    (_no_validation_data / "run.jsonl").write_text(json.dumps(
+        {"model": "vanilla_31", "phase": "decode", "device": "cpu", "predicted_s": 1.0,
+         "measured_s": 2.0}))
+    at = run_app("validation")
+    assert any("No per-op profiles yet" in c.value for c in at.caption)
+    ops = _no_validation_data / "cpu" / "ops"
+    ops.mkdir(parents=True)
+    for name, batch in (("a", 1), ("b", 8)):
+        (ops / f"{name}.json").write_text(json.dumps(
+            {"model": "vanilla_70", "phase": "decode_step", "batch": batch, "context": 128,
+             "hardware": "cpu-x", "ops": [
+                 {"op": "lm_head", "measured_s": 0.02 * batch, "predicted_s": 0.01}]}))
+    at = run_app("validation")
+    assert_clean(at)
+    table = at.dataframe[-2].value
+    assert table["op"].tolist() == ["lm_head"] and table["ratio"].iloc[0] == pytest.approx(0.5)
+    at.selectbox(key="val_op_profile").set_value("cpu/ops/b.json").run()
+    assert at.dataframe[-2].value["ratio"].iloc[0] == pytest.approx(0.01 / 0.16)
+
+
 # --- Paper --------------------------------------------------------------------------------------
 
 def test_paper_tables_equal_the_api():

@@ -60,6 +60,13 @@ def _validation_dataset(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps(r) for r in rows] + ["{not json"]
     (folder / "e2e.jsonl").write_text("\n".join(lines) + "\n")
+    (folder / "ops").mkdir(exist_ok=True)
+    (folder / "ops" / "v31.json").write_text(json.dumps(
+        {"model": "vanilla_31", "phase": "decode_step", "batch": 8, "context": 128,
+         "hardware": "cpu-e2e", "ops": [
+             {"op": "lm_head", "measured_s": 0.010, "predicted_s": 0.012},
+             {"op": "layers.mlp.up", "measured_s": 0.004, "predicted_s": 0.003},
+             {"op": "layers.attn.core", "measured_s": 0.002, "predicted_s": 0.002}]}))
 
 
 @pytest.fixture(scope="module")
@@ -259,6 +266,8 @@ def test_validation_dataset(page):
     expect(main.locator("[data-testid='stExpander']")).to_contain_text("e2e.jsonl:3: not JSON")
     shot(chart(page, 0), "validation_scatter")
     shot(chart(page, 1), "validation_roofline")
+    expect(chart(page, 2)).to_contain_text("vanilla_31 decode_step B=8")
+    shot(chart(page, 2), "validation_op_profile")
 
 
 def test_paper_setting(page):

@@ -393,6 +393,36 @@ def test_validation_loader_takes_the_report_beside_a_dataset(tmp_path):
     assert vd.with_prediction(data.frame, "predicted_calibrated_s").empty
 
 
+def test_op_profile_loader(tmp_path):
+    ops = tmp_path / "cpu" / "ops"
+    ops.mkdir(parents=True)
+    good = {"model": "vanilla_70", "phase": "decode_step", "batch": 8, "context": 128,
+            "hardware": "cpu-x", "ops": [
+                {"op": "lm_head", "measured_s": 0.02, "predicted_s": 0.01},
+                {"op": "layers.attn", "measured_s": 0.001, "predicted_s": 0.0},
+                {"op": "layers.attn.kv_cache", "measured_s": 0.0, "predicted_s": 0.002},
+                {"op": "idle", "measured_s": 0.0, "predicted_s": 0.0},
+                {"op": "bad", "measured_s": -1.0, "predicted_s": 0.0}]}
+    (ops / "a.json").write_text(json.dumps(good))
+    (ops / "b.json").write_text("{broken")
+    (ops / "c.json").write_text(json.dumps({"model": "m", "ops": []}))
+    (ops / "d.json").write_text(json.dumps(good | {"ops": [{"op": "x"}]}))
+    prof = vd.load_op_profiles(tmp_path)
+    assert list(prof.tables) == ["cpu/ops/a.json"]
+    table = prof.tables["cpu/ops/a.json"]
+    assert table["op"].tolist() == ["lm_head", "layers.attn", "layers.attn.kv_cache"]
+    assert table["ratio"].iloc[0] == pytest.approx(0.5) and math.isnan(table["ratio"].iloc[2])
+    assert prof.titles["cpu/ops/a.json"].startswith("vanilla_70 decode_step B=8 context=128")
+    assert len(prof.problems) == 4
+    assert any("a.json: 1 op row(s)" in p for p in prof.problems)
+    assert any("b.json: unreadable" in p for p in prof.problems)
+    assert any("c.json: missing key(s) phase, batch, context, hardware" in p
+               for p in prof.problems)
+    assert any("d.json: no op row" in p for p in prof.problems)
+    fig = figures.op_profile_figure(table, "t", top=2)
+    assert [list(d.y) for d in fig.data] == [["layers.attn.kv_cache", "lm_head"]] * 2
+
+
 def test_sweep_helper_agrees_with_api():
     hw = get_hardware("h100-sxm-80gb")
     df = design.axis_sweep({"Block": get_preset("block_main_b4_5")}, hw, PREFILL, "static",

@@ -85,6 +85,26 @@ else:
         except ValueError as e:
             st.error(str(e))
 
+st.subheader("One region split by op")
+profiles = validation_data.load_op_profiles()
+for problem in profiles.problems:
+    st.warning(problem)
+if not profiles.tables:
+    st.caption("No per-op profiles yet: `blockroof validate ops ... --out "
+               "validation/results/<run>/ops/<name>.json`.")
+else:
+    chosen = st.selectbox("Profile", list(profiles.tables), key="val_op_profile",
+                          format_func=lambda k: f"{profiles.titles[k]} ({k})")
+    table = profiles.tables[chosen]
+    st.plotly_chart(figures.op_profile_figure(table, profiles.titles[chosen]),
+                    width="stretch", key="val_op_chart")
+    st.caption("Measured: exclusive time of the reference's modules under forward hooks; "
+               "predicted: the cost model's rows of the same region on the named hardware "
+               "record (validation/op_profile.py).")
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={"ratio": st.column_config.NumberColumn(
+                     "predicted / measured", format="%.2f")})
+
 st.subheader("Points")
 st.dataframe(df[validation_data.display_columns(df)], hide_index=True, width="stretch")
 ui.download("Points (CSV)", lambda: tables.frame_csv(df), "validation_points.csv",
