@@ -57,14 +57,15 @@ class ValidationData:
         return self.frame.empty
 
 
-def _positive(value: object) -> float | None:
+def _number(value: object, allow_zero: bool = False) -> float | None:
+    """`value` as a finite number > 0 (>= 0 with `allow_zero`), else None (booleans too)."""
     if isinstance(value, bool):
         return None
     try:
         x = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
-    return x if math.isfinite(x) and x > 0 else None
+    return x if math.isfinite(x) and (x > 0 or (allow_zero and x == 0)) else None
 
 
 def _check_record(rec: object) -> str | None:
@@ -79,7 +80,7 @@ def _check_record(rec: object) -> str | None:
                 or str(rec[k]) == "":
             return f"{k}: expected text, got {rec[k]!r}"
     for k in ("predicted_s", "measured_s"):
-        if _positive(rec[k]) is None:
+        if _number(rec[k]) is None:
             return f"{k}: expected a positive number of seconds, got {rec[k]!r}"
     return None
 
@@ -140,7 +141,7 @@ def _report_predictions(path: Path, root: Path, problems: list[str]) -> dict[str
         return {}
     out = {}
     for row in table.itertuples(index=False):
-        pred, cal = _positive(row.predicted_s), _positive(row.predicted_calibrated_s)
+        pred, cal = _number(row.predicted_s), _number(row.predicted_calibrated_s)
         if pred is None or cal is None or row.split not in ("train", "test"):
             problems.append(f"{rel}: point {row.point_id}: bad predictions, not used")
             continue
@@ -255,8 +256,8 @@ def load_op_profiles(root: Path | str | None = None) -> OpProfiles:
             out.problems.append(f"{rel}: missing key(s) {', '.join(missing)}")
             continue
         rows = [o for o in data["ops"] if isinstance(o, dict)
-                and _nonnegative(o.get("measured_s")) is not None
-                and _nonnegative(o.get("predicted_s")) is not None and o.get("op")]
+                and _number(o.get("measured_s"), allow_zero=True) is not None
+                and _number(o.get("predicted_s"), allow_zero=True) is not None and o.get("op")]
         if not rows:
             out.problems.append(f"{rel}: no op row with op, measured_s and predicted_s >= 0")
             continue
@@ -274,12 +275,3 @@ def load_op_profiles(root: Path | str | None = None) -> OpProfiles:
                            f"context={data['context']}, predicted on {data['hardware']}")
     return out
 
-
-def _nonnegative(value: object) -> float | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        x = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) and x >= 0 else None
