@@ -50,7 +50,7 @@ from costmodel.spec import BlockSpec
 
 from .layers import DecoderStack, InferenceMode, check_mode, init_weights
 from .linear import Linear
-from .sampling import Generation, maybe_compile, select_next
+from .sampling import Generation, compiled_step, decode_tokens
 
 
 class Embedder(nn.Module):
@@ -243,35 +243,14 @@ class BlockLM(nn.Module):
         """
         if not 1 <= n_tokens <= self.block_length:
             raise ValueError(f"generate_block: n_tokens must be in 1..{self.block_length}")
-        p = self.spec.prefix_length
-        b = ctx.shape[0]
-        out = torch.empty(b, n_tokens, dtype=torch.long, device=ctx.device)
-        all_logits = None
-        if return_logits:
-            all_logits = torch.empty(
-                b, n_tokens, self.spec.vocab_size, device=ctx.device, dtype=ctx.dtype
-            )
-        logits = self.token_prefix(ctx)  # [B, V]
-        tok = select_next(logits, temperature, generator)
-        out[:, 0] = tok
-        if all_logits is not None:
-            all_logits[:, 0] = logits
+        fixed = None
         if compile:
-            step = self._fixed("token_decoder", self.token_step_fixed, ctx.device)
+            fixed = compiled_step(self._compiled, "token_decoder", self.token_step_fixed,
+                                  ctx.device)
             if pos is None:
                 pos = torch.empty(1, dtype=torch.long, device=ctx.device)
-            pos.fill_(p)
-        for k in range(2, n_tokens + 1):
-            if compile:
-                logits = step(tok[:, None], pos)
-                pos += 1
-            else:
-                logits = self.token_step(tok[:, None], p + k - 2)
-            tok = select_next(logits, temperature, generator)
-            out[:, k - 1] = tok
-            if all_logits is not None:
-                all_logits[:, k - 1] = logits
-        return Generation(out, all_logits)
+        return decode_tokens(self.token_prefix(ctx), n_tokens, self.spec.prefix_length,
+                             self.token_step, fixed, pos, temperature, generator, return_logits)
 
     @torch.inference_mode()
     def generate(
@@ -302,7 +281,8 @@ class BlockLM(nn.Module):
             d_b = self.spec.block_decoder.d_model
             contexts = torch.empty(b, n_g, d_b, device=device, dtype=dtype)
         if compile:
-            block_step = self._fixed("block_decoder", self.block_decode_fixed, device)
+            block_step = compiled_step(self._compiled, "block_decoder", self.block_decode_fixed,
+                                       device)
             block_pos = torch.full((1,), n_p, dtype=torch.long, device=device)
             token_pos = torch.empty(1, dtype=torch.long, device=device)
 
@@ -330,12 +310,3 @@ class BlockLM(nn.Module):
 
     def kv_cache_bytes(self) -> int:
         return self.block_decoder.kv_cache_bytes() + self.token_decoder.kv_cache_bytes()
-
-    def _fixed(
-        self, name: str, fn: Callable[[Tensor, Tensor], Tensor], device: torch.device
-    ) -> Callable[[Tensor, Tensor], Tensor]:
-        if device.type != "cuda":
-            return maybe_compile(fn, device)  # eager, with a warning
-        if name not in self._compiled:
-            self._compiled[name] = maybe_compile(fn, device)
-        return self._compiled[name]

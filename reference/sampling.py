@@ -42,6 +42,67 @@ class Generation:
     contexts: Tensor | None = None
 
 
+def decode_tokens(
+    first_logits: Tensor,
+    n_tokens: int,
+    start: int,
+    step: Callable[[Tensor, int], Tensor],
+    fixed_step: Callable[[Tensor, Tensor], Tensor] | None = None,
+    pos: Tensor | None = None,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
+    return_logits: bool = False,
+) -> Generation:
+    """`n_tokens` new tokens: the first chosen from `first_logits` ``[B, V]``, each next one from
+    a forward of the previous token at cache position ``start + i - 1`` (i = 1, 2, ...).
+
+    Eager: ``step(tokens [B, 1], c) -> logits [B, V]``. Compiled (CUDA graphs, fixed shapes):
+    ``fixed_step(tokens [B, 1], pos) -> logits [B, V]`` with `pos` a ``[1]`` long tensor on the
+    device, set to `start` here and advanced in place (no host synchronisation).
+    """
+    b, vocab = first_logits.shape
+    out = torch.empty(b, n_tokens, dtype=torch.long, device=first_logits.device)
+    all_logits = None
+    if return_logits:
+        all_logits = torch.empty(b, n_tokens, vocab, device=first_logits.device,
+                                 dtype=first_logits.dtype)
+    if fixed_step is not None:
+        if pos is None:
+            raise ValueError("decode_tokens: fixed_step needs a device position tensor pos")
+        pos.fill_(start)
+
+    def keep(i: int, logits: Tensor) -> Tensor:
+        tok = select_next(logits, temperature, generator)
+        out[:, i] = tok
+        if all_logits is not None:
+            all_logits[:, i] = logits
+        return tok[:, None]  # [B, 1]: the next forward's input
+
+    tokens = keep(0, first_logits)
+    for i in range(1, n_tokens):
+        if fixed_step is not None:
+            logits = fixed_step(tokens, pos)  # type: ignore[arg-type]
+            pos += 1  # type: ignore[operator]
+        else:
+            logits = step(tokens, start + i - 1)
+        tokens = keep(i, logits)
+    return Generation(out, all_logits)
+
+
+def compiled_step(
+    cache: dict[str, Callable[[Tensor, Tensor], Tensor]],
+    name: str,
+    fn: Callable[[Tensor, Tensor], Tensor],
+    device: torch.device,
+) -> Callable[[Tensor, Tensor], Tensor]:
+    """`maybe_compile(fn, device)`, built once per `name` on CUDA and kept in `cache`."""
+    if device.type != "cuda":
+        return maybe_compile(fn, device)  # eager, with a warning
+    if name not in cache:
+        cache[name] = maybe_compile(fn, device)
+    return cache[name]
+
+
 def maybe_compile(fn: Callable[..., Any], device: torch.device) -> Callable[..., Any]:
     """`torch.compile(fn, mode="reduce-overhead")` on CUDA (CUDA graphs); eager elsewhere.
 

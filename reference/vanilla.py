@@ -37,7 +37,7 @@ from costmodel.spec import VanillaSpec
 
 from .layers import DecoderStack, InferenceMode, check_mode, init_weights
 from .linear import Linear
-from .sampling import Generation, maybe_compile, select_next
+from .sampling import Generation, compiled_step, decode_tokens
 
 
 @dataclass
@@ -57,7 +57,7 @@ class VanillaLM(DecoderStack):
         if spec.tie_embeddings:
             self.lm_head.weight = self.embed_in.weight
         self.mode: InferenceMode = "static"
-        self._compiled_step: Callable[[Tensor, Tensor], Tensor] | None = None
+        self._compiled: dict[str, Callable[[Tensor, Tensor], Tensor]] = {}
 
     # -- module entry -----------------------------------------------------------------------
     def forward(
@@ -135,36 +135,17 @@ class VanillaLM(DecoderStack):
         if compile and mode != "static":
             raise ValueError("generate: compile=True needs mode='static' (fixed cache shapes)")
         self.setup_inference(b, s + g - 1, mode)
-        out = input_ids.new_empty(b, g)
-        all_logits = None
-        if return_logits:
-            all_logits = torch.empty(
-                b, g, self.spec.vocab_size, device=input_ids.device, dtype=self.lm_head.weight.dtype
-            )
-
-        logits = self.prefill(input_ids)[:, -1]  # [B, V]
-        tok = select_next(logits, temperature, generator)  # [B]
-        out[:, 0] = tok
-        if all_logits is not None:
-            all_logits[:, 0] = logits
+        fixed = pos = None
         if compile:
-            step = self._fixed_step(input_ids.device)
-            pos = torch.full((1,), s, dtype=torch.long, device=input_ids.device)
-        for i in range(1, g):
-            if compile:
-                logits = step(tok[:, None], pos)[:, -1]
-                pos += 1
-            else:
-                logits = self.decode_step(tok[:, None], s + i - 1)[:, -1]
-            tok = select_next(logits, temperature, generator)
-            out[:, i] = tok
-            if all_logits is not None:
-                all_logits[:, i] = logits
-        return Generation(out, all_logits)
+            step = compiled_step(self._compiled, "decode", self.decode_step_fixed,
+                                 input_ids.device)
+            pos = torch.empty(1, dtype=torch.long, device=input_ids.device)
 
-    def _fixed_step(self, device: torch.device) -> Callable[[Tensor, Tensor], Tensor]:
-        if device.type != "cuda":
-            return maybe_compile(self.decode_step_fixed, device)  # eager, with a warning
-        if self._compiled_step is None:
-            self._compiled_step = maybe_compile(self.decode_step_fixed, device)
-        return self._compiled_step
+            def fixed(tokens: Tensor, at: Tensor) -> Tensor:
+                return step(tokens, at)[:, -1]
+
+        def eager(tokens: Tensor, c: int) -> Tensor:
+            return self.decode_step(tokens, c)[:, -1]
+
+        return decode_tokens(self.prefill(input_ids)[:, -1], g, s, eager, fixed, pos,
+                             temperature, generator, return_logits)

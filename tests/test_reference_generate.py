@@ -177,6 +177,18 @@ def test_sampling_is_the_same_draw_as_recompute() -> None:
     assert torch.equal(a, b) and a.min() >= 0 and a.max() < VOCAB
 
 
+def test_fixed_shape_steps_equal_the_eager_ones() -> None:
+    """compile=True runs the fixed-shape steps (device position tensors); on a CPU they run
+    eagerly, with a warning, and must choose the same tokens from the same logits."""
+    ids = prompt(2, 6)
+    for model, g in ((vanilla(LLAMA), 7), (block(), 9)):
+        eager = model.generate(ids, g, return_logits=True)
+        with pytest.warns(UserWarning, match="compile=True"):
+            fixed = model.generate(ids, g, compile=True, return_logits=True)
+        assert torch.equal(fixed.tokens, eager.tokens)
+        torch.testing.assert_close(fixed.logits, eager.logits, rtol=1e-4, atol=1e-5)
+
+
 def test_static_and_legacy_cache_sizes() -> None:
     """KV bytes: vanilla S+G-1 entries; block n_p+n_g-1 blocks and P+L_B-1 local (SPEC.md 2.3)."""
     b, s, g = 3, 7, 6
