@@ -22,6 +22,19 @@ def download(label: str, make: Callable[[], str], file_name: str, mime: str, key
         st.download_button(label, data=make(), file_name=file_name, mime=mime, key=key)
 
 
+NOT_READY = "No valid model, hardware and workload yet: fix the inputs in the sidebar."
+
+
+def models_or_stop(ctx: Any) -> dict[str, Any]:
+    """`ctx.models()` when hardware and workload are valid too; otherwise the page stops
+    with a hint."""
+    models = ctx.models()
+    if not ctx.ready or not models:
+        st.info(NOT_READY)
+        st.stop()
+    return models
+
+
 def estimates_or_stop(ctx: Any) -> dict[str, Any]:
     """`compute.estimates` for the page's what-if: each failure as an st.error, and the page
     stops with a hint when no side could be estimated."""
@@ -31,6 +44,6 @@ def estimates_or_stop(ctx: Any) -> dict[str, Any]:
     for p in problems:
         st.error(p)
     if not ests:
-        st.info("No valid model, hardware and workload yet: fix the inputs in the sidebar.")
+        st.info(NOT_READY)
         st.stop()
     return ests

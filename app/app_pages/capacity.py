@@ -13,10 +13,7 @@ MODES = {"throughput": "Throughput target", "latency": "Latency bound (TPOT)",
 
 ctx = inputs.context()
 st.title("Capacity planner")
-models = ctx.models()
-if not ctx.ready or not models:
-    st.info("No valid model, hardware and workload yet: fix the inputs in the sidebar.")
-    st.stop()
+models = ui.models_or_stop(ctx)
 hw, wl = ctx.hardware, ctx.workload
 st.caption(f"One replica = one {hw.name} holding the whole model. Prompt {wl.prompt_tokens}, "
            f"generated {wl.generated_tokens}, profile {ctx.profile}; the planner chooses the "

@@ -8,10 +8,7 @@ from app import cache, design, figures, inputs, tables, ui
 
 ctx = inputs.context()
 st.title("Design space")
-models = ctx.models()
-if not ctx.ready or not models:
-    st.info("No valid model, hardware and workload yet: fix the inputs in the sidebar.")
-    st.stop()
+models = ui.models_or_stop(ctx)
 hw, wl = ctx.hardware, ctx.workload
 st.caption(f"{hw.name} · profile {ctx.profile} · other inputs from the sidebar (batch "
            f"{wl.batch}, prompt {wl.prompt_tokens}, generated {wl.generated_tokens}).")
