@@ -354,9 +354,7 @@ class Runner:
             "device": self.hw.id, "hardware": self.hw.id, "dtype": self.dtype,
             "batch": batch, "max_batch": p.batch == "max",
             "prompt_tokens": p.prompt_tokens,
-            "generated_tokens": (p.generated_tokens if p.phase == "generate"
-                                 else (spec.block_length if block and p.phase == "decode_step"
-                                       else 1)),
+            "generated_tokens": p.recorded_generated_tokens(spec),
             "context": p.prompt_tokens,
             "block_length": spec.block_length if block else None,
             "prefix_length": spec.prefix_length if block else None,

@@ -179,7 +179,7 @@ def profile(point: Point, hw: Hardware, device: str = "cpu", dtype: str = "fp32"
     measured[OUTSIDE] = max(0.0, statistics.fmean(hooked) - sum(measured.values()))
     rec = {"phase": point.phase, "spec": spec.model_dump(), "implementation": point.profile,
            "dtype": dtype, "batch": batch, "prompt_tokens": point.prompt_tokens,
-           "generated_tokens": _generated(point, spec)}
+           "generated_tokens": point.recorded_generated_tokens(spec)}
     predicted: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
     for row, w in region_rows(rec, hw):
         acc = predicted[row.name]
@@ -191,15 +191,6 @@ def profile(point: Point, hw: Hardware, device: str = "cpu", dtype: str = "fp32"
     ops = [OpTime(n, measured.get(n, 0.0), *predicted.get(n, [0.0, 0.0, 0.0])) for n in names]
     return OpProfile(spec.name, point.phase, batch, point.prompt_tokens, point.profile, device,
                      dtype, hw.id, statistics.median(plain), statistics.median(hooked), ops)
-
-
-def _generated(point: Point, spec: Any) -> int:
-    """The record's generated_tokens as `validation.measure` writes it for this phase."""
-    if point.phase == "generate":
-        return point.generated_tokens
-    if point.phase == "decode_step" and spec.kind == "block":
-        return spec.block_length
-    return 1 if point.phase == "decode_step" else point.generated_tokens
 
 
 def format_profile(prof: OpProfile) -> str:

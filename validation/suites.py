@@ -50,6 +50,14 @@ class Point:
                 spec = with_block_length(spec, self.block_length)
         return spec
 
+    def recorded_generated_tokens(self, spec: VanillaSpec | BlockSpec) -> int:
+        """``generated_tokens`` as a dataset record holds it (what `validation.predict` reads):
+        G for generate, one block (L_B) for a block model's decode step, else 1."""
+        if self.phase == "generate":
+            return self.generated_tokens
+        return spec.block_length if self.phase == "decode_step" and \
+            isinstance(spec, BlockSpec) else 1
+
     def fields(self) -> dict[str, object]:
         """The defining fields (for the point id)."""
         return {"model": self.spec().name, "phase": self.phase, "batch": self.batch,
