@@ -27,6 +27,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from .api import HardwareLike, ModelLike, estimate, resolve_model, sweep
+from .errors import UserError
 from .hardware import get_hardware
 from .implementation import Implementation, get_implementation
 from .workload import Workload
@@ -73,11 +74,11 @@ def _check_positive(name: str, value: float | None, allow_zero: bool = False) ->
     try:
         x = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a number, got {value!r}") from None
+        raise UserError(f"{name}: expected a number, got {value!r}") from None
     ok = math.isfinite(x) and (x >= 0 if allow_zero else x > 0)
     if not ok:
         rule = "a finite number >= 0" if allow_zero else "a finite number > 0"
-        raise ValueError(f"{name}: must be {rule}, got {value!r}")
+        raise UserError(f"{name}: must be {rule}, got {value!r}")
     return x
 
 
@@ -145,14 +146,14 @@ def plan_capacity(
     bound = _check_positive("tpot_bound_s", tpot_bound_s)
     price = _check_positive("price_per_gpu_hour", price_per_gpu_hour, allow_zero=True)
     if target is None and bound is None:
-        raise ValueError("target: give target_tokens_per_s, tpot_bound_s or both")
+        raise UserError("target: give target_tokens_per_s, tpot_bound_s or both")
     spec = resolve_model(model)
     hw = get_hardware(hardware)
     impl = get_implementation(implementation)
 
     base = estimate(spec, hw, _workload(workload, 1), impl)
     if base.max_batch < 1:
-        raise ValueError(
+        raise UserError(
             f"hardware: {spec.name} does not fit on {hw.id}: weights "
             f"{base.weights_bytes / 2**30:.2f} GiB + {base.memory_bytes_per_sample / 2**30:.3f}"
             " GiB per sequence exceed the "
@@ -164,7 +165,7 @@ def plan_capacity(
         curve = batch_curve(spec, hw, workload, impl, max_batch=base.max_batch)
         ok = curve["batch"][curve["tpot_s"].to_numpy() <= bound]
         if ok.empty:
-            raise ValueError(
+            raise UserError(
                 f"tpot_bound_s: {bound * 1e3:.4g} ms per token is below what batch 1 achieves "
                 f"({base.tpot_s * 1e3:.4g} ms) on {hw.id}"
             )

@@ -43,13 +43,16 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from costmodel.implementation import ComputeDtype
 
+from .errors import UserError, read_json
+
 DATA_PATH = Path(__file__).parent / "data" / "hardware.json"
 HARDWARE_DIR_ENV = "BLOCKROOF_HARDWARE_DIR"
 
 DTYPES: tuple[str, ...] = get_args(ComputeDtype)  # "fp32", "tf32", "bf16", "fp16", "fp8", "int8"
 
-PositiveFloat = Annotated[float, Field(gt=0)]
-Fraction = Annotated[float, Field(gt=0, le=1)]
+# Finite: an infinite rate or overhead means nothing (docs/reliability.md).
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 # Lower case so that lookup can be case-insensitive; dashes as in "h100-sxm-80gb".
 HardwareId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=100)]
 
@@ -85,13 +88,14 @@ class Efficiency(BaseModel, frozen=True, extra="forbid"):
     matmul: Fraction = Field(default=1.0, description="fraction of the compute rate achieved")
     bandwidth: Fraction = Field(default=1.0, description="fraction of memory bandwidth achieved")
     overlap: float = Field(
-        default=1.0, ge=0, le=1,
+        default=1.0, ge=0, le=1, allow_inf_nan=False,
         description="how far an op's compute and memory time overlap: 1 takes the larger "
         "(roofline), 0 their sum (costmodel.roofline)",
     )
-    kernel_overhead_s: float = Field(default=0.0, ge=0, description="fixed time per kernel launch")
+    kernel_overhead_s: float = Field(default=0.0, ge=0, allow_inf_nan=False,
+                                     description="fixed time per kernel launch")
     forward_overhead_s: float = Field(
-        default=0.0, ge=0, description="fixed time per model forward call"
+        default=0.0, ge=0, allow_inf_nan=False, description="fixed time per model forward call"
     )
     source: str = "pure roofline (no calibration)"
 
@@ -112,7 +116,7 @@ class Measured(BaseModel, frozen=True, extra="forbid"):
     @model_validator(mode="after")
     def _check_something_measured(self) -> Measured:
         if not self.matmul_TFLOPs and self.memory_bandwidth_GBps is None:
-            raise ValueError(
+            raise UserError(
                 "measured: give at least one of matmul_TFLOPs or memory_bandwidth_GBps"
             )
         return self
@@ -164,7 +168,7 @@ class Hardware(BaseModel, frozen=True, extra="forbid"):
         tera = self.peak.tera(dtype)
         if tera is None:
             peaks = [d for d in DTYPES if self.peak.tera(d) is not None]
-            raise ValueError(
+            raise UserError(
                 f"hardware {self.id!r} ({self.name}): no dense {dtype} peak "
                 f"(unsupported or unpublished); datasheet peaks exist for: "
                 f"{', '.join(peaks) or 'none (bandwidth-bound estimates only)'}"
@@ -179,7 +183,7 @@ class Hardware(BaseModel, frozen=True, extra="forbid"):
         elif self.peak.tera(dtype) is not None:
             base = self.peak_flops_per_s(dtype)
         else:
-            raise ValueError(
+            raise UserError(
                 f"hardware {self.id!r} ({self.name}): no compute rate for dtype {dtype!r} "
                 f"(no dense datasheet peak and no measured value); supported dtypes: "
                 f"{', '.join(self.supported_dtypes()) or 'none (add a measured matmul rate)'}"
@@ -211,7 +215,7 @@ class Hardware(BaseModel, frozen=True, extra="forbid"):
 # ---- errors ----
 
 
-class UnknownHardwareError(ValueError):
+class UnknownHardwareError(UserError):
     """An id that is not in the database; the message lists close matches and the known ids."""
 
     def __init__(self, hardware_id: str, known: list[str]):
@@ -227,7 +231,7 @@ class UnknownHardwareError(ValueError):
         )
 
 
-class HardwareDataError(ValueError):
+class HardwareDataError(UserError):
     """A malformed record in a hardware JSON file; names the file, the entry id and the fields.
 
     ``errors`` holds pydantic's structured errors (``loc``, ``type``, ``msg``) for display.
@@ -244,7 +248,7 @@ class HardwareDataError(ValueError):
 
 def _check_dtype(dtype: str) -> None:
     if dtype not in DTYPES:
-        raise ValueError(f"hardware: unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
+        raise UserError(f"hardware: unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
 
 
 # ---- loading and saving ----
@@ -265,16 +269,15 @@ def _validate_record(record: Any, where: str) -> Hardware:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise HardwareDataError(str(path), detail=f"not valid JSON ({e})") from e
+        return read_json(path, "hardware")
+    except UserError as e:
+        raise HardwareDataError(str(path), detail=str(e).removeprefix(f"hardware: {path} ")) \
+            from None
 
 
 def load_hardware_file(path: str | Path) -> Hardware:
     """One `Hardware` record from a JSON file (as `save_hardware` writes it)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"hardware: no such file {str(path)!r}")
     return _validate_record(_read_json(path), str(path))
 
 
@@ -324,6 +327,9 @@ def get_hardware(id_or_path: str | Path | Hardware) -> Hardware:
         return id_or_path
     if isinstance(id_or_path, Path):
         return load_hardware_file(id_or_path)
+    if not isinstance(id_or_path, str):
+        raise UserError(f"hardware: expected an id, a record .json path or a Hardware, got "
+                        f"{type(id_or_path).__name__} {id_or_path!r}")
     db = load_database()
     key = id_or_path.strip().lower()
     if key in db:

@@ -14,7 +14,8 @@ class Workload(BaseModel, frozen=True, extra="forbid"):
     prompt_tokens: PositiveInt = 2048
     generated_tokens: PositiveInt = 128
     memory_reserve_bytes: float = Field(
-        default=0.0, ge=0, description="device memory kept free when sizing the max batch"
+        default=0.0, ge=0, allow_inf_nan=False,
+        description="device memory kept free when sizing the max batch"
     )
 
 

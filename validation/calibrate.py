@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import least_squares
 
+from costmodel.errors import UserError
 from costmodel.hardware import Hardware
 
 from .predict import Predictor, Rates
@@ -141,7 +142,7 @@ def fit(records: list[dict[str, Any]], hw: Hardware, dtype: str,
     fixed = dict(fixed or {})
     unknown = set(fixed) - set(PARAMS)
     if unknown:
-        raise ValueError(f"fixed: unknown parameter(s) {sorted(unknown)} (known: {PARAMS})")
+        raise UserError(f"fixed: unknown parameter(s) {sorted(unknown)} (known: {PARAMS})")
     free = [name for name in PARAMS if name not in fixed]
     if train is None or test is None:
         train, test = split(records)

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from costmodel.errors import UserError
+from costmodel.errors import UserError, finite
+from costmodel.flags import conflict, whole
 
 PAPER_SETTINGS = ((2048, 128), (128, 2048))
 
@@ -32,16 +33,18 @@ def _models(text: str) -> list[Any]:
 
 def cmd_count(args: argparse.Namespace) -> None:
     from .count import compare, format_table
+    from .limits import check_allocatable
 
-    if args.batch < 1:
-        raise UserError(f"--batch: must be >= 1, got {args.batch}")
+    whole("--batch", args.batch)
+    conflict("--paper-settings", args.paper_settings, "--prompt/--generate",
+             args.prompt is not None or args.generate is not None)
     if args.paper_settings:
         settings = list(PAPER_SETTINGS)
     else:
         if args.prompt is None or args.generate is None:
             raise UserError("--prompt and --generate: both are needed (or --paper-settings)")
-        if args.prompt < 1 or args.generate < 1:
-            raise UserError("--prompt, --generate: must be >= 1")
+        whole("--prompt", args.prompt)
+        whole("--generate", args.generate)
         settings = [(args.prompt, args.generate)]
     profiles = ["static", "hf-legacy"] if args.implementation == "both" else \
         [args.implementation]
@@ -49,6 +52,9 @@ def cmd_count(args: argparse.Namespace) -> None:
 
     env = environment("cpu", "meta")  # before counting: the sources as they are imported
     models = _models(args.model)
+    for spec in models:  # refuse what torch cannot allocate, even on the meta device
+        for s, g in settings:
+            check_allocatable(spec, args.batch, s, g, "static", args.dtype, "meta")
     many = len(models) * len(settings) * len(profiles) > 1
     total = 0
     reports = []
@@ -110,10 +116,16 @@ def _write_count_results(path: Path, reports: list[dict[str, Any]], total: int,
 def cmd_run(args: argparse.Namespace) -> None:
     from .pipeline import run
 
+    whole("--limit", args.limit)
+    whole("--threads", args.threads)
+    if args.memory_gib is not None:
+        finite("--memory-gib", args.memory_gib, lo=0, lo_open=True)
+    if args.budget_s is not None:
+        finite("--budget-s", args.budget_s, lo=0, lo_open=True)
     models = [m for m in args.models.split(",") if m] if args.models else None
     run(args.device, args.suite, args.out, threads=args.threads, limit=args.limit,
         models=models, smoke=args.smoke, dtype=args.dtype, rebench=args.rebench, budget_s=args.budget_s,
-        memory_capacity_bytes=args.memory_gib * 2**30 if args.memory_gib else None,
+        memory_capacity_bytes=args.memory_gib * 2**30 if args.memory_gib is not None else None,
         progress=not args.no_progress)
 
 
@@ -126,18 +138,24 @@ def cmd_ops(args: argparse.Namespace) -> None:
     from .op_profile import format_profile, plot_profile, profile
     from .suites import Point
 
+    whole("--threads", args.threads)
+    whole("--repeats", args.repeats)
+    whole("--warmup", args.warmup, lo=0)
     if args.threads is not None:
-        if args.threads < 1:
-            raise UserError(f"--threads: must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device: cuda requested but torch sees no CUDA device")
     try:
         point = Point(args.model, args.phase, args.batch, args.context, args.generate,
                       args.implementation, args.block_length)
-        point.spec()
+        spec = point.spec()
     except ValueError as e:
         raise UserError(str(e)) from None
+    from .limits import check_allocatable
+
+    gen = args.generate if args.phase == "generate" else 1
+    check_allocatable(spec, args.batch, args.context, gen, args.implementation, args.dtype,
+                      args.device)
     prof = profile(point, get_hardware(args.hardware), args.device, args.dtype, args.repeats,
                    args.warmup)
     if args.out:

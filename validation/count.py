@@ -43,6 +43,7 @@ import torch
 
 from costmodel import symbols as sy
 from costmodel.api import impl_values, model_values, structure_key
+from costmodel.errors import UserError
 from costmodel.implementation import Implementation, get_implementation
 from costmodel.metrics import ARGS, formulas
 from costmodel.spec import BlockSpec, VanillaSpec
@@ -168,7 +169,7 @@ def count_request(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
     """Build the reference (on `device`, default meta: no memory, no arithmetic) and count one
     `generate` request."""
     if dtype not in TORCH_DTYPE:
-        raise ValueError(f"dtype: expected one of {', '.join(TORCH_DTYPE)}, got {dtype!r}")
+        raise UserError(f"dtype: expected one of {', '.join(TORCH_DTYPE)}, got {dtype!r}")
     model = build_model(spec, device=device, dtype=TORCH_DTYPE[dtype], seed=0)
     vocab = spec.vocab_size
     if device == "meta":

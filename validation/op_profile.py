@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from costmodel.errors import UserError
 from costmodel.hardware import Hardware
 from reference import build_model
 
@@ -141,11 +142,11 @@ def profile(point: Point, hw: Hardware, device: str = "cpu", dtype: str = "fp32"
             repeats: int = 10, warmup: int = 3) -> OpProfile:
     """Measure `point`'s region per op on `device` and predict it on `hw` (module docstring)."""
     if dtype not in TORCH_DTYPE:
-        raise ValueError(f"dtype: expected one of {', '.join(TORCH_DTYPE)}, got {dtype!r}")
+        raise UserError(f"dtype: expected one of {', '.join(TORCH_DTYPE)}, got {dtype!r}")
     if point.batch == "max":
-        raise ValueError("batch: the op profile needs a fixed batch, got 'max'")
+        raise UserError("batch: the op profile needs a fixed batch, got 'max'")
     if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats, warmup: need repeats >= 1 and warmup >= 0, got {repeats}, "
+        raise UserError(f"repeats, warmup: need repeats >= 1 and warmup >= 0, got {repeats}, "
                          f"{warmup}")
     batch = int(point.batch)
     spec = point.spec()

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from costmodel.errors import UserError
 from costmodel.hardware import Hardware, load_hardware_file, save_hardware
 
 from .calibrate import calibrated_hardware, fit, split
@@ -96,9 +97,9 @@ def _run(device: str, suite_name: str, out_dir: str | Path, *, threads: int | No
         budget_s: float | None = None, memory_capacity_bytes: float | None = None,
         progress: bool = True, quiet: bool = False, plots: bool = True) -> RunResult:
     if device not in ("cpu", "cuda"):
-        raise ValueError(f"--device: expected cpu or cuda, got {device!r}")
+        raise UserError(f"--device: expected cpu or cuda, got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device: cuda requested but torch sees no CUDA device")
+        raise UserError("--device: cuda requested but torch sees no CUDA device")
     suite = get_suite(suite_name, limit, models, smoke)
     if device == "cpu":  # explicit, recorded with every point
         torch.set_num_threads(threads or suite.threads or torch.get_num_threads())
