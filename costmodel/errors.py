@@ -73,14 +73,17 @@ def _adapter(model: type[BaseModel], field: str) -> TypeAdapter:
                        if info.metadata else info.annotation)
 
 
-def check_field(model: type[BaseModel], field: str, value: Any, label: str | None = None) -> Any:
+def check_field(model: type[BaseModel], field: str, value: Any, label: str | None = None,
+                shown: Any = None) -> Any:
     """`value` validated by `model`'s rule for `field`; a `UserError` naming `label` (default:
-    the field), the value and the rule otherwise."""
+    the field), the value (`shown`: as the user wrote it, e.g. before a unit conversion) and
+    the rule otherwise."""
     try:
         return _adapter(model, field).validate_python(value)
     except ValidationError as e:
         rule = e.errors(include_url=False)[0]["msg"]
-        raise UserError(f"{label or field}: {rule} (got {value!r})") from None
+        got = value if shown is None else shown
+        raise UserError(f"{label or field}: {rule} (got {got!r})") from None
 
 
 def field_bounds(model: type[BaseModel], field: str) -> tuple[float | None, float | None]:

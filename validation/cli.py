@@ -126,7 +126,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     run(args.device, args.suite, args.out, threads=args.threads, limit=args.limit,
         models=models, smoke=args.smoke, dtype=args.dtype, rebench=args.rebench, budget_s=args.budget_s,
         memory_capacity_bytes=args.memory_gib * 2**30 if args.memory_gib is not None else None,
-        progress=not args.no_progress)
+        progress=not args.no_progress, wait=not args.no_wait)
 
 
 def cmd_ops(args: argparse.Namespace) -> None:
@@ -231,4 +231,6 @@ def register(sub: Any) -> None:
                    help="device memory for the max-batch search (default: the device's)")
     r.add_argument("--rebench", action="store_true", help="re-run the micro-benchmarks")
     r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--no-wait", action="store_true",
+                   help="stop (instead of waiting) if another run is writing --out")
     r.set_defaults(func=cmd_run)
