@@ -240,10 +240,10 @@ class HardwareDataError(UserError):
     def __init__(self, where: str, errors: list[dict[str, Any]] | None = None, detail: str = ""):
         self.where = where
         self.errors = errors or []
-        lines = [
-            f"  {'.'.join(str(p) for p in e['loc']) or '(record)'}: {e['msg']}" for e in self.errors
-        ]
-        super().__init__("\n".join([f"hardware: {where}: {detail or 'invalid record'}", *lines]))
+        parts = [f"{'.'.join(str(p) for p in e['loc']) or '(record)'}: {e['msg']}"
+                 + (f" (got {e['input']!r})" if isinstance(e.get("input"), int | float) else "")
+                 for e in self.errors]
+        super().__init__("; ".join([f"hardware: {where}: {detail or 'invalid record'}", *parts]))
 
 
 def _check_dtype(dtype: str) -> None:

@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from costmodel.errors import UserError, finite
+from pydantic import ValidationError
+
+from costmodel.errors import UserError, describe_validation_error, finite
 from costmodel.flags import conflict, whole
 
 PAPER_SETTINGS = ((2048, 128), (128, 2048))
@@ -31,6 +33,17 @@ def _models(text: str) -> list[Any]:
     return [_load_model(text)]
 
 
+def _check_out(path: str | None, suffixes: tuple[str, ...], flag: str) -> None:
+    """Refuse an output path that cannot be written, before the (long) measurement."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.suffix.lower() not in suffixes:
+        raise UserError(f"{flag}: file name must end in {', '.join(suffixes)}, got {p.name!r}")
+    if p.is_dir() or not p.parent.is_dir():
+        raise UserError(f"{flag}: {p} is a directory or its directory does not exist")
+
+
 def cmd_count(args: argparse.Namespace) -> None:
     from .count import compare, format_table
     from .limits import check_allocatable
@@ -38,6 +51,7 @@ def cmd_count(args: argparse.Namespace) -> None:
     whole("--batch", args.batch)
     conflict("--paper-settings", args.paper_settings, "--prompt/--generate",
              args.prompt is not None or args.generate is not None)
+    _check_out(args.out, (".json",), "--out")
     if args.paper_settings:
         settings = list(PAPER_SETTINGS)
     else:
@@ -89,7 +103,8 @@ def _write_count_results(path: Path, reports: list[dict[str, Any]], total: int,
                          env: dict[str, Any]) -> None:
     """A JSON summary (one entry per case) and, beside it, every compared row as CSV."""
     import csv
-    import os
+
+    from costmodel.errors import write_atomic
 
     from .dataset import write_json_atomic
 
@@ -98,9 +113,7 @@ def _write_count_results(path: Path, reports: list[dict[str, Any]], total: int,
              | {"ops": len(r["rows"])} for r in reports]
     write_json_atomic(path, {"total_mismatches": total, "cases": cases,
                              "env": env})
-    csv_path = path.with_suffix(".csv")
-    tmp = csv_path.with_name(f".{csv_path.name}.tmp")
-    with tmp.open("w", newline="") as f:
+    def rows(f: Any) -> None:
         w = csv.writer(f)
         w.writerow(["model", "implementation", "prompt_tokens", "generated_tokens", "phase",
                     "op", "quantity", "counted", "predicted"])
@@ -110,12 +123,16 @@ def _write_count_results(path: Path, reports: list[dict[str, Any]], total: int,
                     w.writerow([r["model"], r["implementation"], r["prompt_tokens"],
                                 r["generated_tokens"], row["phase"], row["op"], q, v,
                                 row["predicted"][q]])
-    os.replace(tmp, csv_path)
+
+    write_atomic(path.with_suffix(".csv"), rows)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
     from .pipeline import run
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out: {out} is a file; a run directory is needed")
     whole("--limit", args.limit)
     whole("--threads", args.threads)
     if args.memory_gib is not None:
@@ -145,12 +162,14 @@ def cmd_ops(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device: cuda requested but torch sees no CUDA device")
+    _check_out(args.out, (".json",), "--out")
+    _check_out(args.plot, (".png", ".svg", ".pdf"), "--plot")
     try:
         point = Point(args.model, args.phase, args.batch, args.context, args.generate,
                       args.implementation, args.block_length)
         spec = point.spec()
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    except ValidationError as e:
+        raise UserError(describe_validation_error(e, prefix="--block-length")) from None
     from .limits import check_allocatable
 
     gen = args.generate if args.phase == "generate" else 1

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from costmodel.errors import UserError
+from costmodel.errors import UserError, atomic_path
 from costmodel.hardware import Hardware
 from reference import build_model
 
@@ -234,8 +234,9 @@ def plot_profile(prof: OpProfile, path: str | Path, top: int = 16) -> Path:
     ax.legend(fontsize=8)
     fig.tight_layout()
     out = Path(path)
-    tmp = out.with_name(out.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(out)
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=110, format=out.suffix.lstrip(".").lower() or "png")
+    finally:
+        plt.close(fig)
     return out

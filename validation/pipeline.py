@@ -28,14 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
-from costmodel.errors import UserError
+from costmodel.errors import UserError, describe_validation_error
 from costmodel.hardware import Hardware, load_hardware_file, save_hardware
 
 from .calibrate import calibrated_hardware, fit, split
 from .dataset import read_dataset, run_lock, write_json_atomic
 from .measure import Runner
 from .microbench import hardware_record, run_microbench
+from .predict import point_inputs
 from .report import params_text, write_report
 from .suites import Suite, get_suite
 
@@ -83,6 +85,26 @@ def measured_hardware(out: Path, device: str, suite: Suite, dtype: str, rebench:
     return hw
 
 
+def usable_records(records: list[dict[str, Any]], where: Path) -> list[dict[str, Any]]:
+    """The records calibration can read (`predict.point_inputs` and a measured time > 0);
+    a warning names each one left out and why (a hand-edited or foreign line)."""
+    out = []
+    for r in records:
+        try:
+            point_inputs(r)
+            t = r["measured_s"]
+            if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) \
+                    or t <= 0:
+                raise UserError(f"measured_s: expected a time > 0 s, got {t!r}")
+        except (KeyError, TypeError, ValueError, ValidationError) as e:  # ValueError: UserError
+            why = f"missing field {e.args[0]!r}" if isinstance(e, KeyError) else \
+                (describe_validation_error(e) if isinstance(e, ValidationError) else str(e))
+            print(f"warning: {where}: point {r.get('point_id')!r} not used: {why}", flush=True)
+            continue
+        out.append(r)
+    return out
+
+
 def _new_id(hw: Hardware, hw_dir: Path) -> Hardware:
     """`hw` under an id no record in `hw_dir` has yet (`<id>-2`, `-3`, ...): records measured
     against an earlier benchmark keep the rates they were predicted with."""
@@ -99,7 +121,8 @@ def run(device: str, suite_name: str, out_dir: str | Path, wait: bool = True,
     """The whole validation loop (DESIGN.md) for one device and suite (`_run`), holding the
     run directory's lock (`dataset.run_lock`: a second run waits, or stops if not `wait`);
     torch's thread count is restored afterwards."""
-    previous = torch.get_num_threads()
+    get_suite(suite_name, kwargs.get("limit"), kwargs.get("models"), kwargs.get("smoke", False))
+    previous = torch.get_num_threads()  # (the suite checked first: a refused run writes nothing)
     try:
         with run_lock(out_dir, wait, say=lambda m: print(m, flush=True)):
             return _run(device, suite_name, out_dir, **kwargs)
@@ -132,8 +155,8 @@ def _run(device: str, suite_name: str, out_dir: str | Path, *, threads: int | No
     data = read_dataset(runner.dataset)
     for w in data.problems:
         print(f"warning: {w}", flush=True)
-    records = [r for r in data.records if r.get("hardware") == hw.id
-               and r.get("dtype") == runner.dtype]
+    records = [r for r in usable_records(data.records, runner.dataset)
+               if r.get("hardware") == hw.id and r.get("dtype") == runner.dtype]
     if len(records) < len(data.records):
         _say(f"note: {len(data.records) - len(records)} record(s) of another device or dtype "
              "in the dataset are not used for this calibration", quiet)
