@@ -126,6 +126,9 @@ def check_value(field: str, value: Any, text: str) -> Any:
 
 QUERY_KEYS: tuple[str, ...] = (*_MAIN, "batch", "reserve_gib", *_CUSTOM_VANILLA, *_CUSTOM_BLOCK,
                                *_BLOCKIFY, *_EFFICIENCY)
+# query parameter -> WhatIf field, every parameter
+QUERY_FIELD: dict[str, str] = _MAIN | {"batch": "batch", "reserve_gib": "reserve_GiB"} \
+    | _CUSTOM_VANILLA | _CUSTOM_BLOCK | _BLOCKIFY | _EFFICIENCY
 STREAMLIT_KEYS: tuple[str, ...] = ("embed", "embed_options")  # Streamlit's own; left alone
 
 

@@ -335,28 +335,20 @@ def plan_sweep(
                      memory_reserve_bytes=reserve)
 
 
-def sweep(
-    models: ModelLike | Sequence[ModelLike],
-    hardware: HardwareLike | Sequence[HardwareLike] = "h100-sxm-80gb",
-    batch: int | str | Sequence[int] = 1,
-    prompt_tokens: int | Sequence[int] = 2048,
-    generated_tokens: int | Sequence[int] = 128,
-    block_length: int | Sequence[int] | None = None,
-    implementation: str | Implementation = "static",
-    metrics: Sequence[str] = DEFAULT_SWEEP_METRICS,
-    memory_reserve_bytes: float = 0.0,
-    max_points: int = MAX_SWEEP_POINTS,
-) -> pd.DataFrame:
+def sweep(models: ModelLike | Sequence[ModelLike],
+          hardware: HardwareLike | Sequence[HardwareLike] = "h100-sxm-80gb", *,
+          max_points: int = MAX_SWEEP_POINTS, **grid: Any) -> pd.DataFrame:
     """Evaluate metrics over the cartesian product of the inputs in vectorised calls.
 
+    `grid` takes `plan_sweep`'s keywords: batch (sizes or "max"), prompt_tokens,
+    generated_tokens, block_length, implementation, metrics, memory_reserve_bytes.
     One row per design point: model, kind, hardware, block_length, batch, prompt_tokens,
     generated_tokens, then the requested metrics. `batch="max"` uses each point's max batch.
     `block_length` re-blocks every Block Transformer model (vanilla rows ignore it).
     A grid larger than `max_points` is refused (it would not fit in memory); stream it with
     `sweep_chunks` instead.
     """
-    plan = plan_sweep(models, hardware, batch, prompt_tokens, generated_tokens, block_length,
-                      implementation, metrics, memory_reserve_bytes)
+    plan = plan_sweep(models, hardware, **grid)
     if plan.points > max_points:
         raise UserError(
             f"sweep: {plan.points:,} design points exceed the in-memory limit of "
