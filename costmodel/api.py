@@ -31,7 +31,7 @@ from .metrics import ARGS, METRICS, ROW_FIELDS, StructureKey, formulas
 from .ops import ImplStructure, StackStructure
 from .presets import get_preset, with_block_length
 from .spec import BlockSpec, StackSpec, VanillaSpec
-from .workload import Workload
+from .workload import MAX_WHOLE, Workload
 
 ModelLike = VanillaSpec | BlockSpec | str
 HardwareLike = Hardware | str
@@ -249,11 +249,18 @@ def _as_list(x: Any) -> list:
 
 
 def _positive_array(name: str, values: Iterable[Any]) -> np.ndarray:
-    arr = np.asarray(list(values), dtype=np.float64)
+    """Whole numbers 1..MAX_WHOLE (`workload.MAX_WHOLE`: float64 holds them exactly)."""
+    rule = f"{name}: every value must be a whole number from 1 to {MAX_WHOLE:.3g}"
+    try:
+        arr = np.asarray(list(values), dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise UserError(f"{rule}, got {list(values)!r:.60}") from None
     if arr.size == 0:
         raise UserError(f"{name}: needs at least one value")
-    if not np.all(np.isfinite(arr)) or np.any(arr < 1) or np.any(arr != np.floor(arr)):
-        raise UserError(f"{name}: every value must be a whole number >= 1")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 1) or np.any(arr != np.floor(arr)) \
+            or np.any(arr > MAX_WHOLE):
+        bad = arr[~(np.isfinite(arr) & (arr >= 1) & (arr == np.floor(arr)) & (arr <= MAX_WHOLE))]
+        raise UserError(f"{rule}, got {bad[0]:g}")
     return arr
 
 

@@ -6,7 +6,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-PositiveInt = Annotated[int, Field(gt=0)]
+# Counts are cast to float64 for the formulas (docs/reliability.md 2): above 2^53 a float64
+# no longer holds every whole number, and above ~1.8e308 the cast fails.
+MAX_WHOLE = 2**53
+PositiveInt = Annotated[int, Field(gt=0, le=MAX_WHOLE)]
 
 
 class Workload(BaseModel, frozen=True, extra="forbid"):
