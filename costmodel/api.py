@@ -251,10 +251,14 @@ def _as_list(x: Any) -> list:
 def _positive_array(name: str, values: Iterable[Any]) -> np.ndarray:
     """Whole numbers 1..MAX_WHOLE (`workload.MAX_WHOLE`: float64 holds them exactly)."""
     rule = f"{name}: every value must be a whole number from 1 to {MAX_WHOLE:.3g}"
+    values = list(values)
+    big = [v for v in values if isinstance(v, int | np.integer) and v > MAX_WHOLE]
+    if big:  # before the cast, which would round 2^53 + 1 down to 2^53
+        raise UserError(f"{rule}, got {big[0]}")
     try:
-        arr = np.asarray(list(values), dtype=np.float64)
+        arr = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):
-        raise UserError(f"{rule}, got {list(values)!r:.60}") from None
+        raise UserError(f"{rule}, got {values!r:.60}") from None
     if arr.size == 0:
         raise UserError(f"{name}: needs at least one value")
     if not np.all(np.isfinite(arr)) or np.any(arr < 1) or np.any(arr != np.floor(arr)) \

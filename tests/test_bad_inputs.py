@@ -148,7 +148,7 @@ def _api_cases() -> list[tuple[bool, str, Callable[[], Any], str]]:
          lambda: sweep("vanilla_70", batch=range(1, 1001), prompt_tokens=range(1, 1001),
                        generated_tokens=range(1, 101)), "exceed the in-memory limit"),
         (False, "sweep batch []", lambda: sweep("vanilla_70", batch=[]), "batch: needs"),
-        (False, "sweep batch 0", lambda: sweep("vanilla_70", batch=[0]), "whole number >= 1"),
+        (False, "sweep batch 0", lambda: sweep("vanilla_70", batch=[0]), "whole number from 1"),
         (False, "sweep batch 1.5", lambda: sweep("vanilla_70", batch=[1.5]), "whole number"),
         (False, "sweep batch nan", lambda: sweep("vanilla_70", batch=[nan]), "whole number"),
         (False, "sweep batch 'big'", lambda: sweep("vanilla_70", batch="big"), "'max'"),
