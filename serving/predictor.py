@@ -43,7 +43,7 @@ from costmodel.api import (
 )
 from costmodel.hardware import Hardware, get_hardware
 from costmodel.implementation import Implementation, get_implementation
-from costmodel.metrics import ARGS, StructureKey, formulas
+from costmodel.metrics import ARGS, StructureKey
 from costmodel.ops import OpCost, embedder_op, expansion_op, stack_ops
 from costmodel.spec import BlockSpec, VanillaSpec
 
@@ -197,6 +197,16 @@ def _kv_entry_bytes(spec: VanillaSpec | BlockSpec, impl: Implementation) -> tupl
 
 
 @functools.lru_cache(maxsize=64)
+def _weights_expr(key: StructureKey) -> sp.Expr:
+    """Weight bytes: `costmodel.memory`'s formula (the one `estimate` reports)."""
+    from costmodel.memory import block_memory, vanilla_memory
+
+    if key.kind == "vanilla":
+        return vanilla_memory(key.stacks[0], key.impl, key.tied)["weights_bytes"]
+    return block_memory(*key.stacks, key.impl, key.unused_embedding)["weights_bytes"]
+
+
+@functools.lru_cache(maxsize=64)
 def build_predictor(model: VanillaSpec | BlockSpec | str, hardware: Hardware | str,
                     implementation: Implementation | str = "static") -> Predictor:
     spec = resolve_model(model)
@@ -220,7 +230,7 @@ def build_predictor(model: VanillaSpec | BlockSpec | str, hardware: Hardware | s
         raise RuntimeError(f"serving predictor: the cost model's op formulas left the linear "
                            f"form (deviation {worst:.3g}); docs/serving.md 3")
     per_entry, fixed = _kv_entry_bytes(spec, impl)
-    weights = float(formulas(key).evaluate("weights_bytes", vals)[0])
+    weights = float(_weights_expr(key).subs(vals))
     return Predictor(
         model=spec.name, kind=spec.kind, hardware=hw.id, forwards=fws,
         kv_bytes_per_entry=per_entry, fixed_kv_bytes_per_seq=fixed, weights_bytes=weights,

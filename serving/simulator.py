@@ -111,12 +111,14 @@ class Simulator:
             while nxt < n and arr[nxt] <= t:
                 waiting.append(nxt)
                 nxt += 1
-            self._sample(out, t, waiting, run, nxt)
-            if not run and not waiting:
-                t = float(arr[nxt])
-                continue
             # room for the next forward of everything running (preempt newest otherwise)
             finished += self._fit_memory(run, waiting)
+            self._sample(out, t, waiting, run, nxt)
+            if not run and not waiting:
+                if nxt >= n:
+                    break
+                t = float(arr[nxt])
+                continue
             if cfg.policy == "prefill-first":
                 batch = self._admit(run, waiting, whole=True)
                 if batch:
