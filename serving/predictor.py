@@ -141,24 +141,33 @@ def check_linear_form(key: StructureKey, kind: str, vals: dict, coef: np.ndarray
 
 @dataclass
 class ForwardModel:
-    """Time of one forward kind as a function of its aggregates (vectorised over rows)."""
+    """Time of one forward kind as a linear-max function of its aggregates.
+
+    `coef` [6, 2 n_ops + 1]: aggregates -> T_math of each op, T_mem of each op, and the terms
+    that add up linearly (kernel launches x t_kernel, t_forward). The constant aggregate is 1
+    when the forward runs and 0 when it has no sequence, so an absent forward costs 0.
+    """
 
     kind: str
-    t_coef: np.ndarray  # [2 * n_ops, 6]: T_math rows, then T_mem rows (seconds)
-    kernel_coef: np.ndarray  # [6]: kernel launches
+    coef: np.ndarray
     n_ops: int
     eta: float
-    t_kernel: float
-    t_forward: float
 
     def time_s(self, agg: np.ndarray) -> np.ndarray:
-        """agg: [..., 6] -> forward time(s), 0 where the forward has no sequence (n = 0)."""
-        agg = np.asarray(agg, dtype=np.float64)
-        tt = agg @ self.t_coef.T  # [..., 2 n_ops]
-        t_math, t_mem = tt[..., : self.n_ops], tt[..., self.n_ops:]
-        t = (self.eta * np.maximum(t_math, t_mem) + (1 - self.eta) * (t_math + t_mem)).sum(-1)
-        t = t + (agg @ self.kernel_coef) * self.t_kernel + self.t_forward
-        return np.where(agg[..., 5] > 0, t, 0.0)
+        """agg: [..., 6] -> forward time(s)."""
+        agg = np.array(agg, dtype=np.float64)
+        agg[..., 0] = agg[..., 5] > 0
+        return _roofline_sum(agg @ self.coef, self.n_ops, self.eta)
+
+
+def _roofline_sum(tt: np.ndarray, n_ops: int, eta: float) -> np.ndarray:
+    """Sum over ops of eta max(T_math, T_mem) + (1 - eta)(T_math + T_mem), plus the linear
+    column (costmodel.roofline's per-op time, docs/serving.md 3)."""
+    t_math, t_mem = tt[..., :n_ops], tt[..., n_ops:2 * n_ops]
+    both = (t_math + t_mem).sum(-1)
+    if eta == 0:
+        return both + tt[..., -1]
+    return eta * np.maximum(t_math, t_mem).sum(-1) + (1 - eta) * both + tt[..., -1]
 
 
 @dataclass
@@ -181,6 +190,29 @@ class Predictor:
     def time_s(self, kind: str, q: np.ndarray, c: np.ndarray) -> float:
         """Time of one forward over sequences with q new positions after c cached."""
         return float(self.forwards[kind].time_s(aggregates(q, c)))
+
+    @functools.cached_property
+    def _stacked(self) -> tuple[np.ndarray, int]:
+        """Block-diagonal coefficients of every forward kind: one product per iteration."""
+        kinds = list(self.forwards.values())
+        n_ops = sum(f.n_ops for f in kinds)
+        out = np.zeros((N_AGG * len(kinds), 2 * n_ops + 1))
+        col = 0
+        for i, f in enumerate(kinds):
+            rows = slice(N_AGG * i, N_AGG * (i + 1))
+            out[rows, col:col + f.n_ops] = f.coef[:, :f.n_ops]
+            out[rows, n_ops + col:n_ops + col + f.n_ops] = f.coef[:, f.n_ops:2 * f.n_ops]
+            out[rows, -1] = f.coef[:, -1]
+            col += f.n_ops
+        return out, n_ops
+
+    def iteration_time_s(self, agg: np.ndarray) -> np.ndarray:
+        """Iterations' times from their aggregates [k, kinds, 6] (kinds in `forward_kinds`
+        order; the constant aggregate must be 1 where that forward runs, else 0)."""
+        coef, n_ops = self._stacked
+        k = agg.shape[0]
+        eta = next(iter(self.forwards.values())).eta
+        return _roofline_sum(agg.reshape(k, -1) @ coef, n_ops, eta)
 
 
 def _kv_entry_bytes(spec: VanillaSpec | BlockSpec, impl: Implementation) -> tuple[float, float]:
@@ -222,10 +254,11 @@ def build_predictor(model: VanillaSpec | BlockSpec | str, hardware: Hardware | s
         worst = max(worst, check_linear_form(key, kind, vals, coef,
                                              [(3.0, 7.0, 11.0), (2.0, 1.0, 300.0)]))
         n_ops = coef.shape[0]
-        t_coef = np.concatenate([coef[:, 0, :] / vals[sy.pi], coef[:, 1, :] / vals[sy.beta]])
-        fws[kind] = ForwardModel(kind, t_coef, coef[:, 2, :].sum(0), n_ops,
-                                 float(vals[sy.eta_ov]), float(vals[sy.t_kernel]),
-                                 float(vals[sy.t_forward]))
+        lin = coef[:, 2, :].sum(0) * float(vals[sy.t_kernel])
+        lin[0] += float(vals[sy.t_forward])
+        m = np.concatenate([coef[:, 0, :] / vals[sy.pi], coef[:, 1, :] / vals[sy.beta],
+                            lin[None, :]]).T  # [6, 2 n_ops + 1]
+        fws[kind] = ForwardModel(kind, m, n_ops, float(vals[sy.eta_ov]))
     if worst > 1e-6:
         raise RuntimeError(f"serving predictor: the cost model's op formulas left the linear "
                            f"form (deviation {worst:.3g}); docs/serving.md 3")

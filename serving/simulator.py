@@ -22,7 +22,7 @@ import numpy as np
 
 from costmodel.errors import UserError
 
-from .predictor import Predictor
+from .predictor import Predictor, aggregates
 from .requests import Trace
 from .scheduler import SchedulerConfig
 
@@ -112,15 +112,16 @@ class Simulator:
                 waiting.append(nxt)
                 nxt += 1
             # room for the next forward of everything running (preempt newest otherwise)
-            finished += self._fit_memory(run, waiting)
-            self._sample(out, t, waiting, run, nxt)
+            refused, used = self._fit_memory(run, waiting)
+            finished += refused
+            self._sample(out, t, len(waiting), len(run), used)
             if not run and not waiting:
                 if nxt >= n:
                     break
                 t = float(arr[nxt])
                 continue
             if cfg.policy == "prefill-first":
-                batch = self._admit(run, waiting, whole=True)
+                batch = self._admit(run, waiting, used)
                 if batch:
                     t, k_fin = self._mixed(t, [], batch, run)
                     iters += 1
@@ -128,7 +129,7 @@ class Simulator:
                     continue
             else:
                 partial = [i for i in run if self.done[i] >= 0 and self._in_prefill(i)]
-                if partial or self._can_admit(run, waiting):
+                if partial or self._can_admit(run, waiting, used):
                     t, k_fin = self._chunked(t, run, waiting)
                     iters += 1
                     finished += k_fin
@@ -147,17 +148,14 @@ class Simulator:
                 last_report = finished
         if self.progress:
             self.progress(n, n)
-        self._sample(out, t, waiting, run, nxt)
+        self._sample(out, t, len(waiting), len(run), self._used(run))
         out.iterations = iters
         return out
 
-    def _sample(self, out: RawRun, t: float, waiting, run, nxt: int) -> None:
-        n_arrived = int(np.searchsorted(self.tr.arrival_s, t, side="right"))
+    def _sample(self, out: RawRun, t: float, waiting: int, running: int, used: float) -> None:
         out.samples_t.append(t)
-        out.samples_waiting.append(len(waiting) + max(0, n_arrived - nxt))
-        out.samples_running.append(len(run))
-        used = float(self.kv_bytes(self.entries_next(np.asarray(run, dtype=np.int64))).sum()) \
-            if run else 0.0
+        out.samples_waiting.append(waiting)
+        out.samples_running.append(running)
         out.samples_kv.append(used / self.cap)
 
     def _in_prefill(self, i: int) -> bool:
@@ -168,31 +166,37 @@ class Simulator:
             return 0.0
         return float(self.kv_bytes(self.entries_next(np.asarray(run, dtype=np.int64))).sum())
 
-    def _fit_memory(self, run: list[int], waiting: deque[int]) -> int:
-        """Preempt the newest running requests until the next forward fits; returns how many
-        requests were refused because even alone they do not fit."""
-        while len(run) > 1 and self._used(run) > self.cap:
-            i = run.pop()  # newest: preempt by recompute
+    def _fit_memory(self, run: list[int], waiting: deque[int]) -> tuple[int, float]:
+        """Preempt the newest running requests until the next forward fits. Returns (requests
+        refused because even alone they never fit, KV bytes then held)."""
+        if not run:
+            return 0, 0.0
+        held = np.cumsum(self.kv_bytes(self.entries_next(np.asarray(run, dtype=np.int64))))
+        if held[-1] <= self.cap:
+            return 0, float(held[-1])
+        keep = int(np.searchsorted(held, self.cap, side="right"))
+        if keep == 0:  # the oldest alone does not fit: it never will
+            i = run.pop(0)
+            self.rejected[i] = True
+            refused, used = self._fit_memory(run, waiting)
+            return refused + 1, used
+        while len(run) > keep:
+            i = run.pop()  # newest first: preempt by recompute
             self.preempt[i] += 1
             self.done[i] = 0
             waiting.appendleft(i)
-        if len(run) == 1 and self._used(run) > self.cap:
-            i = run.pop()
-            self.rejected[i] = True
-            return 1
-        return 0
+        return 0, float(held[keep - 1])
 
-    def _can_admit(self, run: list[int], waiting: deque[int]) -> bool:
+    def _can_admit(self, run: list[int], waiting: deque[int], used: float) -> bool:
         if not waiting or len(run) >= self.cfg.max_running:
             return False
-        i = waiting[0]
-        need = float(self.kv_bytes(self.entries_next(i)))
-        return self._used(run) + need <= self.cap
+        need = float(self.kv_bytes(self.entries_next(waiting[0])))
+        return used + need <= self.cap
 
-    def _admit(self, run: list[int], waiting: deque[int], whole: bool) -> list[int]:
+    def _admit(self, run: list[int], waiting: deque[int], used: float) -> list[int]:
         """Prefill-first admission: FCFS while slots, KV pages and the token budget allow."""
         batch: list[int] = []
-        used, tokens = self._used(run), 0
+        tokens = 0
         budget = self.cfg.budget
         while waiting and len(run) < self.cfg.max_running:
             i = waiting[0]
@@ -231,13 +235,14 @@ class Simulator:
             bc = np.concatenate([(self.n_p[bound] + self.g[bound] // lb - 1).astype(float), ch_c])
             pq = np.concatenate([np.full(len(bound), P, float),
                                  (P + self.g[completes] % lb).astype(float)])
-            dt = (p.time_s("block", bq, bc) + p.time_s("prefix", pq, np.zeros(len(pq)))
-                  + p.time_s("token", np.ones(len(tok)),
-                             (P + self.g[tok] % lb - 1).astype(float)))
+            agg = np.stack([aggregates(bq, bc), aggregates(pq, np.zeros(len(pq))),
+                            aggregates(np.ones(len(tok)), (P + self.g[tok] % lb - 1))])
         else:
             q = np.concatenate([np.ones(len(dec)), ch_q])
             c = np.concatenate([(self.S[dec] + gd - 1).astype(float), ch_c])
-            dt = p.time_s("step", q, c)
+            agg = aggregates(q, c)[None, :]
+        agg[:, 0] = agg[:, 5] > 0
+        dt = float(p.iteration_time_s(agg[None])[0])
         t_end = t + dt
         self.done[ch_ids] += ch_q.astype(np.int64)
         emitted = np.concatenate([dec, completes])
@@ -278,35 +283,38 @@ class Simulator:
         return self._mixed(t, decodes, chunks, run)
 
     # -- a stretch of decode-only iterations -------------------------------------------------
-    def _segment_aggregates(self, ids: np.ndarray, k: int, start: int = 0
-                            ) -> dict[str, np.ndarray]:
-        """[k, 6] aggregates of each forward kind for decode iterations start..start+k-1 of
+    def _segment_aggregates(self, ids: np.ndarray, k: int, start: int = 0) -> np.ndarray:
+        """[k, kinds, 6] aggregates of each forward kind for decode iterations start..start+k-1 of
         `ids` (g as it is before iteration 0)."""
         T = np.arange(start, start + k, dtype=np.float64)
         g = self.g[ids]
         n = float(len(ids))
         if not self.block:
-            c0 = float((self.S[ids] + g - 1).sum())
-            c = c0 + n * T
-            one, nn = np.ones(k), np.full(k, n)
-            return {"step": np.stack([one, nn, c, nn, c, nn], axis=1)}
+            c = float((self.S[ids] + g - 1).sum()) + n * T
+            agg = np.empty((k, 1, 6))
+            agg[:, 0, 0] = 1.0
+            agg[:, 0, 1] = agg[:, 0, 3] = agg[:, 0, 5] = n
+            agg[:, 0, 2] = agg[:, 0, 4] = c
+            return agg
         lb, P = self.lb, self.P
         r = g % lb
         cnt = np.bincount(r, minlength=lb).astype(np.float64)  # sequences per phase r
         base = np.bincount(r, weights=(self.n_p[ids] + g // lb).astype(np.float64),
                            minlength=lb)
-        rr = np.arange(lb)
-        m = (rr[None, :] + T[:, None].astype(np.int64)) % lb  # [k, lb] position in block
+        Ti = np.arange(start, start + k)[:, None] + np.arange(lb)[None, :]
+        m = Ti % lb  # [k, lb] position in the block of each phase group
         at_b = m == 0
-        steps = (rr[None, :] + T[:, None].astype(np.int64)) // lb  # blocks completed since
-        nb = (cnt[None, :] * at_b).sum(1)
-        cb = ((base[None, :] + cnt[None, :] * (steps - 1)) * at_b).sum(1)
+        nb = (cnt * at_b).sum(1)
+        cb = ((base + cnt * (Ti // lb - 1)) * at_b).sum(1)
         nt = n - nb
-        ct = (cnt[None, :] * (P + m - 1) * ~at_b).sum(1)
-        one, z = np.ones(k), np.zeros(k)
-        return {"block": np.stack([one, nb, cb, nb, cb, nb], axis=1),
-                "prefix": np.stack([one, P * nb, z, P * P * nb, z, nb], axis=1),
-                "token": np.stack([one, nt, ct, nt, ct, nt], axis=1)}
+        ct = (cnt * (P + m - 1) * ~at_b).sum(1)
+        agg = np.zeros((k, 3, 6))  # block, prefix, token (forward_kinds order)
+        agg[:, 0, 0], agg[:, 0, 1], agg[:, 0, 2] = nb > 0, nb, cb
+        agg[:, 0, 3], agg[:, 0, 4], agg[:, 0, 5] = nb, cb, nb
+        agg[:, 1, 0], agg[:, 1, 1], agg[:, 1, 3], agg[:, 1, 5] = nb > 0, P * nb, P * P * nb, nb
+        agg[:, 2, 0], agg[:, 2, 1], agg[:, 2, 2] = nt > 0, nt, ct
+        agg[:, 2, 3], agg[:, 2, 4], agg[:, 2, 5] = nt, ct, nt
+        return agg
 
     def _decode_segment(self, t: float, run: list[int], waiting: deque[int],
                         nxt: int) -> tuple[float, int, int]:
@@ -330,8 +338,7 @@ class Simulator:
         ends = np.empty(0)
         while done_k < k:
             m = min(chunk, k - done_k)
-            aggs = self._segment_aggregates(ids, m, done_k)
-            dt = sum(self.p.forwards[kind].time_s(a) for kind, a in aggs.items())
+            dt = self.p.iteration_time_s(self._segment_aggregates(ids, m, done_k))
             e = t_cur + np.cumsum(dt)
             if e[-1] >= t_arr:
                 cut = int(np.searchsorted(e, t_arr, side="left"))
