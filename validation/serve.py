@@ -1,0 +1,239 @@
+"""``blockroof validate serve``: a real continuous-batching loop vs the serving simulator.
+
+For each preset and rate: one seeded Poisson trace (`serving.poisson_trace`) is served by
+`validation.serve_loop` (the reference on this CPU, fp32, 1 thread) and simulated by
+`serving.simulate` with the calibrated CPU record and the same slots, token budget and
+policy (prefill-first, an ample KV pool: docs/serving.md 9). Compared: TTFT and TPOT at p50
+and p95, and throughput (generated tokens per second of makespan); errors are
+(simulated - measured) / measured.
+
+Writes, atomically, under --out (default validation/results/serve-cpu/):
+- ``dataset.jsonl``: one record per run: the settings, the environment (load average before
+  and after), per-request arrival, prompt and generated tokens, measured and simulated
+  first-token and finish times;
+- ``summary.json`` and ``report.md``: the comparison table and the mean absolute errors.
+Last line printed: ``serve errors: TTFT p50 X% p95 Y%, TPOT p50 Z% p95 W%, throughput V%``
+(mean absolute over the runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from costmodel.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+CPU_RECORD = ROOT / "validation/results/cpu/hardware/cpu-amd-epyc-1t-measured-20261128-calibrated.json"
+DEFAULT_OUT = ROOT / "validation/results/serve-cpu"
+# preset -> rates (requests/s): light, medium, near saturation of the calibrated prediction
+DEFAULT_RUNS = {"vanilla_70": (1.0, 3.0, 4.5), "block_main_b4_19": (1.0, 3.0, 5.0)}
+METRICS = ("ttft_p50", "ttft_p95", "tpot_p50", "tpot_p95", "throughput")
+
+
+def _stats(arrival, first, finish, gen) -> dict[str, float]:
+    ttft = first - arrival
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(gen > 1, (finish - first) / (gen - 1), np.nan)
+    tpot = tpot[np.isfinite(tpot)]
+    makespan = float(np.max(finish) - np.min(arrival))
+    return {"ttft_p50": float(np.percentile(ttft, 50)), "ttft_p95": float(np.percentile(ttft, 95)),
+            "tpot_p50": float(np.percentile(tpot, 50)), "tpot_p95": float(np.percentile(tpot, 95)),
+            "throughput": float(gen.sum()) / makespan}
+
+
+def run_one(model_name: str, rate: float, args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from costmodel.presets import get_preset
+    from reference.build import build_model
+    from costmodel.hardware import get_hardware
+    from costmodel.implementation import get_implementation
+    from serving import SchedulerConfig
+    from serving.predictor import build_predictor
+    from serving.requests import poisson_trace
+    from serving.simulator import Simulator
+
+    from .env import environment
+    from .serve_loop import measure
+
+    spec = get_preset(model_name)
+    trace = poisson_trace(rate, args.duration, args.prompt, args.generate, args.seed)
+    model = build_model(spec, "cpu", torch.float32, seed=0)
+    # warm-up: a short burst, discarded
+    n_w = min(args.slots, 4)
+    measure(model, np.zeros(n_w), np.full(n_w, args.prompt), np.full(n_w, 4), args.slots,
+            args.token_budget)
+    model = build_model(spec, "cpu", torch.float32, seed=0)
+    env_before = environment("cpu", "fp32")
+    reqs, wall, iters = measure(model, trace.arrival_s, trace.prompt_tokens,
+                                trace.generated_tokens, args.slots, args.token_budget,
+                                seed=args.seed)
+    load_after = round(os.getloadavg()[0], 2)
+    sched = SchedulerConfig(policy="prefill-first", max_running=args.slots,
+                            token_budget=args.token_budget, page_tokens=1,
+                            kv_capacity_bytes=1e15)
+    arr = trace.arrival_s
+    m_first = np.array([r.first_s for r in reqs])
+    m_finish = np.array([r.finish_s for r in reqs])
+    gen = trace.generated_tokens
+    measured = _stats(arr, m_first, m_finish, gen)
+    pred = build_predictor(spec, get_hardware(str(args.hardware)),
+                           get_implementation("static", "fp32"))
+    raw = Simulator(pred, trace, sched).run()
+    simulated = _stats(arr, raw.first_token_s, raw.finish_s, gen)
+    errors = {k: 100 * (simulated[k] - measured[k]) / measured[k] for k in METRICS}
+    return {
+        "model": model_name, "kind": spec.kind, "rate_per_s": rate, "requests": len(trace),
+        "duration_s": args.duration, "prompt_tokens": args.prompt,
+        "generated_tokens": args.generate, "seed": args.seed, "slots": args.slots,
+        "token_budget": args.token_budget, "policy": "prefill-first",
+        "hardware_record": Path(str(args.hardware)).name, "wall_s": round(wall, 3),
+        "iterations_measured": iters, "iterations_simulated": raw.iterations,
+        "measured": measured, "simulated": simulated, "error_pct": errors,
+        "env": env_before | {"loadavg_1m_after": load_after},
+        "per_request": {"arrival_s": arr.tolist(), "prompt_tokens": trace.prompt_tokens.tolist(),
+                        "generated_tokens": gen.tolist(),
+                        "measured_first_s": m_first.tolist(),
+                        "measured_finish_s": m_finish.tolist(),
+                        "simulated_first_s": raw.first_token_s.tolist(),
+                        "simulated_finish_s": raw.finish_s.tolist()},
+    }
+
+
+def _table(records: list[dict[str, Any]]) -> list[str]:
+    head = ("| model | rate/s | requests | load 1m | TTFT p50 meas / sim (s) | TTFT p95 meas / "
+            "sim (s) | TPOT p50 meas / sim (ms) | TPOT p95 meas / sim (ms) | throughput meas / "
+            "sim (tok/s) |")
+    lines = [head, "|" + " --- |" * 9]
+    for r in records:
+        m, s, e = r["measured"], r["simulated"], r["error_pct"]
+
+        def cell(k: str, scale: float = 1.0) -> str:
+            return f"{m[k] * scale:.3g} / {s[k] * scale:.3g} ({e[k]:+.0f}%)"
+
+        lines.append(f"| {r['model']} | {r['rate_per_s']:g} | {r['requests']} | "
+                     f"{r['env'].get('loadavg_1m', float('nan')):.1f}-"
+                     f"{r['env']['loadavg_1m_after']:.1f} | {cell('ttft_p50')} | "
+                     f"{cell('ttft_p95')} | {cell('tpot_p50', 1e3)} | {cell('tpot_p95', 1e3)} | "
+                     f"{cell('throughput')} |")
+    return lines
+
+
+def mean_abs_errors(records: list[dict[str, Any]]) -> dict[str, float]:
+    return {k: float(np.mean([abs(r["error_pct"][k]) for r in records])) for k in METRICS}
+
+
+def write_results(out: Path, records: list[dict[str, Any]]) -> None:
+    from .dataset import write_json_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".dataset.jsonl.tmp"
+    with tmp.open("w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    os.replace(tmp, out / "dataset.jsonl")
+    mae = mean_abs_errors(records)
+    summary = {"mean_abs_error_pct": mae,
+               "runs": [{k: r[k] for k in ("model", "rate_per_s", "requests", "measured",
+                                            "simulated", "error_pct", "wall_s")}
+                        | {"loadavg_1m": [r["env"].get("loadavg_1m"),
+                                          r["env"]["loadavg_1m_after"]]} for r in records]}
+    write_json_atomic(out / "summary.json", summary)
+    r0 = records[0]
+    text = [
+        "# Serving under load on this CPU: measured continuous batching vs the simulator", "",
+        f"Produced by `blockroof validate serve` ({r0['env']['date']}, torch "
+        f"{r0['env']['torch']}, {r0['env']['threads']} thread, fp32, git "
+        f"{r0['env'].get('git_commit')}). Each run: a seeded Poisson trace of "
+        f"{r0['duration_s']:g} s, prompt {r0['prompt_tokens']} / generated "
+        f"{r0['generated_tokens']} tokens, {r0['slots']} slots, token budget "
+        f"{r0['token_budget']}, prefill-first; served by `validation/serve_loop.py` and "
+        f"simulated by `serving` with the calibrated record `{r0['hardware_record']}`. "
+        "Errors are (simulated - measured) / measured. The load columns give the machine's "
+        "1-minute load average before and after each run (2 cores, shared with other jobs: "
+        "contention slows the measured side and the simulator cannot know it).", "",
+        *_table(records), "",
+        "Mean absolute error over the runs: " + ", ".join(
+            f"{k} {v:.0f}%" for k, v in mae.items()) + ".", "",
+        "See docs/serving.md 9 for the method and what the errors mean.", ""]
+    tmp = out / ".report.md.tmp"
+    tmp.write_text("\n".join(text))
+    os.replace(tmp, out / "report.md")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import torch
+
+    from costmodel.hardware import get_hardware
+
+    if args.threads < 1:
+        raise UserError(f"--threads: must be >= 1, got {args.threads}")
+    for name, v in (("--duration", args.duration), ("--prompt", args.prompt),
+                    ("--generate", args.generate), ("--slots", args.slots),
+                    ("--token-budget", args.token_budget)):
+        if not v > 0:
+            raise UserError(f"{name}: must be > 0, got {v}")
+    if args.duration > 3600:
+        raise UserError(f"--duration: at most 3600 s per run, got {args.duration:g}")
+    get_hardware(str(args.hardware))  # fail early on a bad record
+    torch.set_num_threads(args.threads)
+    runs: list[tuple[str, float]] = []
+    if args.models:
+        rates = [float(x) for x in args.rates.split(",")] if args.rates else None
+        for m in args.models.split(","):
+            for r in rates or DEFAULT_RUNS.get(m, (1.0, 3.0)):
+                if not r > 0:
+                    raise UserError(f"--rates: every rate must be > 0, got {r:g}")
+                runs.append((m, r))
+    else:
+        runs = [(m, r) for m, rs in DEFAULT_RUNS.items() for r in rs]
+    records = []
+    for m, r in runs:
+        t0 = time.perf_counter()
+        rec = run_one(m, r, args)
+        records.append(rec)
+        e = rec["error_pct"]
+        print(f"{m:18s} rate {r:4g}/s  {rec['requests']:4d} requests  load "
+              f"{rec['env'].get('loadavg_1m')}-{rec['env']['loadavg_1m_after']}  TTFT p50 "
+              f"{rec['measured']['ttft_p50']:.3f}/{rec['simulated']['ttft_p50']:.3f} s "
+              f"({e['ttft_p50']:+.0f}%) p95 {rec['measured']['ttft_p95']:.3f}/"
+              f"{rec['simulated']['ttft_p95']:.3f} s ({e['ttft_p95']:+.0f}%)  TPOT p50 "
+              f"{rec['measured']['tpot_p50'] * 1e3:.1f}/{rec['simulated']['tpot_p50'] * 1e3:.1f}"
+              f" ms ({e['tpot_p50']:+.0f}%) p95 {rec['measured']['tpot_p95'] * 1e3:.1f}/"
+              f"{rec['simulated']['tpot_p95'] * 1e3:.1f} ms ({e['tpot_p95']:+.0f}%)  "
+              f"throughput {e['throughput']:+.0f}%  ({time.perf_counter() - t0:.0f} s)",
+              flush=True)
+    if args.out:
+        write_results(Path(args.out), records)
+        print(f"wrote {args.out}/dataset.jsonl, summary.json, report.md")
+    mae = mean_abs_errors(records)
+    print(f"serve errors: TTFT p50 {mae['ttft_p50']:.0f}% p95 {mae['ttft_p95']:.0f}%, TPOT p50 "
+          f"{mae['tpot_p50']:.0f}% p95 {mae['tpot_p95']:.0f}%, throughput "
+          f"{mae['throughput']:.0f}%")
+
+
+def register(vs: Any) -> None:
+    s = vs.add_parser("serve", help="a real continuous-batching loop over the reference vs "
+                                    "the serving simulator (this CPU)")
+    s.add_argument("--models", default=None,
+                   help="comma-separated presets (default: vanilla_70 and block_main_b4_19)")
+    s.add_argument("--rates", default=None, help="comma-separated requests/s (default: per "
+                                                 "preset, up to near saturation)")
+    s.add_argument("--duration", type=float, default=30.0, help="seconds of arrivals per run")
+    s.add_argument("--prompt", type=int, default=64)
+    s.add_argument("--generate", type=int, default=32)
+    s.add_argument("--slots", type=int, default=8, help="running requests at most")
+    s.add_argument("--token-budget", type=int, default=512)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--hardware", default=str(CPU_RECORD),
+                   help="record for the simulator (default: the calibrated CPU record)")
+    s.add_argument("--out", default=str(DEFAULT_OUT))
+    s.set_defaults(func=cmd_serve)
