@@ -32,9 +32,53 @@ from costmodel.errors import UserError
 ROOT = Path(__file__).resolve().parent.parent
 CPU_RECORD = ROOT / "validation/results/cpu/hardware/cpu-amd-epyc-1t-measured-20261128-calibrated.json"
 DEFAULT_OUT = ROOT / "validation/results/serve-cpu"
-# preset -> rates (requests/s): light, medium, near saturation of the calibrated prediction
-DEFAULT_RUNS = {"vanilla_70": (1.0, 3.0, 4.5), "block_main_b4_19": (1.0, 3.0, 5.0)}
+DEFAULT_MODELS = ("vanilla_70", "block_main_b4_19")
+# fractions of the saturation rate of the machine as measured at run time: light, medium, near
+DEFAULT_FRACTIONS = (0.2, 0.5, 0.85)
 METRICS = ("ttft_p50", "ttft_p95", "tpot_p50", "tpot_p95", "throughput")
+
+
+def slowed(hw: Any, factor: float) -> Any:
+    """The same record running `factor` times slower: every rate / factor and every fixed
+    overhead x factor, so each predicted time (linear in 1/pi, 1/beta and the overheads,
+    costmodel.roofline) scales by exactly `factor`. Used for the contention-rescaled view."""
+    from costmodel.hardware import Hardware
+
+    d = hw.model_dump()
+    d["id"] = f"{hw.id}-x{factor:.2f}"
+    d["peak"] = {k: (v / factor if v else v) for k, v in d["peak"].items()}
+    d["memory_bandwidth_GBps"] /= factor
+    if d.get("measured"):
+        m = d["measured"]
+        m["matmul_TFLOPs"] = {k: v / factor for k, v in m["matmul_TFLOPs"].items()}
+        if m.get("memory_bandwidth_GBps"):
+            m["memory_bandwidth_GBps"] /= factor
+    e = d["efficiency"]
+    e["kernel_overhead_s"] *= factor
+    e["forward_overhead_s"] *= factor
+    return Hardware.model_validate(d)
+
+
+def contention_factor(model: Any, spec: Any, hw: Any, prompt: int, generate: int,
+                      seed: int) -> tuple[float, float, float]:
+    """Measured / predicted time of one isolated request (batch 1, `generate` of the
+    reference): how much slower the shared machine runs now than the calibrated record says.
+    Returns (factor, measured_s, predicted_s)."""
+    import torch
+
+    from costmodel import Workload, estimate
+    from costmodel.implementation import get_implementation
+
+    ids = torch.randint(0, spec.vocab_size, (1, prompt),
+                        generator=torch.Generator().manual_seed(seed))
+    with torch.inference_mode():
+        model.generate(ids, min(generate, 4))
+        t0 = time.perf_counter()
+        model.generate(ids, generate)
+        measured = time.perf_counter() - t0
+    pred = estimate(spec, hw, Workload(batch=1, prompt_tokens=prompt, generated_tokens=generate),
+                    get_implementation("static", "fp32")).request_time_s
+    return measured / pred, measured, pred
 
 
 def _stats(arrival, first, finish, gen) -> dict[str, float]:
@@ -48,9 +92,13 @@ def _stats(arrival, first, finish, gen) -> dict[str, float]:
             "throughput": float(gen.sum()) / makespan}
 
 
-def run_one(model_name: str, rate: float, args: argparse.Namespace) -> dict[str, Any]:
+def run_one(model_name: str, rate: float, args: argparse.Namespace,
+            rate_fraction: float | None = None) -> dict[str, Any]:
+    """One served trace vs the simulator; with `rate_fraction`, the rate is that fraction of
+    the saturation rate of the machine as measured now (contention included)."""
     import torch
 
+    from costmodel import Workload, estimate
     from costmodel.presets import get_preset
     from reference.build import build_model
     from costmodel.hardware import get_hardware
@@ -64,8 +112,18 @@ def run_one(model_name: str, rate: float, args: argparse.Namespace) -> dict[str,
     from .serve_loop import measure
 
     spec = get_preset(model_name)
-    trace = poisson_trace(rate, args.duration, args.prompt, args.generate, args.seed)
+    hw = get_hardware(str(args.hardware))
+    impl = get_implementation("static", "fp32")
     model = build_model(spec, "cpu", torch.float32, seed=0)
+    f_before, gen_meas, gen_pred = contention_factor(model, spec, hw, args.prompt,
+                                                     args.generate, args.seed)
+    if rate_fraction is not None:
+        # a fraction of the saturation rate of the machine as it runs now: all slots busy,
+        # requests/s = slots / request time at batch = slots (rescaled record)
+        est = estimate(spec, slowed(hw, f_before), Workload(
+            batch=args.slots, prompt_tokens=args.prompt, generated_tokens=args.generate), impl)
+        rate = round(rate_fraction * args.slots / est.request_time_s, 3)
+    trace = poisson_trace(rate, args.duration, args.prompt, args.generate, args.seed)
     # warm-up: a short burst, discarded
     n_w = min(args.slots, 4)
     measure(model, np.zeros(n_w), np.full(n_w, args.prompt), np.full(n_w, 4), args.slots,
@@ -76,6 +134,9 @@ def run_one(model_name: str, rate: float, args: argparse.Namespace) -> dict[str,
                                 trace.generated_tokens, args.slots, args.token_budget,
                                 seed=args.seed)
     load_after = round(os.getloadavg()[0], 2)
+    f_after = contention_factor(build_model(spec, "cpu", torch.float32, seed=0), spec, hw,
+                                args.prompt, args.generate, args.seed)[0]
+    factor = (f_before + f_after) / 2
     sched = SchedulerConfig(policy="prefill-first", max_running=args.slots,
                             token_budget=args.token_budget, page_tokens=1,
                             kv_capacity_bytes=1e15)
@@ -84,10 +145,11 @@ def run_one(model_name: str, rate: float, args: argparse.Namespace) -> dict[str,
     m_finish = np.array([r.finish_s for r in reqs])
     gen = trace.generated_tokens
     measured = _stats(arr, m_first, m_finish, gen)
-    pred = build_predictor(spec, get_hardware(str(args.hardware)),
-                           get_implementation("static", "fp32"))
-    raw = Simulator(pred, trace, sched).run()
+    raw = Simulator(build_predictor(spec, hw, impl), trace, sched).run()
     simulated = _stats(arr, raw.first_token_s, raw.finish_s, gen)
+    raw_c = Simulator(build_predictor(spec, slowed(hw, factor), impl), trace, sched).run()
+    rescaled = _stats(arr, raw_c.first_token_s, raw_c.finish_s, gen)
+    errors_c = {k: 100 * (rescaled[k] - measured[k]) / measured[k] for k in METRICS}
     errors = {k: 100 * (simulated[k] - measured[k]) / measured[k] for k in METRICS}
     return {
         "model": model_name, "kind": spec.kind, "rate_per_s": rate, "requests": len(trace),
@@ -97,37 +159,58 @@ def run_one(model_name: str, rate: float, args: argparse.Namespace) -> dict[str,
         "hardware_record": Path(str(args.hardware)).name, "wall_s": round(wall, 3),
         "iterations_measured": iters, "iterations_simulated": raw.iterations,
         "measured": measured, "simulated": simulated, "error_pct": errors,
+        "contention_factor": {"before": f_before, "after": f_after, "used": factor,
+                              "isolated_generate_measured_s": gen_meas,
+                              "isolated_generate_predicted_s": gen_pred},
+        "rate_fraction_of_saturation": rate_fraction,
+        "simulated_rescaled": rescaled, "error_rescaled_pct": errors_c,
         "env": env_before | {"loadavg_1m_after": load_after},
         "per_request": {"arrival_s": arr.tolist(), "prompt_tokens": trace.prompt_tokens.tolist(),
                         "generated_tokens": gen.tolist(),
                         "measured_first_s": m_first.tolist(),
                         "measured_finish_s": m_finish.tolist(),
                         "simulated_first_s": raw.first_token_s.tolist(),
-                        "simulated_finish_s": raw.finish_s.tolist()},
+                        "simulated_finish_s": raw.finish_s.tolist(),
+                        "simulated_rescaled_first_s": raw_c.first_token_s.tolist(),
+                        "simulated_rescaled_finish_s": raw_c.finish_s.tolist()},
     }
 
 
-def _table(records: list[dict[str, Any]]) -> list[str]:
-    head = ("| model | rate/s | requests | load 1m | TTFT p50 meas / sim (s) | TTFT p95 meas / "
-            "sim (s) | TPOT p50 meas / sim (ms) | TPOT p95 meas / sim (ms) | throughput meas / "
-            "sim (tok/s) |")
-    lines = [head, "|" + " --- |" * 9]
+def _table(records: list[dict[str, Any]], sim_key: str, err_key: str) -> list[str]:
+    head = ("| model | rate/s | requests | load 1m | slowdown | TTFT p50 meas / sim (s) | "
+            "TTFT p95 meas / sim (s) | TPOT p50 meas / sim (ms) | TPOT p95 meas / sim (ms) | "
+            "throughput meas / sim (tok/s) |")
+    lines = [head, "|" + " --- |" * 10]
     for r in records:
-        m, s, e = r["measured"], r["simulated"], r["error_pct"]
+        m, s, e = r["measured"], r[sim_key], r[err_key]
 
         def cell(k: str, scale: float = 1.0) -> str:
             return f"{m[k] * scale:.3g} / {s[k] * scale:.3g} ({e[k]:+.0f}%)"
 
-        lines.append(f"| {r['model']} | {r['rate_per_s']:g} | {r['requests']} | "
+        lines.append(f"| {r['model']} | {r['rate_per_s']:.3g} | {r['requests']} | "
                      f"{r['env'].get('loadavg_1m', float('nan')):.1f}-"
-                     f"{r['env']['loadavg_1m_after']:.1f} | {cell('ttft_p50')} | "
+                     f"{r['env']['loadavg_1m_after']:.1f} | "
+                     f"{r['contention_factor']['used']:.2f} | {cell('ttft_p50')} | "
                      f"{cell('ttft_p95')} | {cell('tpot_p50', 1e3)} | {cell('tpot_p95', 1e3)} | "
                      f"{cell('throughput')} |")
     return lines
 
 
-def mean_abs_errors(records: list[dict[str, Any]]) -> dict[str, float]:
-    return {k: float(np.mean([abs(r["error_pct"][k]) for r in records])) for k in METRICS}
+def mean_abs_errors(records: list[dict[str, Any]], key: str = "error_pct") -> dict[str, float]:
+    return {k: float(np.mean([abs(r[key][k]) for r in records])) for k in METRICS}
+
+
+def _line(rec: dict[str, Any]) -> str:
+    m, s, c = rec["measured"], rec["simulated"], rec["simulated_rescaled"]
+
+    def trio(k: str, scale: float = 1.0) -> str:
+        return f"{m[k] * scale:.3g}/{s[k] * scale:.3g}/{c[k] * scale:.3g}"
+
+    return (f"{rec['model']:17s} rate {rec['rate_per_s']:6.3g}/s {rec['requests']:4d} req "
+            f"load {rec['env'].get('loadavg_1m')}-{rec['env']['loadavg_1m_after']} slowdown "
+            f"{rec['contention_factor']['used']:.2f}  measured/simulated/rescaled: TTFT p50 "
+            f"{trio('ttft_p50')} p95 {trio('ttft_p95')} s; TPOT p50 {trio('tpot_p50', 1e3)} "
+            f"p95 {trio('tpot_p95', 1e3)} ms; throughput {trio('throughput')} tok/s")
 
 
 def write_results(out: Path, records: list[dict[str, Any]]) -> None:
@@ -140,9 +223,12 @@ def write_results(out: Path, records: list[dict[str, Any]]) -> None:
             f.write(json.dumps(r) + "\n")
     os.replace(tmp, out / "dataset.jsonl")
     mae = mean_abs_errors(records)
-    summary = {"mean_abs_error_pct": mae,
+    mae_c = mean_abs_errors(records, "error_rescaled_pct")
+    summary = {"mean_abs_error_pct": mae, "mean_abs_error_rescaled_pct": mae_c,
                "runs": [{k: r[k] for k in ("model", "rate_per_s", "requests", "measured",
-                                            "simulated", "error_pct", "wall_s")}
+                                            "simulated", "error_pct", "simulated_rescaled",
+                                            "error_rescaled_pct", "contention_factor",
+                                            "rate_fraction_of_saturation", "wall_s")}
                         | {"loadavg_1m": [r["env"].get("loadavg_1m"),
                                           r["env"]["loadavg_1m_after"]]} for r in records]}
     write_json_atomic(out / "summary.json", summary)
@@ -159,9 +245,19 @@ def write_results(out: Path, records: list[dict[str, Any]]) -> None:
         "Errors are (simulated - measured) / measured. The load columns give the machine's "
         "1-minute load average before and after each run (2 cores, shared with other jobs: "
         "contention slows the measured side and the simulator cannot know it).", "",
-        *_table(records), "",
+        "## Simulator with the calibrated CPU record as it is", "",
+        *_table(records, "simulated", "error_pct"), "",
         "Mean absolute error over the runs: " + ", ".join(
             f"{k} {v:.0f}%" for k, v in mae.items()) + ".", "",
+        "## Simulator with the record rescaled by the contention measured at run time", "",
+        "Slowdown = measured / predicted time of one isolated request (the reference's own "
+        "`generate`, batch 1) timed just before and just after the run, averaged; the record's "
+        "rates are divided by it and its overheads multiplied (every predicted time scales by "
+        "exactly that factor). This separates the simulator's batching and queueing from the "
+        "machine being slower than when it was calibrated.", "",
+        *_table(records, "simulated_rescaled", "error_rescaled_pct"), "",
+        "Mean absolute error over the runs: " + ", ".join(
+            f"{k} {v:.0f}%" for k, v in mae_c.items()) + ".", "",
         "See docs/serving.md 9 for the method and what the errors mean.", ""]
     tmp = out / ".report.md.tmp"
     tmp.write_text("\n".join(text))
@@ -184,36 +280,25 @@ def cmd_serve(args: argparse.Namespace) -> None:
         raise UserError(f"--duration: at most 3600 s per run, got {args.duration:g}")
     get_hardware(str(args.hardware))  # fail early on a bad record
     torch.set_num_threads(args.threads)
-    runs: list[tuple[str, float]] = []
-    if args.models:
-        rates = [float(x) for x in args.rates.split(",")] if args.rates else None
-        for m in args.models.split(","):
-            for r in rates or DEFAULT_RUNS.get(m, (1.0, 3.0)):
-                if not r > 0:
-                    raise UserError(f"--rates: every rate must be > 0, got {r:g}")
-                runs.append((m, r))
-    else:
-        runs = [(m, r) for m, rs in DEFAULT_RUNS.items() for r in rs]
+    rates = [float(x) for x in args.rates.split(",")] if args.rates else None
+    for r in rates or ():
+        if not r > 0:
+            raise UserError(f"--rates: every rate must be > 0, got {r:g}")
+    models = args.models.split(",") if args.models else list(DEFAULT_MODELS)
+    runs = [(m, r, None) for m in models for r in rates] if rates else \
+        [(m, 0.0, f) for m in models for f in DEFAULT_FRACTIONS]
     records = []
-    for m, r in runs:
+    for m, r, frac in runs:
         t0 = time.perf_counter()
-        rec = run_one(m, r, args)
+        rec = run_one(m, r, args, frac)
         records.append(rec)
-        e = rec["error_pct"]
-        print(f"{m:18s} rate {r:4g}/s  {rec['requests']:4d} requests  load "
-              f"{rec['env'].get('loadavg_1m')}-{rec['env']['loadavg_1m_after']}  TTFT p50 "
-              f"{rec['measured']['ttft_p50']:.3f}/{rec['simulated']['ttft_p50']:.3f} s "
-              f"({e['ttft_p50']:+.0f}%) p95 {rec['measured']['ttft_p95']:.3f}/"
-              f"{rec['simulated']['ttft_p95']:.3f} s ({e['ttft_p95']:+.0f}%)  TPOT p50 "
-              f"{rec['measured']['tpot_p50'] * 1e3:.1f}/{rec['simulated']['tpot_p50'] * 1e3:.1f}"
-              f" ms ({e['tpot_p50']:+.0f}%) p95 {rec['measured']['tpot_p95'] * 1e3:.1f}/"
-              f"{rec['simulated']['tpot_p95'] * 1e3:.1f} ms ({e['tpot_p95']:+.0f}%)  "
-              f"throughput {e['throughput']:+.0f}%  ({time.perf_counter() - t0:.0f} s)",
-              flush=True)
+        print(_line(rec) + f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
     if args.out:
         write_results(Path(args.out), records)
         print(f"wrote {args.out}/dataset.jsonl, summary.json, report.md")
     mae = mean_abs_errors(records)
+    mae_c = mean_abs_errors(records, "error_rescaled_pct")
+    print("contention-rescaled: " + ", ".join(f"{k} {v:.0f}%" for k, v in mae_c.items()))
     print(f"serve errors: TTFT p50 {mae['ttft_p50']:.0f}% p95 {mae['ttft_p95']:.0f}%, TPOT p50 "
           f"{mae['tpot_p50']:.0f}% p95 {mae['tpot_p95']:.0f}%, throughput "
           f"{mae['throughput']:.0f}%")
@@ -223,9 +308,10 @@ def register(vs: Any) -> None:
     s = vs.add_parser("serve", help="a real continuous-batching loop over the reference vs "
                                     "the serving simulator (this CPU)")
     s.add_argument("--models", default=None,
-                   help="comma-separated presets (default: vanilla_70 and block_main_b4_19)")
-    s.add_argument("--rates", default=None, help="comma-separated requests/s (default: per "
-                                                 "preset, up to near saturation)")
+                   help="comma-separated presets (default: vanilla_70,block_main_b4_19)")
+    s.add_argument("--rates", default=None,
+                   help="comma-separated requests/s (default: 0.2, 0.5 and 0.85 of the "
+                        "saturation rate of the machine as measured at run time)")
     s.add_argument("--duration", type=float, default=30.0, help="seconds of arrivals per run")
     s.add_argument("--prompt", type=int, default=64)
     s.add_argument("--generate", type=int, default=32)
