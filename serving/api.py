@@ -137,6 +137,8 @@ def _pct(x: np.ndarray, p: float) -> float:
 
 class RatePoint(BaseModel, frozen=True):
     rate_per_s: float
+    ttft_at_slo_s: float  # at the SLO's percentile
+    tpot_at_slo_s: float
     ttft_s: Percentiles
     tpot_s: Percentiles
     sustainable: bool
@@ -192,7 +194,8 @@ def max_rate(
     def run(rate: float) -> SimulationResult:
         r = simulate(model, hardware, rate, p_d, g_d, duration_s=requests / rate, seed=seed,
                      scheduler=scheduler, slo=slo, implementation=implementation, dtype=dtype)
-        probes.append(RatePoint(rate_per_s=rate, ttft_s=r.ttft_s, tpot_s=r.tpot_s,
+        probes.append(RatePoint(rate_per_s=rate, ttft_at_slo_s=r.ttft_at_slo_s,
+                                tpot_at_slo_s=r.tpot_at_slo_s, ttft_s=r.ttft_s, tpot_s=r.tpot_s,
                                 sustainable=r.sustainable, slo_met=r.slo_met))
         if progress:
             progress(len(probes), 0)

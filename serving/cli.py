@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from typing import Any
 
@@ -73,18 +72,8 @@ def _slo(args: argparse.Namespace):
             "percentile": "--slo-percentile"})) from None
 
 
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def cmd_simulate(args: argparse.Namespace) -> None:
-    from costmodel.cli import _load_model
+    from costmodel.cli import _finite, _load_model
     from costmodel.errors import UserError
 
     from .api import max_rate, simulate
@@ -113,9 +102,10 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         print(f"{res.model} on {res.hardware}, prompt {res.prompt_tokens}, generated "
               f"{res.generated_tokens}, {res.requests_per_run} requests per probe")
         for p in res.probes:
-            print(f"  rate {p.rate_per_s:10.4g}/s  p{slo.percentile:g}-ish TTFT "
-                  f"{p.ttft_s.p95:9.4g} s  TPOT {p.tpot_s.p95 * 1e3:9.4g} ms  "
-                  f"{'meets' if p.slo_met else 'misses'}")
+            print(f"  rate {p.rate_per_s:10.4g}/s  p{slo.percentile:g} TTFT "
+                  f"{p.ttft_at_slo_s:9.4g} s  TPOT {p.tpot_at_slo_s * 1e3:9.4g} ms  "
+                  f"{'meets' if p.slo_met else 'misses'}"
+                  f"{'' if p.sustainable else ' (queue grows)'}")
         print(res.answer)
         if args.target_rate:
             print(f"replicas for {args.target_rate:g} requests/s: "

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from costmodel.spec import BlockSpec, StackSpec, VanillaSpec
 from reference import build_model

@@ -15,7 +15,6 @@ from costmodel.api import resolve_model, structure_key
 from costmodel.implementation import get_implementation
 from serving import SLO, SchedulerConfig, Trace, max_rate, read_trace, simulate
 from serving.predictor import (
-    build_predictor,
     check_linear_form,
     coefficients,
     forward_kinds,

@@ -99,10 +99,10 @@ def run_one(model_name: str, rate: float, args: argparse.Namespace,
     import torch
 
     from costmodel import Workload, estimate
-    from costmodel.presets import get_preset
-    from reference.build import build_model
     from costmodel.hardware import get_hardware
     from costmodel.implementation import get_implementation
+    from costmodel.presets import get_preset
+    from reference.build import build_model
     from serving import SchedulerConfig
     from serving.predictor import build_predictor
     from serving.requests import poisson_trace
@@ -182,10 +182,9 @@ def _table(records: list[dict[str, Any]], sim_key: str, err_key: str) -> list[st
             "throughput meas / sim (tok/s) |")
     lines = [head, "|" + " --- |" * 10]
     for r in records:
-        m, s, e = r["measured"], r[sim_key], r[err_key]
-
-        def cell(k: str, scale: float = 1.0) -> str:
-            return f"{m[k] * scale:.3g} / {s[k] * scale:.3g} ({e[k]:+.0f}%)"
+        def cell(k: str, scale: float = 1.0, r: dict[str, Any] = r) -> str:
+            m, s, e = r["measured"][k], r[sim_key][k], r[err_key][k]
+            return f"{m * scale:.3g} / {s * scale:.3g} ({e:+.0f}%)"
 
         lines.append(f"| {r['model']} | {r['rate_per_s']:.3g} | {r['requests']} | "
                      f"{r['env'].get('loadavg_1m', float('nan')):.1f}-"
