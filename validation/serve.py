@@ -123,7 +123,8 @@ def run_one(model_name: str, rate: float, args: argparse.Namespace,
         est = estimate(spec, slowed(hw, f_before), Workload(
             batch=args.slots, prompt_tokens=args.prompt, generated_tokens=args.generate), impl)
         rate = round(rate_fraction * args.slots / est.request_time_s, 3)
-    trace = poisson_trace(rate, args.duration, args.prompt, args.generate, args.seed)
+    duration = args.requests / rate if args.requests else args.duration
+    trace = poisson_trace(rate, duration, args.prompt, args.generate, args.seed)
     # warm-up: a short burst, discarded
     n_w = min(args.slots, 4)
     measure(model, np.zeros(n_w), np.full(n_w, args.prompt), np.full(n_w, 4), args.slots,
@@ -153,7 +154,7 @@ def run_one(model_name: str, rate: float, args: argparse.Namespace,
     errors = {k: 100 * (simulated[k] - measured[k]) / measured[k] for k in METRICS}
     return {
         "model": model_name, "kind": spec.kind, "rate_per_s": rate, "requests": len(trace),
-        "duration_s": args.duration, "prompt_tokens": args.prompt,
+        "duration_s": duration, "prompt_tokens": args.prompt,
         "generated_tokens": args.generate, "seed": args.seed, "slots": args.slots,
         "token_budget": args.token_budget, "policy": "prefill-first",
         "hardware_record": Path(str(args.hardware)).name, "wall_s": round(wall, 3),
@@ -236,8 +237,8 @@ def write_results(out: Path, records: list[dict[str, Any]]) -> None:
         "# Serving under load on this CPU: measured continuous batching vs the simulator", "",
         f"Produced by `blockroof validate serve` ({r0['env']['date']}, torch "
         f"{r0['env']['torch']}, {r0['env']['threads']} thread, fp32, git "
-        f"{r0['env'].get('git_commit')}). Each run: a seeded Poisson trace of "
-        f"{r0['duration_s']:g} s, prompt {r0['prompt_tokens']} / generated "
+        f"{r0['env'].get('git_commit')}). Each run: a seeded Poisson trace (about "
+        f"{r0['requests']} requests), prompt {r0['prompt_tokens']} / generated "
         f"{r0['generated_tokens']} tokens, {r0['slots']} slots, token budget "
         f"{r0['token_budget']}, prefill-first; served by `validation/serve_loop.py` and "
         f"simulated by `serving` with the calibrated record `{r0['hardware_record']}`. "
@@ -270,6 +271,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     if args.threads < 1:
         raise UserError(f"--threads: must be >= 1, got {args.threads}")
+    if args.requests < 0:
+        raise UserError(f"--requests: must be >= 0, got {args.requests}")
     for name, v in (("--duration", args.duration), ("--prompt", args.prompt),
                     ("--generate", args.generate), ("--slots", args.slots),
                     ("--token-budget", args.token_budget)):
@@ -311,7 +314,11 @@ def register(vs: Any) -> None:
     s.add_argument("--rates", default=None,
                    help="comma-separated requests/s (default: 0.2, 0.5 and 0.85 of the "
                         "saturation rate of the machine as measured at run time)")
-    s.add_argument("--duration", type=float, default=30.0, help="seconds of arrivals per run")
+    s.add_argument("--requests", type=int, default=30,
+                   help="expected requests per run: arrivals last requests / rate seconds "
+                        "(0: use --duration)")
+    s.add_argument("--duration", type=float, default=30.0,
+                   help="seconds of arrivals per run when --requests is 0")
     s.add_argument("--prompt", type=int, default=64)
     s.add_argument("--generate", type=int, default=32)
     s.add_argument("--slots", type=int, default=8, help="running requests at most")
