@@ -90,6 +90,12 @@ class Simulator:
             return int(self.n_p[i]) + g // self.lb
         return int(self.S[i]) + g
 
+    def units_v(self, ids: np.ndarray) -> np.ndarray:
+        """`prefill_units` of many requests."""
+        if self.block:
+            return self.n_p[ids] + self.g[ids] // self.lb
+        return self.S[ids] + self.g[ids]
+
     def unit_tokens(self) -> int:
         return self.lb if self.block else 1
 
@@ -218,14 +224,14 @@ class Simulator:
         """One iteration: `decodes` (one token each) and prefill `chunks` ((id, units) or ids
         for whole prefills). Returns (end time, finished requests)."""
         p, lb, P = self.p, self.lb, self.P
-        ch = [(i, self.prefill_units(i) - int(self.done[i])) if isinstance(i, int | np.integer)
-              else i for i in chunks]
-        ch_ids = np.array([i for i, _ in ch], dtype=np.int64)
-        ch_q = np.array([u for _, u in ch], dtype=np.float64)
+        if chunks and isinstance(chunks[0], tuple):
+            ch_ids = np.array([i for i, _ in chunks], dtype=np.int64)
+            ch_q = np.array([u for _, u in chunks], dtype=np.float64)
+        else:  # whole (re)prefills
+            ch_ids = np.asarray(chunks, dtype=np.int64)
+            ch_q = (self.units_v(ch_ids) - self.done[ch_ids]).astype(np.float64)
         ch_c = self.done[ch_ids].astype(np.float64)
-        completes = ch_ids[(self.done[ch_ids] + ch_q.astype(np.int64))
-                           >= np.array([self.prefill_units(int(i)) for i in ch_ids],
-                                       dtype=np.int64)] if len(ch_ids) else ch_ids
+        completes = ch_ids[self.done[ch_ids] + ch_q.astype(np.int64) >= self.units_v(ch_ids)]
         dec = np.asarray(decodes, dtype=np.int64)
         gd = self.g[dec]
         if self.block:
@@ -303,17 +309,16 @@ class Simulator:
                            minlength=lb)
         Ti = np.arange(start, start + k)[:, None] + np.arange(lb)[None, :]
         m = Ti % lb  # [k, lb] position in the block of each phase group
-        at_b = m == 0
-        nb = (cnt * at_b).sum(1)
-        cb = ((base + cnt * (Ti // lb - 1)) * at_b).sum(1)
+        at_b = (m == 0).astype(np.float64)
+        nb = at_b @ cnt
+        cb = at_b @ base + (at_b * (Ti // lb - 1)) @ cnt
         nt = n - nb
-        ct = (cnt * (P + m - 1) * ~at_b).sum(1)
-        agg = np.zeros((k, 3, 6))  # block, prefix, token (forward_kinds order)
-        agg[:, 0, 0], agg[:, 0, 1], agg[:, 0, 2] = nb > 0, nb, cb
-        agg[:, 0, 3], agg[:, 0, 4], agg[:, 0, 5] = nb, cb, nb
-        agg[:, 1, 0], agg[:, 1, 1], agg[:, 1, 3], agg[:, 1, 5] = nb > 0, P * nb, P * P * nb, nb
-        agg[:, 2, 0], agg[:, 2, 1], agg[:, 2, 2] = nt > 0, nt, ct
-        agg[:, 2, 3], agg[:, 2, 4], agg[:, 2, 5] = nt, ct, nt
+        ct = ((1.0 - at_b) * (P + m - 1)) @ cnt
+        ob, ot, z = (nb > 0).astype(np.float64), (nt > 0).astype(np.float64), np.zeros(k)
+        # block, prefix, token (forward_kinds order), each [1, sum q, sum qc, sum q^2, sum c, n]
+        agg = np.column_stack([ob, nb, cb, nb, cb, nb,
+                               ob, P * nb, z, P * P * nb, z, nb,
+                               ot, nt, ct, nt, ct, nt]).reshape(k, 3, 6)
         return agg
 
     def _decode_segment(self, t: float, run: list[int], waiting: deque[int],
