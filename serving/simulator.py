@@ -134,7 +134,8 @@ class Simulator:
                     finished += k_fin
                     continue
             else:
-                partial = [i for i in run if self.done[i] >= 0 and self._in_prefill(i)]
+                ids = np.asarray(run, dtype=np.int64)
+                partial = bool(len(ids)) and bool((self.done[ids] < self.units_v(ids)).any())
                 if partial or self._can_admit(run, waiting, used):
                     t, k_fin = self._chunked(t, run, waiting)
                     iters += 1
