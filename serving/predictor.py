@@ -56,8 +56,11 @@ N_AGG = 6  # aggregates [1, sum q, sum q c, sum q^2, sum c, n]
 def aggregates(q: np.ndarray, c: np.ndarray) -> np.ndarray:
     """[1, sum q, sum q c, sum q^2, sum c, n] of one forward's sequences."""
     q = np.asarray(q, dtype=np.float64)
+    if q.size == 0:
+        return np.zeros(N_AGG)
     c = np.asarray(c, dtype=np.float64)
-    return np.array([1.0, q.sum(), (q * c).sum(), (q * q).sum(), c.sum(), float(q.size)])
+    s = np.stack([q, q * c, q * q, c]).sum(axis=1)
+    return np.array([1.0, s[0], s[1], s[2], s[3], float(q.size)])
 
 
 def forward_ops(key: StructureKey, kind: str) -> list[OpCost]:

@@ -315,11 +315,18 @@ class Simulator:
         cb = at_b @ base + (at_b * (Ti // lb - 1)) @ cnt
         nt = n - nb
         ct = ((1.0 - at_b) * (P + m - 1)) @ cnt
-        ob, ot, z = (nb > 0).astype(np.float64), (nt > 0).astype(np.float64), np.zeros(k)
         # block, prefix, token (forward_kinds order), each [1, sum q, sum qc, sum q^2, sum c, n]
-        agg = np.column_stack([ob, nb, cb, nb, cb, nb,
-                               ob, P * nb, z, P * P * nb, z, nb,
-                               ot, nt, ct, nt, ct, nt]).reshape(k, 3, 6)
+        agg = np.zeros((k, 3, 6))
+        agg[:, 0, 0] = nb > 0
+        agg[:, 0, 1::2] = nb[:, None]
+        agg[:, 0, 2::2] = cb[:, None]
+        agg[:, 1, 0] = nb > 0
+        agg[:, 1, 1] = P * nb
+        agg[:, 1, 3] = P * P * nb
+        agg[:, 1, 5] = nb
+        agg[:, 2, 0] = nt > 0
+        agg[:, 2, 1::2] = nt[:, None]
+        agg[:, 2, 2::2] = ct[:, None]
         return agg
 
     def _decode_segment(self, t: float, run: list[int], waiting: deque[int],
