@@ -41,10 +41,12 @@ class _Bar:
 def _scheduler(args: argparse.Namespace):
     from pydantic import ValidationError
 
-    from costmodel.errors import UserError, describe_validation_error
+    from costmodel.errors import UserError, describe_validation_error, finite
 
     from .scheduler import SchedulerConfig
 
+    if args.kv_gib is not None:  # an infinite pool means nothing (docs/reliability.md 2)
+        finite("--kv-gib", args.kv_gib, lo=0, lo_open=True)
     try:
         return SchedulerConfig(policy=args.policy, max_running=args.max_running,
                                token_budget=args.token_budget, page_tokens=args.page_tokens,
