@@ -89,6 +89,8 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     if args.max_rate:
         if args.trace:
             raise UserError("--trace: --max-rate draws its own Poisson requests; drop --trace")
+        if args.target_rate is not None:  # before the probes, not after them
+            check_rate(args.target_rate, "--target-rate")
         bar = _Bar("max-rate probes", show)
         res = max_rate(model, args.hardware, prompt, gen, slo, requests=args.requests,
                        seed=args.seed, scheduler=sched, implementation=args.implementation,
