@@ -93,6 +93,9 @@ class Efficiency(BaseModel, frozen=True, extra="forbid"):
     forward_overhead_s: float = Field(
         default=0.0, ge=0, description="fixed time per model forward call"
     )
+    generate_call_overhead_s: float = Field(
+        default=0.0, ge=0, description="fixed time per HF generate() call (docs/published.md 1)"
+    )
     source: str = "pure roofline (no calibration)"
 
 

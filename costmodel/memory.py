@@ -39,7 +39,7 @@ def _cat_transient_per_entry(x: StackSymbols) -> sp.Expr:
 def _forward_workspace(st: StackStructure, im: ImplStructure, x: StackSymbols, q: sp.Expr,
                        n_k: sp.Expr, head_rows: sp.Expr) -> sp.Expr:
     attn = q * (x.H + 2 * x.K) * x.d_h
-    if im.attention == "materialized":
+    if im.attention == "materialized":  # the caller passes the stack's kind (for_stack)
         attn += x.H * q * n_k
     mlp = q * x.F * (1 if st.mlp == "gelu" else 2)
     return sy.s_a * (2 * q * x.D + sp.Max(attn, mlp, head_rows * sy.V))
@@ -53,7 +53,7 @@ def vanilla_memory(st: StackStructure, im: ImplStructure, tied: bool) -> dict[st
     if im.kv_cache == "concat":
         kv += _cat_transient_per_entry(x) * entries
     head_rows = sp.Integer(1) if im.logits == "last" else S
-    work = _forward_workspace(st, im, x, S, S, head_rows)
+    work = _forward_workspace(st, im.for_stack(""), x, S, S, head_rows)
     return _finish(params * sy.s_w, kv, work)
 
 
@@ -73,8 +73,8 @@ def block_memory(sb: StackStructure, stt: StackStructure, im: ImplStructure,
     if im.kv_cache == "concat":
         kv += sp.Max(_cat_transient_per_entry(xb) * blocks, _cat_transient_per_entry(xt) * local)
     work = sp.Max(
-        _forward_workspace(sb, im, xb, n_p, n_p, sp.Integer(0)),
-        _forward_workspace(stt, im, xt, P, P, sp.Integer(1)),
+        _forward_workspace(sb, im.for_stack("block_decoder."), xb, n_p, n_p, sp.Integer(0)),
+        _forward_workspace(stt, im.for_stack("token_decoder."), xt, P, P, sp.Integer(1)),
     )
     return _finish(params * sy.s_w, kv, work)
 

@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import sympy as sp
 
-from .implementation import Implementation
+from .implementation import SPLIT_K_CHUNK, STACK_ROLES, Implementation
 from .spec import StackSpec
 from .symbols import StackSymbols, V, s_a, s_kv, s_w
 
@@ -52,10 +52,19 @@ class ImplStructure(NamedTuple):
     logits: str
     attention: str
     skips_masked_tiles: bool
+    # attention kind per stack, in STACK_ROLES order (vanilla, block decoder, token decoder)
+    stack_attention: tuple[str, ...] = ("fused", "fused", "fused")
+    token_decoder_generate_per_block: bool = False
 
     @classmethod
     def of(cls, impl: Implementation) -> ImplStructure:
         return cls(*impl.structure_key)
+
+    def for_stack(self, prefix: str) -> ImplStructure:
+        """This structure with `attention` set to the kind of the stack named by an op prefix
+        ("" vanilla, "block_decoder.", "token_decoder.")."""
+        role = prefix.rstrip(".") or "vanilla"
+        return self._replace(attention=self.stack_attention[STACK_ROLES.index(role)])
 
 
 @dataclass(frozen=True)
@@ -122,6 +131,7 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
     Bq = B*q rows. Returned costs are for one layer; `stack_ops` scales them by N.
     """
     N, D, H, K, d_h, F = x
+    im = im.for_stack(prefix)
     p = f"{prefix}layers."
     n_k = c + q  # keys attended: cached plus new
     ops = [
@@ -143,7 +153,16 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
     attn_flops = 4 * B * H * q * n_k * d_h
     causal_flops = 4 * B * H * d_h * (q * c + q * (q + 1) / 2)
     q_and_out = Bq * H * d_h
-    if im.attention == "fused":
+    if im.attention == "split_k" and q == 1:
+        # flash-decoding (docs/published.md 1): the n_k keys split into chunks of SPLIT_K_CHUNK;
+        # each chunk writes a partial output and its log-sum-exp (d_h + 1 per head), which a
+        # second kernel reads and combines
+        partial = B * H * (d_h + 1) * n_k / SPLIT_K_CHUNK
+        core = OpCost(p + "attn.core", attn_flops, causal_flops, ZERO,
+                      (q_and_out + partial) * s_a, (q_and_out + partial) * s_a,
+                      2 * B * K * d_h * n_k * s_kv, ZERO, kernels=sp.Integer(2),
+                      time_uses_useful=True)
+    elif im.attention in ("fused", "split_k"):
         core = OpCost(p + "attn.core", attn_flops, causal_flops, ZERO, q_and_out * s_a,
                       q_and_out * s_a, 2 * B * K * d_h * n_k * s_kv, ZERO,
                       time_uses_useful=im.skips_masked_tiles)

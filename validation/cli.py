@@ -2,7 +2,7 @@
 
 count: the reference counted on the meta device against the cost model, op by op
 (`validation.count`); prints the per-op table and, last, ``count mismatches: K``.
-``--model all``, ``--implementation both`` and ``--paper-settings`` (2048/128 and 128/2048,
+``--model all``, ``--implementation both`` (static, hf-legacy) or ``all`` (every profile) and ``--paper-settings`` (2048/128 and 128/2048,
 SPEC.md 5.1) loop; the last line is then the total.
 
 run: the whole loop (`validation.pipeline`); last line ``held-out MAPE decode: X% prefill: Y%``.
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from costmodel.errors import UserError
+from costmodel.implementation import PROFILES
 
 PAPER_SETTINGS = ((2048, 128), (128, 2048))
 
@@ -43,8 +44,8 @@ def cmd_count(args: argparse.Namespace) -> None:
         if args.prompt < 1 or args.generate < 1:
             raise UserError("--prompt, --generate: must be >= 1")
         settings = [(args.prompt, args.generate)]
-    profiles = ["static", "hf-legacy"] if args.implementation == "both" else \
-        [args.implementation]
+    profiles = {"both": ["static", "hf-legacy"], "all": list(PROFILES)}.get(
+        args.implementation, [args.implementation])
     from .env import environment
 
     env = environment("cpu", "meta")  # before counting: the sources as they are imported
@@ -164,7 +165,7 @@ def register(sub: Any) -> None:
                         "--generate)")
     c.add_argument("--batch", type=int, default=1)
     c.add_argument("--implementation", default="static",
-                   choices=["static", "hf-legacy", "both"])
+                   choices=[*PROFILES, "both", "all"])
     c.add_argument("--dtype", default="bf16", choices=["bf16", "fp32", "fp16"])
     c.add_argument("--out", help="also write the reports as JSON to this file")
     c.add_argument("--json", action="store_true")
@@ -181,7 +182,7 @@ def register(sub: Any) -> None:
                         "multiple of L_B for block models)")
     o.add_argument("--generate", type=int, default=1, help="generated tokens (generate)")
     o.add_argument("--block-length", type=int, default=None, help="re-block a block preset")
-    o.add_argument("--implementation", default="static", choices=["static", "hf-legacy"])
+    o.add_argument("--implementation", default="static", choices=list(PROFILES))
     o.add_argument("--hardware", required=True,
                    help="hardware id or record .json for the predictions, e.g. a calibrated "
                         "record: validation/results/cpu/hardware/*-calibrated.json")
