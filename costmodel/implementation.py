@@ -74,6 +74,12 @@ class Implementation(BaseModel, frozen=True, extra="forbid"):
     token_decoder_generate_per_block: bool = Field(
         default=False, description="one HF generate() call per block for the token decoder "
         "(docs/model.md 2.2), each costing t_generate")
+    key_cache_fp32: bool = Field(
+        default=False, description="keys cached in fp32 (4 bytes): GPT-NeoX applies rotary "
+        "with fp32 cos/sin tables and torch.cat promotes the cache (docs/published.md 1)")
+    cat_keeps_previous_cache: bool = Field(
+        default=False, description="a torch.cat step holds the previous cache tuple of every "
+        "layer until the forward returns (legacy tuple cache, docs/published.md 1)")
 
     def attention_for(self, role: str) -> AttentionKind:
         """The attention kind of one stack (`STACK_ROLES`)."""
@@ -82,11 +88,12 @@ class Implementation(BaseModel, frozen=True, extra="forbid"):
         return getattr(self, f"{role}_attention") or self.attention
 
     @property
-    def structure_key(self) -> tuple[str, str, str, bool, tuple[str, ...], bool]:
+    def structure_key(self) -> tuple[str, str, str, bool, tuple[str, ...], bool, bool, bool]:
         """The discrete switches that change the shape of the formulas."""
         return (self.kv_cache, self.logits, self.attention, self.skips_masked_tiles,
                 tuple(self.attention_for(r) for r in STACK_ROLES),
-                self.token_decoder_generate_per_block)
+                self.token_decoder_generate_per_block, self.key_cache_fp32,
+                self.cat_keeps_previous_cache)
 
     def with_dtype(self, dtype: ComputeDtype) -> Implementation:
         """Same profile computing and storing in `dtype` (e.g. fp32 for CPU measurements)."""
@@ -125,6 +132,8 @@ OFFICIAL = Implementation(
     token_decoder_attention="materialized",
     allocates_unused_block_embedding=True,
     token_decoder_generate_per_block=True,
+    key_cache_fp32=True,
+    cat_keeps_previous_cache=True,
 )
 PROFILES: dict[str, Implementation] = {"static": STATIC, "hf-legacy": HF_LEGACY,
                                        "official": OFFICIAL}

@@ -118,10 +118,11 @@ class DecoderStack(nn.Module):
         materialize = materializes(mode, role)
         ref = self.final_norm.weight
         s = self.stack_spec
+        key_dtype = torch.float32 if get_implementation(mode).key_cache_fp32 else None
         for layer in self.layers:
             layer.attn.kv_cache.setup(
                 "static" if mode == "static" else "concat",
-                batch, max_entries, s.kv_heads, s.dh, ref.device, ref.dtype,
+                batch, max_entries, s.kv_heads, s.dh, ref.device, ref.dtype, key_dtype,
             )
             layer.attn.core.materialize = materialize
         self.rope(max_entries)

@@ -151,6 +151,16 @@ def cmd_ops(args: argparse.Namespace) -> None:
         print(format_profile(prof))
 
 
+def cmd_published(args: argparse.Namespace) -> None:
+    from . import published_report
+    from .published import fit_and_score
+
+    scored = fit_and_score(args.files, args.fit, seed=args.seed)
+    s = (published_report.write(scored, args.out, plot=not args.no_plots) if args.out
+         else published_report.summary(scored))
+    print(published_report.text(s))
+
+
 def register(sub: Any) -> None:
     """Add the ``validate`` command group to the `blockroof` parser's subparsers."""
     v = sub.add_parser("validate", help="count, time and calibrate the reference vs the model")
@@ -195,6 +205,17 @@ def register(sub: Any) -> None:
     o.add_argument("--plot", help="also draw measured vs predicted per op to this PNG")
     o.add_argument("--json", action="store_true")
     o.set_defaults(func=cmd_ops)
+
+    pb = vs.add_parser("published", help="published measurements (CSV, validation/published/"
+                                         "README.md): fit efficiencies, score held-out rows")
+    pb.add_argument("files", nargs="+", help="published CSV files to score")
+    pb.add_argument("--fit", nargs="+", default=None,
+                    help="fit on every row of these files and hold out all of FILES (else a "
+                         "seeded split of FILES)")
+    pb.add_argument("--seed", type=int, default=0, help="seed of the train/held-out split")
+    pb.add_argument("--out", help="write points.csv, summary.json, report.md and plots here")
+    pb.add_argument("--no-plots", action="store_true")
+    pb.set_defaults(func=cmd_published)
 
     r = vs.add_parser("run", help="microbench -> measure -> calibrate -> report")
     r.add_argument("--device", required=True, choices=["cpu", "cuda"])
