@@ -15,7 +15,12 @@ Two named profiles share every formula and differ only in these switches:
   configs request it: FlashAttention-2 (fused, masked tiles skipped) in the vanilla model and
   the block decoder, eager (materialised scores) in the token decoder, whose config sets no
   backend. Each HF ``generate()`` call costs ``t_generate`` (one per request, plus one per
-  block for the token decoder).
+  block for the token decoder). Keys are cached in fp32 (GPT-NeoX's fp32 rotary tables and
+  torch.cat's type promotion) and a cat step holds the previous cache tuple until the forward
+  returns.
+- ``official-eager``: ``official`` with HF's eager GPT-NeoX attention in every stack (fp32
+  scores through five kernels): the "Standard" setting that paper Table 1 most likely measured
+  (docs/published.md 3).
 
 Attention kind per stack (``vanilla_attention``, ``block_decoder_attention``,
 ``token_decoder_attention``; None = the profile-wide ``attention``):
@@ -135,8 +140,14 @@ OFFICIAL = Implementation(
     key_cache_fp32=True,
     cat_keeps_previous_cache=True,
 )
+# The same code with HF's eager attention in every stack: what paper Table 1's "Standard"
+# numbers most likely ran (docs/model.md 5.1, 8.3; the evidence is in docs/published.md 3).
+OFFICIAL_EAGER = Implementation.model_validate(
+    OFFICIAL.model_dump() | {"name": "official-eager", "attention": "materialized",
+                             "skips_masked_tiles": False, "vanilla_attention": "materialized",
+                             "block_decoder_attention": "materialized"})
 PROFILES: dict[str, Implementation] = {"static": STATIC, "hf-legacy": HF_LEGACY,
-                                       "official": OFFICIAL}
+                                       "official": OFFICIAL, "official-eager": OFFICIAL_EAGER}
 
 
 def get_implementation(name_or_impl: str | Implementation, dtype: ComputeDtype | None = None) -> Implementation:

@@ -49,11 +49,14 @@ def _cat_transient(im: ImplStructure, caches: list[tuple[StackSymbols, sp.Expr]]
 
 def _forward_workspace(st: StackStructure, im: ImplStructure, x: StackSymbols, q: sp.Expr,
                        n_k: sp.Expr, head_rows: sp.Expr) -> sp.Expr:
-    attn = q * (x.H + 2 * x.K) * x.d_h
+    attn = q * (x.H + 2 * x.K) * x.d_h * sy.s_a
     if im.attention == "materialized":  # the caller passes the stack's kind (for_stack)
-        attn += x.H * q * n_k
-    mlp = q * x.F * (1 if st.mlp == "gelu" else 2)
-    return sy.s_a * (2 * q * x.D + sp.Max(attn, mlp, head_rows * sy.V))
+        if im.key_cache_fp32:  # fp32 scores, input and output of one kernel alive (ops.py)
+            attn += 2 * 4 * x.H * q * n_k
+        else:
+            attn += x.H * q * n_k * sy.s_a
+    mlp = q * x.F * (1 if st.mlp == "gelu" else 2) * sy.s_a
+    return sy.s_a * 2 * q * x.D + sp.Max(attn, mlp, head_rows * sy.V * sy.s_a)
 
 
 def vanilla_memory(st: StackStructure, im: ImplStructure, tied: bool) -> dict[str, sp.Expr]:

@@ -178,13 +178,23 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
         core = OpCost(p + "attn.core", attn_flops, causal_flops, ZERO, q_and_out * s_a,
                       q_and_out * s_a, B * K * d_h * n_k * pair, ZERO,
                       time_uses_useful=im.skips_masked_tiles)
+    elif im.key_cache_fp32:
+        # GPT-NeoX's eager attention in the released code (docs/published.md 1): q and k are
+        # fp32 after rotary, so the scores [B, H, q, n_k] are fp32 and pass through five
+        # kernels (zeros, baddbmm, causal where, + padding mask, softmax), each reading and
+        # writing them, then a cast to the compute dtype that AV reads
+        scores = B * H * q * n_k
+        core = OpCost(p + "attn.core", attn_flops, causal_flops, ZERO,
+                      q_and_out * s_a + scores * (5 * FP32_BYTES + s_a),
+                      q_and_out * s_a + scores * (5 * FP32_BYTES + s_a),
+                      B * K * d_h * n_k * pair, ZERO, kernels=sp.Integer(7))
     else:
         # eager: scores [B, H, q, n_k] written by QK^T, read+written by mask/softmax, read by AV
         scores = B * H * q * n_k
         core = OpCost(p + "attn.core", attn_flops, causal_flops, ZERO,
                       (q_and_out + 2 * scores) * s_a, (q_and_out + 2 * scores) * s_a,
                       B * K * d_h * n_k * pair, ZERO, kernels=sp.Integer(4))
-    if im.key_cache_fp32:
+    if im.key_cache_fp32 and im.attention != "materialized":
         # the fp32 keys are cast to the compute dtype before the kernel (key.to(target_dtype)
         # in the released code, docs/published.md 1): a copy written and read back
         cast = B * K * d_h * n_k * s_a

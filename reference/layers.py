@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from costmodel.implementation import get_implementation
+from costmodel.implementation import PROFILES, get_implementation
 from costmodel.spec import StackSpec
 
 from .attention import Attention, Step
@@ -31,8 +31,8 @@ from .mlp import make_mlp
 from .norm import make_norm
 from .rotary import rotary_table
 
-InferenceMode = Literal["static", "hf-legacy", "official"]
-INFERENCE_MODES: tuple[str, ...] = ("static", "hf-legacy", "official")
+InferenceMode = Literal["static", "hf-legacy", "official", "official-eager"]
+INFERENCE_MODES: tuple[str, ...] = tuple(PROFILES)  # every cost-model profile
 
 
 def check_mode(mode: str) -> InferenceMode:
