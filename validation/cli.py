@@ -153,11 +153,22 @@ def cmd_ops(args: argparse.Namespace) -> None:
 
 def cmd_published(args: argparse.Namespace) -> None:
     from . import published_report
-    from .published import fit_and_score
+    from .published import FITTED_METRICS, fit_and_score
 
-    scored = fit_and_score(args.files, args.fit, seed=args.seed)
+    scored = fit_and_score(args.files, args.fit, seed=args.seed,
+                           implementation=args.implementation)
     s = (published_report.write(scored, args.out, plot=not args.no_plots) if args.out
          else published_report.summary(scored))
+    if args.save_calibration:
+        from costmodel.calibration import save_calibration
+
+        from .published import calibration_record
+
+        heldout = {m["metric"]: round(m["mape_calibrated_pct"], 2) for m in s["mape"]
+                   if m["metric"] in FITTED_METRICS}
+        rec = calibration_record(scored, heldout)
+        path = save_calibration(rec)
+        print(f"saved {rec.summary} to {path}")
     print(published_report.text(s))
 
 
@@ -209,12 +220,18 @@ def register(sub: Any) -> None:
     pb = vs.add_parser("published", help="published measurements (CSV, validation/published/"
                                          "README.md): fit efficiencies, score held-out rows")
     pb.add_argument("files", nargs="+", help="published CSV files to score")
-    pb.add_argument("--fit", nargs="+", default=None,
-                    help="fit on every row of these files and hold out all of FILES (else a "
-                         "seeded split of FILES)")
+    pb.add_argument("--fit", action="append", default=None, metavar="FILE",
+                    help="fit on every row of FILE (repeat for several) and hold out all of "
+                         "FILES (else a seeded split of FILES)")
     pb.add_argument("--seed", type=int, default=0, help="seed of the train/held-out split")
     pb.add_argument("--out", help="write points.csv, summary.json, report.md and plots here")
     pb.add_argument("--no-plots", action="store_true")
+    pb.add_argument("--implementation", default=None, choices=list(PROFILES),
+                    help="score every row under this profile instead of the file's")
+    pb.add_argument("--save-calibration", action="store_true",
+                    help="refit on every row and store the result as the calibration record "
+                         "of the rows' (hardware, implementation) in costmodel/data/"
+                         "calibrations.json")
     pb.set_defaults(func=cmd_published)
 
     r = vs.add_parser("run", help="microbench -> measure -> calibrate -> report")

@@ -129,8 +129,11 @@ def _resolve_model(where: str, text: str, directory: Path) -> VanillaSpec | Bloc
         raise UserError(f"{where}: model: {e}") from None
 
 
-def _parse(path: Path, line: int, rec: dict[str, str]) -> PublishedRow:
+def _parse(path: Path, line: int, rec: dict[str, str], implementation: str | None = None
+           ) -> PublishedRow:
     where = f"{path}:{line}"
+    if implementation is not None:  # rescore every row under another profile
+        rec = rec | {"implementation": implementation}
     for col in REQUIRED:
         if rec.get(col) is None:
             raise UserError(f"{where}: {col}: missing value")
@@ -186,8 +189,9 @@ def _parse(path: Path, line: int, rec: dict[str, str]) -> PublishedRow:
     return row
 
 
-def load(paths: list[str | Path]) -> list[PublishedRow]:
-    """Every row of every file, validated (module docstring)."""
+def load(paths: list[str | Path], implementation: str | None = None) -> list[PublishedRow]:
+    """Every row of every file, validated (module docstring); `implementation` replaces every
+    row's profile (to compare profiles on the same measurements)."""
     rows: list[PublishedRow] = []
     for p in paths:
         path = Path(p)
@@ -200,7 +204,7 @@ def load(paths: list[str | Path]) -> list[PublishedRow]:
                 raise UserError(f"{path}: header: missing column(s) {', '.join(missing)} "
                                 "(schema: validation/published/README.md)")
             for i, rec in enumerate(reader, start=2):
-                rows.append(_parse(path, i, rec))
+                rows.append(_parse(path, i, rec, implementation))
     if not rows:
         raise UserError("published: the files hold no rows")
     return rows
@@ -390,20 +394,22 @@ def score(rows: list[PublishedRow], fit: PublishedFit, split: list[str]) -> Scor
 
 
 def fit_and_score(files: list[str | Path], fit_files: list[str | Path] | None = None,
-                  seed: int = DEFAULT_SEED) -> Scored:
+                  seed: int = DEFAULT_SEED, implementation: str | None = None) -> Scored:
     """`--fit` rows (all of them train) and FILES (all held out), or FILES split by seed."""
     if fit_files:
         fit_set = {str(Path(f).resolve()) for f in fit_files}
-        train_rows = load(list(fit_files))
-        scored_rows = [r for r in load([f for f in files if str(Path(f).resolve())
-                                        not in fit_set])]
+        train_rows = load(list(fit_files), implementation)
+        rest = [f for f in files if str(Path(f).resolve()) not in fit_set]
+        if not rest:
+            raise UserError("published: every FILE is also a --fit file; nothing is held out")
+        scored_rows = load(rest, implementation)
         rows = train_rows + scored_rows
         train = list(range(len(train_rows)))
         test = [len(train_rows) + i for i, r in enumerate(scored_rows) if not r.skip]
         desc = (f"fitted on every row of {', '.join(Path(f).name for f in fit_files)}; "
                 "the other files held out")
     else:
-        rows = load(list(files))
+        rows = load(list(files), implementation)
         train, test = split_rows(rows, seed)
         desc = (f"fitted on a seeded (seed {seed}) stratified two-thirds of the rows; a third "
                 "of every (source, metric, kind, setting) stratum held out")
@@ -432,3 +438,30 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     from scipy.stats import spearmanr
 
     return float(spearmanr(a, b).statistic)
+
+
+def calibration_record(scored: Scored, heldout_mape_pct: dict[str, float]) -> Any:
+    """A `costmodel.calibration.CalibrationRecord` refitted on EVERY usable row of the scored
+    files (the stored default uses all the data; the held-out errors quoted are those of the
+    split run). All fitted rows must share one device and one profile."""
+    from costmodel.calibration import CalibrationRecord
+    from costmodel.hardware import Efficiency
+
+    usable = [i for i, r in enumerate(scored.rows)
+              if not r.skip and r.metric in FITTED_METRICS]
+    pairs = {(scored.rows[i].hardware, scored.rows[i].implementation) for i in usable}
+    if len(pairs) != 1:
+        raise UserError("--save-calibration: the fitted rows must share one hardware and one "
+                        f"implementation, got {sorted(pairs)}")
+    hw_id, impl = pairs.pop()
+    fit = fit_rows(scored.rows, usable, "all rows")
+    files = sorted({Path(scored.rows[i].file).name for i in usable})
+    return CalibrationRecord(
+        id=f"{hw_id}/{impl}", hardware=hw_id, implementation=impl,
+        efficiency=Efficiency(**fit.params, source=f"fitted on {', '.join(files)}"),
+        fitted_on=files, sources=sorted({scored.rows[i].source for i in usable}),
+        method=("bounded least squares on log(predicted/measured) of the five CPU-calibration "
+                "parameters (validation.calibrate.fit_params) over every time and throughput "
+                "row"),
+        train_points=len(usable), heldout_mape_pct=heldout_mape_pct,
+        notes=("at a bound: " + ", ".join(fit.pinned)) if fit.pinned else "")
