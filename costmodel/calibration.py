@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
 from .api import Estimate, ModelLike, estimate
-from .hardware import Efficiency, Hardware, HardwareDataError, get_hardware
+from .hardware import Efficiency, Hardware, HardwareDataError, get_hardware, write_text_atomic
 from .implementation import Implementation, get_implementation
 from .workload import Workload
 
@@ -153,13 +151,6 @@ def save_calibration(record: CalibrationRecord, path: str | Path = CALIBRATIONS_
     recs = [r for r in data.get("calibrations", []) if r.get("id") != record.id]
     recs.append(record.model_dump(mode="json"))
     data["calibrations"] = sorted(recs, key=lambda r: r["id"])
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
     load_calibrations.cache_clear()
     return path

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import pandas as pd
-
 import numpy as np
+import pandas as pd
 
 from .api import estimate
 from .calibration import calibrated_hardware, calibration_for

@@ -95,13 +95,19 @@ def split(records: list[dict[str, Any]], test_fraction: float = 1 / 3
     train, test = [], []
     for idx in by_phase.values():
         idx = sorted(idx, key=lambda i: _hash_fraction(records[i]["point_id"]))
-        n_test = round(test_fraction * len(idx))
-        if len(idx) >= 3:
-            n_test = max(1, n_test)
-        n_test = min(n_test, len(idx) - 1) if len(idx) > 1 else 0
+        n_test = held_out_count(len(idx), test_fraction)
         test += idx[:n_test]
         train += idx[n_test:]
     return sorted(train), sorted(test)
+
+
+def held_out_count(n: int, test_fraction: float) -> int:
+    """How many of a group's n points to hold out: round(fraction x n), at least 1 when
+    n >= 3, always leaving one to train on."""
+    n_test = round(test_fraction * n)
+    if n >= 3:
+        n_test = max(1, n_test)
+    return min(n_test, n - 1) if n > 1 else 0
 
 
 @dataclass

@@ -16,8 +16,9 @@ training rows' time-like metrics (throughput, request time, TTFT, TPOT). Memory 
 no fitted parameter: they are predicted, never fitted, and reported apart.
 
 Split (`split_rows`) when no ``--fit`` file is given: seeded, stratified by (source, metric,
-model kind, prompt/generated setting): in every stratum of >= 3 rows a third (at least one) is
-held out, chosen by a seeded shuffle. Held-out rows never enter the objective.
+model kind, prompt/generated setting): in every stratum a third is held out (the CPU
+calibration's rule, `validation.calibrate.held_out_count`), chosen by a seeded shuffle.
+Held-out rows never enter the objective.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from costmodel.implementation import BYTES_PER_ELEMENT, PROFILES, Implementation
 from costmodel.metrics import formulas
 from costmodel.spec import BlockSpec, VanillaSpec
 
-from .calibrate import PARAMS, fit_params
+from .calibrate import fit_params, held_out_count
 
 REQUIRED = ("source", "model", "hardware", "implementation", "weight_dtype", "kv_dtype", "tp",
             "batch", "memory_reserve_bytes", "prompt_tokens", "generated_tokens", "metric",
@@ -300,7 +301,7 @@ def split_rows(rows: list[PublishedRow], seed: int = DEFAULT_SEED, test_fraction
     for key in sorted(strata):
         idx = sorted(strata[key])
         rng.shuffle(idx)
-        n_test = max(1, round(test_fraction * len(idx))) if len(idx) >= 3 else 0
+        n_test = held_out_count(len(idx), test_fraction)
         test += idx[:n_test]
         train += idx[n_test:]
     return sorted(train), sorted(test)

@@ -23,7 +23,6 @@ import pandas as pd
 
 from costmodel.hardware import get_hardware
 
-from .calibrate import PARAMS
 from .dataset import write_json_atomic
 from .published import FITTED_METRICS, Scored, base_hardware, mape_by
 
@@ -207,5 +206,3 @@ def write(scored: Scored, out_dir: str | Path, plot: bool = True) -> dict[str, A
     (out / ".report.md.tmp").replace(out / "report.md")
     return s
 
-
-__all__ = ["PARAMS", "markdown", "summary", "text", "write"]
