@@ -251,3 +251,20 @@ def test_every_profile_is_a_reference_mode():
     from reference.layers import INFERENCE_MODES
 
     assert set(INFERENCE_MODES) == set(PROFILES)
+
+
+# --- the dashboard's data helpers (no streamlit) ------------------------------------------
+
+def test_points_go_on_their_own_devices_roofline():
+    from app import validation_data
+    from costmodel.hardware import load_database
+
+    db = load_database()
+    cpu = "cpu-amd-epyc-1t-measured-20261128"
+    rec = validation_data.device_record(cpu, db, ROOT / "validation" / "results")
+    assert rec is not None and rec.kind == "cpu" and rec.id == cpu  # its own measured record
+    assert validation_data.device_record("no-such-device", db, ROOT / "validation" /
+                                         "results") is None  # shown without a roof
+    runs = validation_data.load_published(ROOT / "validation" / "results")
+    by_hw = validation_data.published_roofline_points(runs["paper_table1"])
+    assert list(by_hw) == ["h100-sxm-80gb"] and len(by_hw["h100-sxm-80gb"]) == 20
