@@ -268,3 +268,17 @@ def test_points_go_on_their_own_devices_roofline():
     runs = validation_data.load_published(ROOT / "validation" / "results")
     by_hw = validation_data.published_roofline_points(runs["paper_table1"])
     assert list(by_hw) == ["h100-sxm-80gb"] and len(by_hw["h100-sxm-80gb"]) == 20
+
+
+def test_paper_spearman_agrees_with_scipy():
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    from costmodel.paper import spearman
+
+    rng = np.random.default_rng(3)
+    measured = rng.lognormal(size=20)
+    predicted = measured * rng.lognormal(sigma=0.8, size=20)
+    predicted[4] = predicted[5]  # a tie: average ranks
+    table = pd.DataFrame({"paper_throughput_tok_s": measured, "x_throughput_tok_s": predicted})
+    assert spearman(table)["x"] == pytest.approx(spearmanr(measured, predicted).statistic)

@@ -434,13 +434,6 @@ def mape_by(df, keys: tuple[str, ...] = ("source", "metric")) -> list[dict[str, 
     return out
 
 
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation (average ranks for ties)."""
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a, b).statistic)
-
-
 def calibration_record(scored: Scored, heldout_mape_pct: dict[str, float]) -> Any:
     """A `costmodel.calibration.CalibrationRecord` refitted on EVERY usable row of the scored
     files (the stored default uses all the data; the held-out errors quoted are those of the
