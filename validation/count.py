@@ -107,8 +107,8 @@ def _exact_fn(key: Any) -> tuple[list[tuple[str, str]], Any]:
     f = formulas(key)
     rows = [(r.phase, r.op) for r in f.rows]
     exprs = [[r.quantities[q] for q in COMPARED] for r in f.rows]
-    exprs.append([f.metrics["weights_bytes"], f.metrics["kv_cache_bytes_per_sample"]
-                  - f.metrics["kv_transient_bytes_per_sample"]])
+    exprs.append([f.metrics["weights_bytes"], f.metrics["kv_cache_bytes_per_sample"],
+                  f.metrics["kv_transient_bytes_per_sample"]])
     return rows, sp.lambdify(ARGS, exprs, modules="sympy")
 
 
@@ -128,10 +128,10 @@ def exact_values(spec: VanillaSpec | BlockSpec, impl: Implementation, batch: int
 
 
 def predicted_counts(spec: VanillaSpec | BlockSpec, impl: Implementation, batch: int,
-                     prompt_tokens: int, generated_tokens: int
+                     prompt_tokens: int, generated_tokens: int, at_rest: bool = False
                      ) -> tuple[dict[tuple[str, str], dict[str, int]], int, int]:
     """Exact cost-model counts per (phase, op), weights bytes and KV-cache bytes per sample
-    (at rest: without the ``torch.cat`` transient)."""
+    (``kv_cache_bytes_per_sample``; `at_rest`: without the ``torch.cat`` transient)."""
     rows, fn = _exact_fn(structure_key(spec, impl))
     vals = exact_values(spec, impl, batch, prompt_tokens, generated_tokens)
     out = fn(*[vals[a] for a in ARGS])
@@ -141,7 +141,9 @@ def predicted_counts(spec: VanillaSpec | BlockSpec, impl: Implementation, batch:
             continue
         counts[(phase, op)] = {name: _as_int(v, f"{phase}/{op}/{name}")
                                for name, v in zip(COMPARED, q, strict=True)}
-    weights, kv = out[-1]
+    weights, kv, transient = out[-1]
+    if at_rest:
+        kv -= transient
     return counts, _as_int(weights, "weights_bytes"), _as_int(kv, "kv_cache_bytes_per_sample")
 
 
@@ -171,7 +173,7 @@ def compare(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
     counted = count_request(spec, batch, prompt_tokens, generated_tokens, implementation,
                             dtype, device)
     predicted, weights, kv_per_sample = predicted_counts(spec, impl, batch, prompt_tokens,
-                                                         generated_tokens)
+                                                         generated_tokens, at_rest=True)
     rows = []
     keys = list(predicted) + [k for k in counted.counts if k not in predicted]
     for key in keys:
