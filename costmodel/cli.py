@@ -1,4 +1,5 @@
-"""`blockroof` command line: presets, hardware, estimate, sweep, formula, paper, app, validate.
+"""`blockroof` command line: presets, hardware, estimate, sweep, formula, paper, app, simulate,
+validate.
 
 Bad input prints one line `error: <field>: <rule>` on stderr and exits with status 2; no
 tracebacks for users. `--json` prints machine-readable output on stdout.
@@ -356,6 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--address", default="127.0.0.1")
     s.add_argument("--headless", action="store_true")
     s.set_defaults(func=cmd_app)
+
+    # the serving simulator (its own package; imported here, when the parser is built, never
+    # when costmodel is imported)
+    from serving.cli import register as register_simulate
+
+    register_simulate(sub)
 
     try:  # validation commands need torch; registered only when it is importable
         from validation.cli import register

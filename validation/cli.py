@@ -234,6 +234,10 @@ def register(sub: Any) -> None:
                          "calibrations.json")
     pb.set_defaults(func=cmd_published)
 
+    from .serve import register as register_serve
+
+    register_serve(vs)
+
     r = vs.add_parser("run", help="microbench -> measure -> calibrate -> report")
     r.add_argument("--device", required=True, choices=["cpu", "cuda"])
     r.add_argument("--suite", required=True, choices=["tiny", "cpu", "gpu"])
