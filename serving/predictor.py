@@ -222,7 +222,6 @@ def _kv_entry_bytes(spec: VanillaSpec | BlockSpec, impl: Implementation) -> tupl
     """(bytes per entry of the growing cache, fixed local-cache bytes per sequence): one
     formula, `costmodel.memory.kv_bytes_per_entry` (docs/model.md 2.3)."""
     from costmodel.memory import kv_bytes_per_entry
-
     from costmodel.ops import ImplStructure
 
     vals = model_values(spec) | impl_values(impl)
