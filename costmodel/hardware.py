@@ -35,7 +35,6 @@ import difflib
 import functools
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -43,7 +42,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from costmodel.implementation import ComputeDtype
 
-from .errors import UserError, read_json
+from .errors import UserError, read_json, write_atomic
 
 DATA_PATH = Path(__file__).parent / "data" / "hardware.json"
 HARDWARE_DIR_ENV = "BLOCKROOF_HARDWARE_DIR"
@@ -96,6 +95,9 @@ class Efficiency(BaseModel, frozen=True, extra="forbid"):
                                      description="fixed time per kernel launch")
     forward_overhead_s: float = Field(
         default=0.0, ge=0, allow_inf_nan=False, description="fixed time per model forward call"
+    )
+    generate_call_overhead_s: float = Field(
+        default=0.0, ge=0, description="fixed time per HF generate() call (docs/published.md 1)"
     )
     source: str = "pure roofline (no calibration)"
 
@@ -348,17 +350,13 @@ def save_hardware(hw: Hardware, path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         path = path / f"{hw.id}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(hw.model_dump(mode="json"), indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(hw.model_dump(mode="json"), indent=2) + "\n")
     load_database.cache_clear()
     return path
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` whole or not at all (`costmodel.errors.write_atomic`: a temporary file,
+    fsync, os.replace; removed on failure), creating the directory first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda f: f.write(text))

@@ -51,10 +51,10 @@ def test_two_concurrent_runs_measure_each_point_once(tmp_path: Path) -> None:
 
 
 def test_second_writer_that_must_not_wait_stops(tmp_path: Path) -> None:
-    with run_lock(tmp_path, say=lambda m: None):
-        with pytest.raises(UserError, match=r"is being written by pid \d+"):
-            with run_lock(tmp_path, wait=False):
-                pass
+    with run_lock(tmp_path, say=lambda m: None), \
+            pytest.raises(UserError, match=r"is being written by pid \d+"), \
+            run_lock(tmp_path, wait=False):
+        pass
     with run_lock(tmp_path, wait=False):  # released: free again
         pass
 
