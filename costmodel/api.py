@@ -341,8 +341,10 @@ def sweep(
     lb_list = None if block_length is None else list(_positive_array(
         "block_length", _as_list(block_length)).astype(int))
 
-    pars = ([Parallelism()] if parallelism is None
-            else [get_parallelism(p) for p in _as_list(parallelism)])
+    if parallelism is None or isinstance(parallelism, Parallelism):
+        pars = [get_parallelism(parallelism)]
+    else:
+        pars = [get_parallelism(p) for p in parallelism]
     if not pars:
         raise UserError("parallelism: needs at least one layout")
     parts: list[dict[str, Any]] = []

@@ -113,8 +113,10 @@ def _build(key: StructureKey) -> tuple[list[Row], dict[str, sp.Expr]]:
     step_rows = request_rows(step_phases)
     step_time = sum((r.time for r in step_rows), sp.Integer(0))
     if key.pipelined:
-        request = pipeline_time(key.kind, rows, lambda r: r.time, cyclic=True)
+        # up to the first token a one-way pass, then the cyclic decode (docs/parallelism.md 2)
         ttft = pipeline_time(key.kind, rows, _ttft_share, cyclic=False)
+        request = ttft + pipeline_time(key.kind, rows, lambda r: r.time - _ttft_share(r),
+                                       cyclic=True)
         step_time = pipeline_time(key.kind, step_rows, lambda r: r.time, cyclic=True)
 
     # compute-bound batch: T_math = B f / pi, T_mem = (W + B m) / beta
