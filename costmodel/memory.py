@@ -80,14 +80,14 @@ def vanilla_memory(st: StackStructure, im: ImplStructure, tied: bool,
     embed = sy.V * x.D / t
     if pp is None:
         w = (stack_params(st, x, tp) + (1 if tied else 2) * embed) * sy.s_w
-        return out | _per_gpu([(w, kv_gpu + work_gpu)])
+        return out | _per_gpu([(w, kv_gpu, work_gpu)])
     first_n, last_n = sp.ceiling(x.N / pp), sp.floor(x.N / pp)
     lp = layer_params(st, x, tp)
     first = (embed + first_n * lp) * sy.s_w
     last = (last_n * lp + final_norm_params(st, x) + embed) * sy.s_w
     kv_layer = kv_gpu / x.N
-    return out | _per_gpu([(first, first_n * kv_layer + work_gpu),
-                           (last, last_n * kv_layer + work_gpu)])
+    return out | _per_gpu([(first, first_n * kv_layer, work_gpu),
+                           (last, last_n * kv_layer, work_gpu)])
 
 
 def block_memory(sb: StackStructure, stt: StackStructure, im: ImplStructure,
@@ -127,8 +127,8 @@ def block_memory(sb: StackStructure, stt: StackStructure, im: ImplStructure,
     work0 = _forward_workspace(sb, im, xb, n_p, n_p, sp.Integer(0), tp)
     work1 = _forward_workspace(stt, im, xt, P, P, sp.Integer(1), tp)
     if pp is None:
-        return out | _per_gpu([((w0 + w1) * sy.s_w, kv0 + kv1 + sp.Max(work0, work1))])
-    return out | _per_gpu([(w0 * sy.s_w, kv0 + work0), (w1 * sy.s_w, kv1 + work1)])
+        return out | _per_gpu([((w0 + w1) * sy.s_w, kv0 + kv1, sp.Max(work0, work1))])
+    return out | _per_gpu([(w0 * sy.s_w, kv0, work0), (w1 * sy.s_w, kv1, work1)])
 
 
 def _finish(weights: sp.Expr, kv: sp.Expr, work: sp.Expr) -> dict[str, sp.Expr]:
@@ -142,15 +142,18 @@ def _finish(weights: sp.Expr, kv: sp.Expr, work: sp.Expr) -> dict[str, sp.Expr]:
         "max_batch": sp.Max(0, sp.floor((sy.M_cap - sy.M_res - weights) / per_sample)),
         "weights_bytes_per_gpu": weights,
         "memory_bytes_per_gpu": weights + sy.B * per_sample,
+        "kv_cache_bytes_per_sample_per_gpu": kv,
     }
 
 
-def _per_gpu(stages: list[tuple[sp.Expr, sp.Expr]]) -> dict[str, sp.Expr]:
-    """Per-GPU memory of (weights, bytes per sequence) per pipeline stage: the largest stage,
-    and the max batch of the tightest one (every stage holds all B sequences' caches)."""
-    fits = [sp.floor((sy.M_cap - sy.M_res - w) / m) for w, m in stages]
+def _per_gpu(stages: list[tuple[sp.Expr, sp.Expr, sp.Expr]]) -> dict[str, sp.Expr]:
+    """Per-GPU memory of (weights, KV per sequence, workspace per sequence) per pipeline stage:
+    the largest stage, and the max batch of the tightest one (every stage holds all B
+    sequences' caches)."""
+    fits = [sp.floor((sy.M_cap - sy.M_res - w) / (kv + work)) for w, kv, work in stages]
     return {
-        "weights_bytes_per_gpu": sp.Max(*[w for w, _ in stages]),
-        "memory_bytes_per_gpu": sp.Max(*[w + sy.B * m for w, m in stages]),
+        "weights_bytes_per_gpu": sp.Max(*[w for w, _, _ in stages]),
+        "memory_bytes_per_gpu": sp.Max(*[w + sy.B * (kv + work) for w, kv, work in stages]),
+        "kv_cache_bytes_per_sample_per_gpu": sp.Max(*[kv for _, kv, _ in stages]),
         "max_batch": sp.Max(0, sp.Min(*fits)),
     }
