@@ -121,14 +121,16 @@ def block_memory(sb: StackStructure, stt: StackStructure, im: ImplStructure,
     w1 = P * xt.D * (xb.D + 1) / t + stack_params(stt, xt, tp) + 2 * sy.V * xt.D / t
     kv0 = kv_bytes_per_entry(xb, tp) * blocks
     kv1 = kv_bytes_per_entry(xt, tp) * local
-    if im.kv_cache == "concat":
-        kv0 += _cat_transient_per_entry(xb, tp) * blocks
-        kv1 += _cat_transient_per_entry(xt, tp) * local
     work0 = _forward_workspace(sb, im, xb, n_p, n_p, sp.Integer(0), tp)
     work1 = _forward_workspace(stt, im, xt, P, P, sp.Integer(1), tp)
+    t0 = t1 = sp.Integer(0)
+    if im.kv_cache == "concat":  # the torch.cat transient, as above
+        t0 = _cat_transient_per_entry(xb, tp) * blocks
+        t1 = _cat_transient_per_entry(xt, tp) * local
     if pp is None:
-        return out | _per_gpu([((w0 + w1) * sy.s_w, kv0 + kv1, sp.Max(work0, work1))])
-    return out | _per_gpu([(w0 * sy.s_w, kv0, work0), (w1 * sy.s_w, kv1, work1)])
+        return out | _per_gpu([((w0 + w1) * sy.s_w, kv0 + kv1 + sp.Max(t0, t1),
+                                sp.Max(work0, work1))])
+    return out | _per_gpu([(w0 * sy.s_w, kv0 + t0, work0), (w1 * sy.s_w, kv1 + t1, work1)])
 
 
 def _finish(weights: sp.Expr, kv: sp.Expr, work: sp.Expr) -> dict[str, sp.Expr]:
