@@ -183,9 +183,12 @@ def pipeline_time(kind: str, rows: list[Row], time_of, cyclic: bool) -> sp.Expr:
     the last stage's output) takes max(sum, m * slowest); a one-way pass (the prefill up to the
     first token) takes sum + (m - 1) * slowest (the last micro-batch's wait)."""
     m = sp.Min(sy.B, sy.pp)
+    # evaluate=False: sympy would otherwise try to order these large sums (tens of seconds)
+    mx = functools.partial(sp.Max, evaluate=False)
     per: dict[str, sp.Expr] = {}
     for r in rows:
-        t = sp.sympify(time_of(r)).xreplace({sy.B: sy.B / m})
+        with sp.evaluate(False):  # plain substitution, no re-simplification (seconds saved)
+            t = sp.sympify(time_of(r)).xreplace({sy.B: sy.B / m})
         per[_stage(kind, r)] = per.get(_stage(kind, r), sp.Integer(0)) + t
     g = lambda name: per.get(name, sp.Integer(0))  # noqa: E731
     if kind == "vanilla":
@@ -194,13 +197,13 @@ def pipeline_time(kind: str, rows: list[Row], time_of, cyclic: bool) -> sp.Expr:
         total = g("pre") + g("layer") + g("post") + g("send") + sy.pp * g("fwd")
         first = g("pre") + sp.ceiling(N / sy.pp) * g("layer") / N + one_send + g("fwd")
         last = sp.floor(N / sy.pp) * g("layer") / N + g("post") + g("fwd")
-        slowest = sp.Max(first, last)
+        slowest = mx(first, last)
     else:
         s0, s1 = g("0") + g("fwd0"), g("1") + g("fwd1")
         total = s0 + s1 + g("send")
-        slowest = sp.Max(s0 + g("send"), s1)
+        slowest = mx(s0 + g("send"), s1)
     if cyclic:
-        return sp.Max(total, m * slowest)
+        return mx(total, m * slowest)
     return total + (m - 1) * slowest
 
 
