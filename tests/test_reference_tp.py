@@ -1,23 +1,21 @@
 """Tensor parallelism of the reference (`reference.tp`): 2 gloo ranks x 1 thread reproduce the
 unsharded model's greedy tokens exactly and its logits within fp32 tolerance, for a vanilla
 model (GQA with K >= tp and MQA with K < tp, i.e. replicated KV heads) and a Block Transformer,
-in both profiles (static, hf-legacy). One spawn runs every case; a FileStore in a temp dir and a
-timeout on the process group make a dead rank fail the test instead of hanging it.
+in both profiles (static, hf-legacy). One spawn runs every case (`validation.ranks.run_ranks`:
+a FileStore in a temp dir, a timeout on every collective, every process joined or killed).
 """
 
 from __future__ import annotations
 
-import datetime
 import os
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from costmodel.spec import BlockSpec, StackSpec, VanillaSpec
 from reference import build_model
 from reference.tp import collective_listener, op_path, shard_model
+from validation.ranks import run_ranks
 
 WORLD = 2
 PROMPT, GENERATE, BATCH = 7, 6, 2
@@ -55,40 +53,20 @@ def _run(name: str, mode: str, rank: int = 0, world: int = 1):
     return out.tokens, out.logits
 
 
-def _worker(rank: int, store_path: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    store = dist.FileStore(store_path, WORLD)
-    dist.init_process_group("gloo", store=store, rank=rank, world_size=WORLD,
-                            timeout=datetime.timedelta(seconds=60))
-    try:
-        for name, mode in CASES:
-            calls: list[tuple[str, int]] = []
-            with collective_listener(lambda op, nbytes: calls.append((op, nbytes))):
-                tokens, logits = _run(name, mode, rank, WORLD)
-            if rank == 0:
-                torch.save({"tokens": tokens, "logits": logits, "calls": calls},
-                           os.path.join(out_dir, f"{name}-{mode}.pt"))
-    finally:
-        dist.destroy_process_group()
+def _worker(rank: int, world: int, out_dir: str) -> None:
+    for name, mode in CASES:
+        calls: list[tuple[str, int]] = []
+        with collective_listener(lambda op, nbytes: calls.append((op, nbytes))):
+            tokens, logits = _run(name, mode, rank, world)
+        if rank == 0:
+            torch.save({"tokens": tokens, "logits": logits, "calls": calls},
+                       os.path.join(out_dir, f"{name}-{mode}.pt"))
 
 
 @pytest.fixture(scope="module")
 def tp2_results(tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp = tmp_path_factory.mktemp("tp")
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(r, str(tmp / "store"), str(tmp)))
-             for r in range(WORLD)]
-    for p in procs:
-        p.start()
-    try:
-        for p in procs:
-            p.join(timeout=120)
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join()
-    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    run_ranks(_worker, WORLD, (str(tmp),), timeout_s=180)
     return {case: torch.load(tmp / f"{case[0]}-{case[1]}.pt") for case in CASES}
 
 

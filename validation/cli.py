@@ -204,6 +204,12 @@ def register(sub: Any) -> None:
     o.add_argument("--json", action="store_true")
     o.set_defaults(func=cmd_ops)
 
+    from .collective_bench import register as register_allreduce
+    from .tp_suite import register as register_tp
+
+    register_allreduce(vs)
+    register_tp(vs)
+
     r = vs.add_parser("run", help="microbench -> measure -> calibrate -> report")
     r.add_argument("--device", required=True, choices=["cpu", "cuda"])
     r.add_argument("--suite", required=True, choices=["tiny", "cpu", "gpu"])
