@@ -27,7 +27,7 @@ communication happens (shapes only), so a sharded model can be counted in one pr
 
 Run (CPU, gloo, 2 ranks; CUDA uses NCCL)::
 
-    torchrun --nproc-per-node 2 -m reference.tp --model vanilla_70 --prompt 16 --generate 8
+    torchrun --standalone --nproc-per-node 2 -m reference.tp --model vanilla_70 --prompt 16 --generate 8
 """
 
 from __future__ import annotations

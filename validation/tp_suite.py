@@ -1,9 +1,9 @@
 """A small timed tensor-parallel suite on the CPU: TP=2 (gloo, 2 ranks x 1 thread) vs TP=1.
 
 For each point (model, batch, prompt, generated tokens; fp32, static profile) the reference's
-whole `generate` request is timed with TP=1 (this process, 1 thread) and TP=2 (spawned ranks,
-`reference.tp`; a barrier before each timed request, rank 0's clock), side by side in one run
-(load average recorded). Predictions come from the cost model with the hardware record of
+whole `generate` request is timed with TP=2 (2 spawned gloo ranks x 1 thread, `reference.tp`;
+a barrier before each timed request, rank 0's clock) and with TP=1 (rank 0 alone, in between),
+alternating, so both see the same machine load (load average recorded; median of `repeats`). Predictions come from the cost model with the hardware record of
 `validate allreduce` (the calibrated 1-thread CPU record plus the measured gloo interconnect).
 
 Held out: no parameter is fitted on these points. The CPU efficiencies were calibrated on the
@@ -71,50 +71,53 @@ def _prompt(vocab: int, batch: int, prompt: int) -> torch.Tensor:
     return torch.randint(0, vocab, (batch, prompt), generator=torch.Generator().manual_seed(0))
 
 
-def _time_requests(model: Any, ids: torch.Tensor, generate: int, repeats: int,
-                   distributed: bool) -> float:
-    times = []
-    for i in range(repeats + 1):  # one warm-up
-        if distributed:
-            dist.barrier()
-        t0 = time.perf_counter()
-        model.generate(ids, generate, mode="static")
-        if i:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def _time_request(model: Any, ids: torch.Tensor, generate: int, sync: bool) -> float:
+    if sync:
+        dist.barrier()
+    t0 = time.perf_counter()
+    model.generate(ids, generate, mode="static")
+    return time.perf_counter() - t0
 
 
 def _tp_worker(rank: int, world: int, points: list[tuple[str, int, int, int]], repeats: int,
                out_path: str) -> None:
-    out, models = [], {}
+    """Per point, TP=2 requests (all ranks) alternate with TP=1 requests (rank 0 alone, the
+    other ranks waiting at a barrier), so both see the same machine load."""
+    out, sharded, full = [], {}, {}
     for name, b, s, g in points:
-        if name not in models:
+        if name not in sharded:
             spec = get_preset(name)
-            models[name] = shard_model(build_model(spec, seed=0), rank, world)
-        ids = _prompt(models[name].spec.vocab_size, b, s)
-        out.append(_time_requests(models[name], ids, g, repeats, True))
+            sharded[name] = shard_model(build_model(spec, seed=0), rank, world)
+            if rank == 0:
+                full[name] = build_model(spec, seed=0)
+        ids = _prompt(sharded[name].spec.vocab_size, b, s)
+        t1, t2 = [], []
+        for i in range(repeats + 1):  # the first round warms up
+            tp2 = _time_request(sharded[name], ids, g, sync=True)
+            tp1 = _time_request(full[name], ids, g, sync=False) if rank == 0 else 0.0
+            dist.barrier()
+            if i:
+                t1.append(tp1)
+                t2.append(tp2)
+        out.append((statistics.median(t1), statistics.median(t2), os.getloadavg()[0]))
     if rank == 0:
         Path(out_path).write_text(json.dumps(out))
 
 
-def run_tp_suite(hardware: str, points: tuple[tuple[str, int, int, int], ...] = POINTS,
+def run_tp_suite(hardware: Any, points: tuple[tuple[str, int, int, int], ...] = POINTS,
                  repeats: int = 3) -> list[TPPoint]:
-    torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "tp2.json")
-        run_ranks(_tp_worker, 2, (list(points), repeats, path), timeout_s=1200)
-        tp2 = json.loads(Path(path).read_text())
+        path = os.path.join(tmp, "tp.json")
+        run_ranks(_tp_worker, 2, (list(points), repeats, path), timeout_s=1500)
+        measured = json.loads(Path(path).read_text())
     impl = get_implementation("static", dtype="fp32")
-    results, models = [], {}
-    for (name, b, s, g), t2 in zip(points, tp2, strict=True):
+    results = []
+    for (name, b, s, g), (t1, t2, load) in zip(points, measured, strict=True):
         spec = get_preset(name)
-        if name not in models:
-            models[name] = build_model(spec, seed=0)
-        t1 = _time_requests(models[name], _prompt(spec.vocab_size, b, s), g, repeats, False)
         wl = Workload(batch=b, prompt_tokens=s, generated_tokens=g)
         p1 = estimate(spec, hardware, wl, impl).request_time_s
         p2 = estimate(spec, hardware, wl, impl, parallelism=Parallelism(tp=2)).request_time_s
-        results.append(TPPoint(name, b, s, g, t1, t2, p1, p2, os.getloadavg()[0]))
+        results.append(TPPoint(name, b, s, g, t1, t2, p1, p2, load))
     return results
 
 
