@@ -8,8 +8,9 @@ alternating, so both see the same machine load (load average recorded; median of
 
 Held out: no parameter is fitted on these points. The CPU efficiencies were calibrated on the
 TP=1 `cpu` suite and the interconnect on the all-reduce sweep, so every TP=2 point is held
-out; the report gives measured / predicted per point and the mean absolute percentage error,
-for TP=2 and, as the reference, for TP=1 on the same points.
+out; the report gives measured and predicted times per point and the mean absolute percentage
+error for TP=2, for TP=1 on the same points (the reference), and of the TP=2 speed-up (the
+ratio both clocks measured under the same load).
 
     blockroof validate tp --out validation/results/cpu/tp2 \
         --hardware validation/results/cpu/collectives/<record>.json
@@ -65,6 +66,12 @@ class TPPoint:
     @property
     def error_tp1(self) -> float:
         return self.predicted_tp1_s / self.measured_tp1_s - 1
+
+    @property
+    def error_speedup(self) -> float:
+        """Predicted TP=2 speed-up over measured (both clocks saw the same load)."""
+        return (self.predicted_tp1_s / self.predicted_tp2_s) / (
+            self.measured_tp1_s / self.measured_tp2_s) - 1
 
 
 def _prompt(vocab: int, batch: int, prompt: int) -> torch.Tensor:
@@ -135,6 +142,7 @@ def report(points: list[TPPoint]) -> str:
             f"{p.measured_tp2_s * 1e3:>8.1f} {p.predicted_tp2_s * 1e3:>8.1f}  "
             f"{p.measured_tp1_s / p.measured_tp2_s:>6.2f} "
             f"{p.predicted_tp1_s / p.predicted_tp2_s:>6.2f}  {p.load:.1f}")
+    lines.append(f"speed-up tp2/tp1 MAPE: {mape([p.error_speedup for p in points]):.1f}%")
     lines.append(f"held-out MAPE tp2: {mape([p.error_tp2 for p in points]):.1f}% "
                  f"(tp1 on the same points: {mape([p.error_tp1 for p in points]):.1f}%)")
     return "\n".join(lines)
@@ -145,7 +153,8 @@ def write(points: list[TPPoint], out_dir: Path, hardware: str) -> Path:
     data = {"date": now_iso(), "hardware": hardware, "torch_version": torch.__version__,
             "threads_per_rank": 1, "points": [asdict(p) for p in points],
             "heldout_mape_tp2_pct": mape([p.error_tp2 for p in points]),
-            "mape_tp1_pct": mape([p.error_tp1 for p in points])}
+            "mape_tp1_pct": mape([p.error_tp1 for p in points]),
+            "speedup_mape_pct": mape([p.error_speedup for p in points])}
     path = out_dir / "tp_suite.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
