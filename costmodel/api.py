@@ -23,9 +23,9 @@ import sympy as sp
 from pydantic import BaseModel
 
 from . import symbols as sy
+from .errors import UserError
 from .hardware import Hardware, get_hardware
 from .implementation import Implementation, get_implementation
-from .errors import UserError
 from .metrics import ARGS, METRICS, ROW_FIELDS, StructureKey, formulas
 from .ops import ImplStructure, StackStructure
 from .parallel import Parallelism, check_parallelism, get_parallelism

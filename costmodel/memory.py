@@ -28,8 +28,7 @@ from __future__ import annotations
 import sympy as sp
 
 from . import symbols as sy
-from .ops import (ImplStructure, StackStructure, final_norm_params, layer_params, shard,
-                  stack_params)
+from .ops import ImplStructure, StackStructure, final_norm_params, layer_params, shard, stack_params
 from .phases import n_generated_blocks, n_prompt_blocks
 from .symbols import StackSymbols
 

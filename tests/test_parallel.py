@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from costmodel import Parallelism, Workload, estimate, formula, sweep
+from costmodel import symbols as sy
 from costmodel.api import structure_key, symbol_values
 from costmodel.capacity import plan_capacity
 from costmodel.collectives import allgather_time, allreduce_time, allreduce_time_s
@@ -20,7 +21,6 @@ from costmodel.hf_config import read_json_file, spec_from_hf_config
 from costmodel.implementation import get_implementation
 from costmodel.metrics import formulas
 from costmodel.presets import get_preset
-from costmodel import symbols as sy
 
 H100 = "h100-sxm-80gb"
 WL = Workload(batch=4, prompt_tokens=64, generated_tokens=32)

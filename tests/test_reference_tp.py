@@ -56,7 +56,7 @@ def _run(name: str, mode: str, rank: int = 0, world: int = 1):
 def _worker(rank: int, world: int, out_dir: str) -> None:
     for name, mode in CASES:
         calls: list[tuple[str, int]] = []
-        with collective_listener(lambda op, nbytes: calls.append((op, nbytes))):
+        with collective_listener(lambda op, nbytes, calls=calls: calls.append((op, nbytes))):
             tokens, logits = _run(name, mode, rank, world)
         if rank == 0:
             torch.save({"tokens": tokens, "logits": logits, "calls": calls},
