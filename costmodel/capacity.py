@@ -282,9 +282,14 @@ def plan_capacity(
                     "(minus the reserve)")
             raise ValueError(f"tpot_bound_s: {bound * 1e3:.4g} ms per token is below what "
                              f"batch 1 achieves on {hw.id} ({verdict})")
-        raise ValueError(f"parallelism: no layout with up to {max_gpus_per_replica} GPUs per "
-                         f"replica works on {hw.id}: " + "; ".join(
-                             f"tp{o.tp}/pp{o.pp} {o.verdict}" for o in options))
+        verdicts = "; ".join(f"tp{o.tp}/pp{o.pp} {o.verdict}" for o in options)
+        tried = [o.verdict for o in options if not o.verdict.startswith("invalid")]
+        if tried and all(v.startswith("misses") for v in tried):
+            raise ValueError(f"tpot_bound_s: {bound * 1e3:.4g} ms per token is below what "
+                             f"batch 1 achieves with every layout on {hw.id}: {verdicts}")
+        field = "hardware" if all(v.startswith("does not fit") for v in tried) else "parallelism"
+        raise ValueError(f"{field}: no layout with up to {max_gpus_per_replica} GPUs per "
+                         f"replica works for {spec.name} on {hw.id}: {verdicts}")
     _, par, est, batch, limited_by, base, chosen = best
     for i, o in enumerate(options):
         if o is chosen:

@@ -40,8 +40,10 @@ def test_capacity_page_shows_the_chosen_layout_and_the_comparison() -> None:
     at = _app({"vanilla": "vanilla_160", "block": "block_main_b4_85", "tp": "2"})
     at.switch_page("app_pages/capacity.py").run()
     assert not at.exception and not at.error
+    assert at.success[0].value.startswith("Chosen layout: tp=2, pp=1")  # the sidebar's
+    at.radio(key="cap_layout").set_value("search").run()
+    assert not at.exception and not at.error
     assert at.success[0].value.startswith("Chosen layout: tp=")
     table = at.dataframe[0].value
-    assert list(table["tp"]) and (table["verdict"] == "chosen").sum() == 1
-    at.radio(key="cap_layout").set_value("sidebar").run()
-    assert at.success[0].value.startswith("Chosen layout: tp=2, pp=1")
+    assert len(table) == 10  # tp x pp <= 8, powers of two
+    assert (table["verdict"] == "chosen").sum() == 1

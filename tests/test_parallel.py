@@ -160,3 +160,25 @@ def test_plan_search_picks_fewest_gpus_and_says_why_others_lost() -> None:
     assert plan.gpus == plan.replicas * plan.tp * plan.pp
     assert [o.verdict for o in plan.layouts].count("chosen") == 1
     assert all(o.verdict for o in plan.layouts)
+
+
+def test_plan_search_errors_name_the_field() -> None:
+    with pytest.raises(ValueError, match=r"^tpot_bound_s: .* every layout"):
+        plan_capacity("vanilla_70", H100, WL, tpot_bound_s=1e-9, parallelism="search",
+                      max_gpus_per_replica=2)
+    with pytest.raises(ValueError, match=r"^parallelism: expected"):
+        plan_capacity("vanilla_70", H100, WL, tpot_bound_s=1.0, parallelism="auto")
+
+
+def test_cli_plan_and_estimate_layouts(capsys) -> None:
+    from costmodel.cli import main
+
+    assert main(["plan", "--model", "vanilla_70", "--tokens-per-s", "1e6", "--tpot-ms", "5",
+                 "--max-gpus-per-replica", "2", "--prompt", "64", "--generate", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "chosen: tp=" in out and "verdict" in out
+    assert main(["estimate", "--model", "vanilla_70", "--tp", "3", "--prompt", "8",
+                 "--generate", "8"]) == 2
+    assert "tp: 3 must divide" in capsys.readouterr().err
+    assert main(["plan", "--model", "vanilla_70", "--tokens-per-s", "1",
+                 "--tokens-per-minute", "1"]) == 2

@@ -21,8 +21,8 @@ hw, wl = ctx.hardware, ctx.workload
 st.caption(f"One replica = tp x pp {hw.name} GPUs holding the whole model. Prompt "
            f"{wl.prompt_tokens}, generated {wl.generated_tokens}, profile {ctx.profile}; the "
            "planner chooses the batch (the sidebar's batch is not used).")
-LAYOUTS = {"search": "Search tp x pp (up to 8 GPUs per replica)",
-           "sidebar": f"Sidebar's layout (tp {ctx.parallelism.tp}, pp {ctx.parallelism.pp})"}
+LAYOUTS = {"sidebar": f"Sidebar's layout (tp {ctx.parallelism.tp}, pp {ctx.parallelism.pp})",
+           "search": "Search tp x pp (up to 8 GPUs per replica)"}
 layout = st.radio("Layout", list(LAYOUTS), key="cap_layout", horizontal=True,
                   format_func=LAYOUTS.get)
 
