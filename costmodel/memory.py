@@ -33,8 +33,15 @@ from __future__ import annotations
 import sympy as sp
 
 from . import symbols as sy
-from .ops import (ImplStructure, StackStructure, final_norm_params, kv_pair_bytes, layer_params,
-                  rank_symbols, stack_params)
+from .ops import (
+    ImplStructure,
+    StackStructure,
+    final_norm_params,
+    kv_pair_bytes,
+    layer_params,
+    rank_symbols,
+    stack_params,
+)
 from .phases import n_generated_blocks, n_prompt_blocks
 from .symbols import StackSymbols
 
