@@ -1,5 +1,5 @@
-"""`blockroof` command line: presets, hardware, estimate, sweep, formula, paper, app, simulate,
-validate.
+"""`blockroof` command line: presets, hardware, estimate, sweep, formula, plan, paper, app,
+simulate, validate.
 
 Bad input prints one line `error: <field>: <rule>` on stderr and exits with status 2; no
 tracebacks for users. `--json` prints machine-readable output on stdout.
@@ -91,6 +91,18 @@ def _hardware(args: argparse.Namespace) -> Any:
     return out if many else out[0]
 
 
+def _parallelism(args: argparse.Namespace):
+    """--tp/--pp as one `Parallelism` (None when both are 1, i.e. not given)."""
+    from .parallel import Parallelism
+
+    try:
+        par = Parallelism(tp=args.tp, pp=args.pp)
+    except ValidationError as e:
+        raise UserError(describe_validation_error(e, rename={"tp": "--tp", "pp": "--pp"})) \
+            from None
+    return par
+
+
 def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
     def fmt(v: Any) -> str:
         if isinstance(v, float):
@@ -171,7 +183,8 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     from .calibration import expectation
 
     hw = _hardware(args)
-    exp = expectation(_load_model(args.model), hw, _workload(args), args.implementation)
+    exp = expectation(_load_model(args.model), hw, _workload(args), args.implementation,
+                      parallelism=_parallelism(args))
     est = exp.bound
     expected = None if args.bound else exp.expected
     if args.json:
@@ -182,14 +195,15 @@ def cmd_estimate(args: argparse.Namespace) -> None:
             out["calibration"] = exp.calibration.model_dump() if exp.calibration else None
         out["ops"] = [{"phase": r.phase, "name": r.name, "flops": r.flops,
                        "weight_bytes": r.weight_bytes, "activation_bytes": r.activation_bytes,
-                       "kv_bytes": r.kv_bytes, "time_s": r.time_s, "bound": r.bound}
+                       "kv_bytes": r.kv_bytes, "collective_bytes": r.collective_bytes,
+                       "time_s": r.time_s, "bound": r.bound}
                       for r in est.ops]
         _dump(out)
         return
     s = est.summary()
     print(f"{est.model} ({est.kind}) on {est.hardware}, profile {est.implementation}: "
           f"batch {est.batch} (max {est.max_batch}), prompt {est.prompt_tokens}, "
-          f"generate {est.generated_tokens}")
+          f"generate {est.generated_tokens}, tp {est.tp}, pp {est.pp} ({est.gpus} GPUs)")
     if args.efficiency:
         eff = hw.efficiency.model_dump(exclude={"source"})
         print("efficiencies: " + ", ".join(f"{k} {v:g}" for k, v in eff.items()))
@@ -206,7 +220,8 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     for key in ("ttft_s", "tpot_s", "request_time_s", "throughput_tokens_per_s",
                 "decode_step_time_s", "weights_bytes", "kv_cache_bytes_per_sample",
                 "memory_bytes_per_sample", "memory_bytes_total", "flops_total",
-                "compute_bound_batch", "kv_overtakes_weights_context"):
+                "compute_bound_batch", "kv_overtakes_weights_context", "weights_bytes_per_gpu",
+                "memory_bytes_per_gpu", "collective_bytes_total", "collective_time_s"):
         print(f"  {key:32s} {s[key]:12.6g}" + (f" {e[key]:12.6g}" if e else ""))
     print()
     phases = est.phases()
@@ -215,6 +230,7 @@ def cmd_estimate(args: argparse.Namespace) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     from .api import DEFAULT_SWEEP_METRICS, plan_sweep
+    from .parallel import Parallelism
     from .sweep_file import write_sweep
 
     reserve = finite("--reserve-gib", args.reserve_gib, lo=0) * 2**30
@@ -226,7 +242,9 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         block_length=whole_list("--block-length", args.block_length) if args.block_length
         else None, implementation=args.implementation,
         metrics=args.metrics.split(",") if args.metrics else DEFAULT_SWEEP_METRICS,
-        memory_reserve_bytes=reserve)
+        memory_reserve_bytes=reserve,
+        parallelism=[Parallelism(tp=tp, pp=pp) for tp in whole_list("--tp", args.tp)
+                     for pp in whole_list("--pp", args.pp)])
     show = sys.stderr.isatty() and not args.no_progress
 
     def progress(done: int, total: int) -> None:
@@ -245,12 +263,14 @@ def cmd_formula(args: argparse.Namespace) -> None:
     from .api import formula, formula_names
 
     conflict("formula NAME", bool(args.name), "--list", args.list)
+    par = _parallelism(args)
     if args.list:
-        print("\n".join(formula_names(_load_model(args.model), args.implementation)))
+        print("\n".join(formula_names(_load_model(args.model), args.implementation,
+                                       parallelism=par)))
         return
     if not args.name:
         raise UserError("formula: give a NAME (or --list to see them)")
-    f = formula(args.name, _load_model(args.model), args.implementation)
+    f = formula(args.name, _load_model(args.model), args.implementation, parallelism=par)
     print(f.latex if args.latex else str(f.expr))
 
 
@@ -327,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--generate", type=int, required=True, help="generated tokens")
     s.add_argument("--batch", default="1", help="batch size or 'max'")
     s.add_argument("--reserve-gib", type=float, default=0.0, help="memory kept free, GiB")
+    s.add_argument("--tp", type=int, default=1, help="tensor-parallel degree (GPUs per layer)")
+    s.add_argument("--pp", type=int, default=1, help="pipeline stages")
     s.add_argument("--bound", action="store_true",
                    help="the pure roofline only (no calibrated expectation)")
     s.add_argument("--json", action="store_true")
@@ -340,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--generate", default="128", help="comma-separated generated lengths")
     s.add_argument("--block-length", default=None, help="comma-separated block lengths")
     s.add_argument("--metrics", default=None, help="comma-separated metric names")
+    s.add_argument("--tp", default="1", help="comma-separated tensor-parallel degrees (an axis)")
+    s.add_argument("--pp", default="1", help="comma-separated pipeline stage counts (an axis)")
     s.add_argument("--reserve-gib", type=float, default=0.0,
                    help="memory kept free when sizing the max batch, GiB")
     s.add_argument("--out", required=True,
@@ -354,7 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--implementation", default="static", choices=list(PROFILES))
     s.add_argument("--latex", action="store_true")
     s.add_argument("--list", action="store_true", help="list formula names")
+    s.add_argument("--tp", type=int, default=1, help="formulas of a tensor-parallel layout")
+    s.add_argument("--pp", type=int, default=1, help="formulas of a pipelined layout")
     s.set_defaults(func=cmd_formula)
+
+    from .cli_plan import register as register_plan
+
+    register_plan(sub, workload_args)
 
     s = sub.add_parser("paper", help="paper Table 1 vs predictions, matched-pair ratios")
     s.add_argument("--hardware", default="h100-sxm-80gb")
