@@ -14,16 +14,17 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import sympy as sp
+from pandas.api.types import union_categoricals
 from pydantic import BaseModel
 
 from . import symbols as sy
-from .errors import UserError
+from .errors import UserError, finite
 from .hardware import Hardware, get_hardware
 from .implementation import Implementation, get_implementation
 from .metrics import ARGS, METRICS, ROW_FIELDS, StructureKey, formulas
@@ -31,7 +32,7 @@ from .ops import ImplStructure, StackStructure
 from .parallel import Parallelism, check_parallelism, get_parallelism
 from .presets import get_preset, with_block_length
 from .spec import BlockSpec, StackSpec, VanillaSpec
-from .workload import Workload
+from .workload import MAX_WHOLE, Workload
 
 ModelLike = VanillaSpec | BlockSpec | str
 HardwareLike = Hardware | str
@@ -44,7 +45,8 @@ def resolve_model(model: ModelLike) -> VanillaSpec | BlockSpec:
         return model
     if isinstance(model, str):
         return get_preset(model)
-    raise TypeError(f"model: expected a preset name or a spec, got {type(model).__name__}")
+    raise UserError(f"model: expected a preset name or a spec, got {type(model).__name__} "
+                    f"{model!r}")
 
 
 def structure_key(spec: VanillaSpec | BlockSpec, impl: Implementation,
@@ -276,7 +278,7 @@ def max_batch(model: ModelLike, memory_bytes: float, workload: Workload | None =
     form of `costmodel.memory`: floor((M - M_res - weights) / per-sequence memory)). With
     `parallelism`: per replica, `memory_bytes` being one GPU's memory."""
     if not memory_bytes > 0:
-        raise ValueError(f"memory_bytes: must be > 0, got {memory_bytes!r}")
+        raise UserError(f"memory_bytes: must be > 0, got {memory_bytes!r}")
     spec, impl = resolve_model(model), get_implementation(implementation)
     par = get_parallelism(parallelism)
     workload = workload or Workload()
@@ -298,15 +300,56 @@ def _as_list(x: Any) -> list:
 
 
 def _positive_array(name: str, values: Iterable[Any]) -> np.ndarray:
-    arr = np.asarray(list(values), dtype=np.float64)
+    """Whole numbers 1..MAX_WHOLE (`workload.MAX_WHOLE`: float64 holds them exactly)."""
+    rule = f"{name}: every value must be a whole number from 1 to {MAX_WHOLE:.3g}"
+    values = list(values)
+    big = [v for v in values if isinstance(v, int | np.integer) and v > MAX_WHOLE]
+    if big:  # before the cast, which would round 2^53 + 1 down to 2^53
+        raise UserError(f"{rule}, got {big[0]}")
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise UserError(f"{rule}, got {values!r:.60}") from None
     if arr.size == 0:
-        raise ValueError(f"{name}: needs at least one value")
-    if not np.all(np.isfinite(arr)) or np.any(arr < 1) or np.any(arr != np.floor(arr)):
-        raise ValueError(f"{name}: every value must be a whole number >= 1")
+        raise UserError(f"{name}: needs at least one value")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 1) or np.any(arr != np.floor(arr)) \
+            or np.any(arr > MAX_WHOLE):
+        bad = arr[~(np.isfinite(arr) & (arr >= 1) & (arr == np.floor(arr)) & (arr <= MAX_WHOLE))]
+        raise UserError(f"{rule}, got {bad[0]:g}")
     return arr
 
 
-def sweep(
+DEFAULT_SWEEP_METRICS = ("throughput_tokens_per_s", "request_time_s", "ttft_s", "tpot_s",
+                         "memory_bytes_per_sample", "max_batch")
+# A sweep held in memory costs ~250 bytes per design point (13 float64 columns plus pandas'
+# copies: 10^7 points took 2.5 GB). Above this, `sweep` refuses and `sweep_chunks` or
+# `blockroof sweep --out FILE.parquet` stream the grid (docs/reliability.md).
+MAX_SWEEP_POINTS = 10_000_000
+SWEEP_CHUNK_POINTS = 1 << 20
+
+
+class SweepPlan(BaseModel, frozen=True, arbitrary_types_allowed=True):
+    """A validated sweep: the cartesian product it stands for, not yet evaluated."""
+
+    variants: list[tuple[Any, Hardware, Parallelism]]  # (spec, hardware, layout) per structure
+    implementation: Implementation
+    batch: Any  # np.ndarray of batch sizes, or None for "max"
+    prompt_tokens: Any  # np.ndarray
+    generated_tokens: Any  # np.ndarray
+    metrics: tuple[str, ...]
+    memory_reserve_bytes: float
+
+    @property
+    def points_per_variant(self) -> int:
+        nb = 1 if self.batch is None else len(self.batch)
+        return nb * len(self.prompt_tokens) * len(self.generated_tokens)
+
+    @property
+    def points(self) -> int:
+        return len(self.variants) * self.points_per_variant
+
+
+def plan_sweep(
     models: ModelLike | Sequence[ModelLike],
     hardware: HardwareLike | Sequence[HardwareLike] = "h100-sxm-80gb",
     batch: int | str | Sequence[int] = 1,
@@ -314,87 +357,112 @@ def sweep(
     generated_tokens: int | Sequence[int] = 128,
     block_length: int | Sequence[int] | None = None,
     implementation: str | Implementation = "static",
-    metrics: Sequence[str] = ("throughput_tokens_per_s", "request_time_s", "ttft_s", "tpot_s",
-                              "memory_bytes_per_sample", "max_batch"),
+    metrics: Sequence[str] = DEFAULT_SWEEP_METRICS,
     memory_reserve_bytes: float = 0.0,
     *,
     parallelism: Parallelism | Sequence[Parallelism] | None = None,
-) -> pd.DataFrame:
-    """Evaluate metrics over the cartesian product of the inputs in vectorised calls.
-
-    One row per design point: model, kind, hardware, block_length, batch, prompt_tokens,
-    generated_tokens, tp, pp, gpus, then the requested metrics. `batch="max"` uses each
-    point's max batch. `block_length` re-blocks every Block Transformer model (vanilla rows
-    ignore it). `parallelism`: one layout or several (a sweep axis; docs/parallelism.md).
-    """
+) -> SweepPlan:
+    """Check every input of a sweep (the arguments of `sweep`) without evaluating anything.
+    `parallelism`: one layout or several (a sweep axis; docs/parallelism.md)."""
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    metrics = list(metrics)
+    if not metrics:
+        raise UserError("metrics: needs at least one metric name")
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
-        raise ValueError(f"metrics: unknown {unknown} (known: {', '.join(METRICS)})")
+        raise UserError(f"metrics: unknown {unknown} (known: {', '.join(METRICS)})")
+    reserve = finite("memory_reserve_bytes", memory_reserve_bytes, lo=0)
     impl = get_implementation(implementation)
-    specs = [resolve_model(m) for m in _as_list(models)]
-    hws = [get_hardware(h) for h in _as_list(hardware)]
+    model_list, hw_list = _as_list(models), _as_list(hardware)
+    if not model_list:
+        raise UserError("models: needs at least one model (a preset name or a spec)")
+    if not hw_list:
+        raise UserError("hardware: needs at least one device (an id or a Hardware)")
+    specs = [resolve_model(m) for m in model_list]
+    hws = [get_hardware(h) for h in hw_list]
     use_max = isinstance(batch, str)
     if use_max and batch != "max":
-        raise ValueError(f"batch: expected whole numbers >= 1 or 'max', got {batch!r}")
-    b_arr = np.array([1.0]) if use_max else _positive_array("batch", _as_list(batch))
+        raise UserError(f"batch: expected whole numbers >= 1 or 'max', got {batch!r}")
+    b_arr = None if use_max else _positive_array("batch", _as_list(batch))
     s_arr = _positive_array("prompt_tokens", _as_list(prompt_tokens))
     g_arr = _positive_array("generated_tokens", _as_list(generated_tokens))
     lb_list = None if block_length is None else list(_positive_array(
         "block_length", _as_list(block_length)).astype(int))
-
     if parallelism is None or isinstance(parallelism, Parallelism):
         pars = [get_parallelism(parallelism)]
     else:
         pars = [get_parallelism(p) for p in parallelism]
     if not pars:
         raise UserError("parallelism: needs at least one layout")
-    parts: list[dict[str, Any]] = []
+    variants = []
     for spec, hw, par in itertools.product(specs, hws, pars):
-        variants = [spec]
         if isinstance(spec, BlockSpec) and lb_list is not None:
-            variants = [with_block_length(spec, lb) for lb in lb_list]
-        for var in variants:
-            parts.append(_sweep_one(var, hw, impl, b_arr, s_arr, g_arr, use_max,
-                                    tuple(metrics), memory_reserve_bytes, par))
-    return _frame(parts)
-
-
-def _sweep_one(spec, hw, impl, b_arr, s_arr, g_arr, use_max, metrics, reserve,
-               par: Parallelism) -> dict[str, Any]:
-    f = formulas(structure_key(spec, impl, par))
-    B, S, G = (a.ravel() for a in np.meshgrid(b_arr, s_arr, g_arr, indexing="ij"))
-    values = model_values(spec) | impl_values(impl) | hardware_values(hw, impl)
-    values |= parallel_values(par, hw, spec)
-    values |= {sy.M_res: float(reserve), sy.B: B, sy.S: S, sy.G: G}
-    if use_max:
-        values[sy.B] = np.maximum(f.evaluate("max_batch", values), 1.0)
-    out = {"model": spec.name, "kind": spec.kind, "hardware": hw.id,
-           "block_length": float(getattr(spec, "block_length", np.nan)),
-           "batch": values[sy.B], "prompt_tokens": S, "generated_tokens": G,
-           "tp": np.full(S.shape, float(par.tp)), "pp": np.full(S.shape, float(par.pp)),
-           "gpus": np.full(S.shape, float(par.gpus_per_replica))}
-    return out | {m: f.evaluate(m, values) for m in metrics}
-
-
-_LABELS = ("model", "kind", "hardware", "block_length")
-
-
-def _frame(parts: list[dict[str, Any]]) -> pd.DataFrame:
-    """One DataFrame from per-structure parts; label columns as categoricals (cheap at 1M rows)."""
-    sizes = [len(p["prompt_tokens"]) for p in parts]
-    cols: dict[str, Any] = {}
-    for label in _LABELS:
-        values = [p[label] for p in parts]
-        cats = list(dict.fromkeys(values))
-        codes = np.repeat([cats.index(v) for v in values], sizes)
-        if label == "block_length":
-            cols[label] = np.asarray(cats, dtype=np.float64)[codes]
+            variants += [(with_block_length(spec, lb), hw, par) for lb in lb_list]
         else:
-            cols[label] = pd.Categorical.from_codes(codes, categories=cats)
-    for name in parts[0]:
-        if name not in _LABELS:
-            cols[name] = np.concatenate([p[name] for p in parts])
-    return pd.DataFrame(cols)
+            variants.append((spec, hw, par))
+    return SweepPlan(variants=variants, implementation=impl, batch=b_arr, prompt_tokens=s_arr,
+                     generated_tokens=g_arr, metrics=tuple(metrics),
+                     memory_reserve_bytes=reserve)
+
+
+def sweep(models: ModelLike | Sequence[ModelLike],
+          hardware: HardwareLike | Sequence[HardwareLike] = "h100-sxm-80gb", *,
+          max_points: int = MAX_SWEEP_POINTS, **grid: Any) -> pd.DataFrame:
+    """Evaluate metrics over the cartesian product of the inputs in vectorised calls.
+
+    `grid` takes `plan_sweep`'s keywords: batch (sizes or "max"), prompt_tokens,
+    generated_tokens, block_length, implementation, metrics, memory_reserve_bytes.
+    One row per design point: model, kind, hardware, block_length, batch, prompt_tokens,
+    generated_tokens, then the requested metrics. `batch="max"` uses each point's max batch.
+    `block_length` re-blocks every Block Transformer model (vanilla rows ignore it).
+    A grid larger than `max_points` is refused (it would not fit in memory); stream it with
+    `sweep_chunks` instead.
+    """
+    plan = plan_sweep(models, hardware, **grid)
+    if plan.points > max_points:
+        raise UserError(
+            f"sweep: {plan.points:,} design points exceed the in-memory limit of "
+            f"{max_points:,} (about 250 bytes each); raise it with max_points=N, or stream "
+            "the grid to a file with `sweep_chunks` / `blockroof sweep --out FILE.parquet`")
+    parts = list(sweep_chunks(plan, chunk_points=max(plan.points, 1)))
+    df = pd.concat(parts, ignore_index=True)
+    for label in ("model", "kind", "hardware"):  # categories in order of appearance
+        df[label] = union_categoricals([p[label] for p in parts])
+    return df
+
+
+def sweep_chunks(plan: SweepPlan, chunk_points: int = SWEEP_CHUNK_POINTS) -> Iterator[pd.DataFrame]:
+    """The rows of `plan` as DataFrames of at most `chunk_points` rows each, in order (per
+    structure, then batch, prompt, generated). Memory stays bounded by one chunk."""
+    impl = plan.implementation
+    b_axis = np.array([1.0]) if plan.batch is None else plan.batch
+    shape = (len(b_axis), len(plan.prompt_tokens), len(plan.generated_tokens))
+    n = shape[0] * shape[1] * shape[2]
+    for spec, hw, par in plan.variants:
+        f = formulas(structure_key(spec, impl, par))
+        base = model_values(spec) | impl_values(impl) | hardware_values(hw, impl)
+        base |= parallel_values(par, hw, spec)
+        base[sy.M_res] = plan.memory_reserve_bytes
+        cats = {"model": spec.name, "kind": spec.kind, "hardware": hw.id}
+        for start in range(0, n, chunk_points):
+            ib, i_s, ig = np.unravel_index(np.arange(start, min(start + chunk_points, n)), shape)
+            B, S, G = b_axis[ib], plan.prompt_tokens[i_s], plan.generated_tokens[ig]
+            values = base | {sy.B: B, sy.S: S, sy.G: G}
+            if plan.batch is None:
+                values[sy.B] = np.maximum(f.evaluate("max_batch", values), 1.0)
+            rows = len(S)
+            cols: dict[str, Any] = {
+                k: pd.Categorical.from_codes(np.zeros(rows, np.int8), [v])
+                for k, v in cats.items()}
+            cols["block_length"] = np.full(rows, float(getattr(spec, "block_length", np.nan)))
+            cols |= {"batch": np.broadcast_to(values[sy.B], (rows,)).astype(np.float64),
+                     "prompt_tokens": S, "generated_tokens": G, "tp": np.full(rows, float(par.tp)),
+                     "pp": np.full(rows, float(par.pp)),
+                     "gpus": np.full(rows, float(par.gpus_per_replica))}
+            cols |= {m: np.broadcast_to(f.evaluate(m, values), (rows,)).astype(np.float64)
+                     for m in plan.metrics}
+            yield pd.DataFrame(cols)
 
 
 # --- formulas -----------------------------------------------------------------------------------
@@ -444,6 +512,9 @@ def formula(name: str, model: ModelLike = "vanilla_410",
     """The sympy expression of a metric (e.g. ``"ttft_s"``) or of one row quantity
     (``"decode/layers.attn.core/kv_read_bytes"``), for the structure of `model` (sharded /
     pipelined when `parallelism` has tp / pp > 1: ``decode/layers.attn.allreduce/time``)."""
+    if not isinstance(name, str):
+        raise UserError(f"name: expected a formula name (str), got {type(name).__name__} "
+                        f"{name!r} (see `blockroof formula --list`)")
     spec = resolve_model(model)
     impl = get_implementation(implementation)
     f = formulas(structure_key(spec, impl, parallelism))
@@ -455,7 +526,7 @@ def formula(name: str, model: ModelLike = "vanilla_410",
         row = next((r for r in f.rows if len(head) == 2 and (r.phase, r.op) == tuple(head)),
                    None)
         if row is None or parts[1] not in (*row.quantities, "time"):
-            raise ValueError(
+            raise UserError(
                 f"name: unknown formula {name!r} for a {spec.kind} model; known metrics: "
                 f"{', '.join(METRICS)}; rows as '<phase>/<op>/<quantity>' "
                 "(see `blockroof formula --list`)"

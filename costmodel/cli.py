@@ -19,7 +19,8 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from .errors import UserError, describe_validation_error
+from .errors import UserError, check_field, describe_validation_error, finite, user_message
+from .flags import OnceParser, conflict, whole_list
 from .implementation import PROFILES
 
 FLAG_FOR_FIELD = {"prompt_tokens": "--prompt", "generated_tokens": "--generate",
@@ -57,7 +58,8 @@ def _workload(args: argparse.Namespace):
             raise UserError(f"--batch: expected a whole number >= 1 or 'max', got {args.batch!r}")
     try:
         return Workload(batch=batch, prompt_tokens=args.prompt, generated_tokens=args.generate,
-                        memory_reserve_bytes=args.reserve_gib * 2**30)
+                        memory_reserve_bytes=finite("--reserve-gib", args.reserve_gib, lo=0)
+                        * 2**30)
     except ValidationError as e:
         raise UserError(describe_validation_error(e, rename=FLAG_FOR_FIELD)) from None
 
@@ -77,10 +79,11 @@ def _hardware(args: argparse.Namespace) -> Any:
         if not sep or name not in known:
             raise UserError(f"--efficiency: expected NAME=VALUE with NAME one of "
                             f"{', '.join(known)}, got {item!r}")
-        try:
-            changes[name] = float(value)
-        except ValueError:
-            raise UserError(f"--efficiency: {name}: expected a number, got {value!r}") from None
+        if name in changes:
+            raise UserError(f"--efficiency: {name} given twice ({changes[name]:g} and "
+                            f"{value}); give each NAME once")
+        changes[name] = check_field(Efficiency, name, finite(f"--efficiency {name}", value),
+                                    f"--efficiency {name}")
     try:
         out = [get_hardware(h).with_efficiency(**changes, source="--efficiency") for h in ids]
     except ValidationError as e:
@@ -226,48 +229,40 @@ def cmd_estimate(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from .api import sweep
-
-    def ints(flag: str, text: str) -> list[int]:
-        try:
-            return [int(v) for v in text.split(",")]
-        except ValueError:
-            raise UserError(f"{flag}: expected comma-separated whole numbers, got {text!r}") \
-                from None
-
+    from .api import DEFAULT_SWEEP_METRICS, plan_sweep
     from .parallel import Parallelism
+    from .sweep_file import write_sweep
 
-    batch: Any = "max" if args.batch == "max" else ints("--batch", args.batch)
-    models = [_load_model(m) for m in args.model]
-    layouts = []
-    for tp in ints("--tp", args.tp):
-        for pp in ints("--pp", args.pp):
-            if tp < 1 or pp < 1:
-                raise UserError(f"--tp/--pp: every value must be a whole number >= 1, "
-                                f"got tp={tp}, pp={pp}")
-            layouts.append(Parallelism(tp=tp, pp=pp))
-    df = sweep(models, _hardware(args), batch=batch, prompt_tokens=ints("--prompt", args.prompt),
-               generated_tokens=ints("--generate", args.generate),
-               block_length=ints("--block-length", args.block_length) if args.block_length
-               else None, implementation=args.implementation,
-               metrics=args.metrics.split(",") if args.metrics else
-               ("throughput_tokens_per_s", "request_time_s", "ttft_s", "tpot_s",
-                "memory_bytes_per_sample", "max_batch"), parallelism=layouts)
-    out = Path(args.out)
-    if out.suffix not in (".csv", ".json"):
-        raise UserError(f"--out: file name must end in .csv or .json, got {out.name!r}")
-    tmp = out.with_name(out.name + ".tmp")
-    if out.suffix == ".csv":
-        df.to_csv(tmp, index=False)
-    else:
-        df.to_json(tmp, orient="records")
-    os.replace(tmp, out)  # never leave a half-written result
-    print(f"wrote {len(df)} design points to {out}")
+    reserve = finite("--reserve-gib", args.reserve_gib, lo=0) * 2**30
+    plan = plan_sweep(
+        [_load_model(m) for m in args.model], _hardware(args),
+        batch="max" if args.batch == "max" else whole_list("--batch", args.batch),
+        prompt_tokens=whole_list("--prompt", args.prompt),
+        generated_tokens=whole_list("--generate", args.generate),
+        block_length=whole_list("--block-length", args.block_length) if args.block_length
+        else None, implementation=args.implementation,
+        metrics=args.metrics.split(",") if args.metrics else DEFAULT_SWEEP_METRICS,
+        memory_reserve_bytes=reserve,
+        parallelism=[Parallelism(tp=tp, pp=pp) for tp in whole_list("--tp", args.tp)
+                     for pp in whole_list("--pp", args.pp)])
+    show = sys.stderr.isatty() and not args.no_progress
+
+    def progress(done: int, total: int) -> None:
+        if show:
+            bar = "#" * (30 * done // total)
+            print(f"\rsweep [{bar:30s}] {done:,}/{total:,} points", end="", file=sys.stderr,
+                  flush=True)
+
+    rows = write_sweep(plan, args.out, progress=progress)
+    if show:
+        print(file=sys.stderr)
+    print(f"wrote {rows} design points to {args.out}")
 
 
 def cmd_formula(args: argparse.Namespace) -> None:
     from .api import formula, formula_names
 
+    conflict("formula NAME", bool(args.name), "--list", args.list)
     par = _parallelism(args)
     if args.list:
         print("\n".join(formula_names(_load_model(args.model), args.implementation,
@@ -311,6 +306,8 @@ def cmd_paper(args: argparse.Namespace) -> None:
 
 
 def cmd_app(args: argparse.Namespace) -> None:
+    if not 1 <= args.port <= 65535:
+        raise UserError(f"--port: must be a TCP port 1-65535, got {args.port}")
     script = Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py"
     if not script.exists():
         raise UserError(f"app: {script} not found (is the package installed from a checkout?)")
@@ -322,7 +319,7 @@ def cmd_app(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="blockroof", description=__doc__.splitlines()[0])
+    p = OnceParser(prog="blockroof", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("presets", help="the paper's ten models with parameter counts")
@@ -337,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--hardware", default="h100-sxm-80gb", nargs="+" if many else None,
                        help="hardware id (see `blockroof hardware`) or a record .json")
         s.add_argument("--implementation", default="static", choices=list(PROFILES))
-        s.add_argument("--efficiency", nargs="+", metavar="NAME=VALUE", default=None,
+        s.add_argument("--efficiency", nargs="+", action="extend", metavar="NAME=VALUE",
+                       default=None,
                        help="override the hardware record's efficiencies, e.g. matmul=0.8 "
                             "overlap=0 kernel_overhead_s=5e-6 (costmodel.hardware.Efficiency)")
 
@@ -366,7 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics", default=None, help="comma-separated metric names")
     s.add_argument("--tp", default="1", help="comma-separated tensor-parallel degrees (an axis)")
     s.add_argument("--pp", default="1", help="comma-separated pipeline stage counts (an axis)")
-    s.add_argument("--out", required=True, help="FILE.csv or FILE.json")
+    s.add_argument("--reserve-gib", type=float, default=0.0,
+                   help="memory kept free when sizing the max batch, GiB")
+    s.add_argument("--out", required=True,
+                   help="FILE.csv or FILE.parquet (streamed in chunks: any size), or FILE.json "
+                        "(in memory, up to 10^7 points)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("formula", help="print a formula (sympy or LaTeX)")
@@ -410,20 +413,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command. A user's mistake (costmodel.errors.user_message: UserError, pydantic's
+    ValidationError, the OS refusing a file) prints one line `error: ...` and returns 2; any
+    other exception is a bug in blockroof and propagates with its traceback."""
+    args = build_parser().parse_args(argv)  # usage errors: argparse prints them, exits 2
     try:
         args.func(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ValidationError as e:
-        print(f"error: {describe_validation_error(e)}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # output piped into `head`
         sys.stderr.close()
         return 0
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        msg = e.args[0] if e.args else str(e)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        msg = user_message(e)
+        if msg is None:
+            raise
         print(f"error: {msg}", file=sys.stderr)
         return 2
     return 0

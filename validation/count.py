@@ -43,6 +43,7 @@ import torch
 
 from costmodel import symbols as sy
 from costmodel.api import impl_values, model_values, structure_key
+from costmodel.errors import UserError
 from costmodel.implementation import Implementation, get_implementation
 from costmodel.metrics import ARGS, formulas
 from costmodel.parallel import Parallelism
@@ -162,7 +163,7 @@ def count_request(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
     """Build the reference (on `device`, default meta: no memory, no arithmetic) and count one
     `generate` request (rank 0 of a `tp`-way sharded model, collectives recorded)."""
     if dtype not in TORCH_DTYPE:
-        raise ValueError(f"dtype: expected one of {', '.join(TORCH_DTYPE)}, got {dtype!r}")
+        raise UserError(f"dtype: expected one of {', '.join(TORCH_DTYPE)}, got {dtype!r}")
     model = build_model(spec, device=device, dtype=TORCH_DTYPE[dtype], seed=0)
     if tp > 1:
         from reference.tp import shard_model
