@@ -26,7 +26,7 @@ from . import symbols as sy
 from .hardware import Hardware, get_hardware
 from .implementation import Implementation, get_implementation
 from .metrics import ARGS, METRICS, ROW_FIELDS, StructureKey, formulas
-from .ops import ImplStructure, StackStructure
+from .ops import QUANTITIES, ImplStructure, StackStructure
 from .presets import get_preset, with_block_length
 from .spec import BlockSpec, StackSpec, VanillaSpec
 from .workload import Workload
@@ -201,10 +201,10 @@ def estimate(
     if batch != 1:
         metrics, rows = f.evaluate_all(symbol_values(spec, hw, impl, workload, batch))
     ops = []
-    for row, vals in zip(f.rows, rows, strict=True):
+    for (phase, op), vals in zip(f.row_labels, rows, strict=True):
         v = dict(zip(ROW_FIELDS, map(float, vals), strict=True))
         ops.append(OpRow(
-            phase=row.phase, name=row.op, flops=v["flops"], useful_flops=v["useful_flops"],
+            phase=phase, name=op, flops=v["flops"], useful_flops=v["useful_flops"],
             weight_bytes=v["weight_bytes"],
             activation_bytes=v["act_read_bytes"] + v["act_write_bytes"],
             kv_bytes=v["kv_read_bytes"] + v["kv_write_bytes"], kernels=v["kernels"],
@@ -367,7 +367,7 @@ def formula_names(model: ModelLike = "vanilla_410", implementation: str = "stati
     """Metric names, then `<phase>/<op>/<quantity>` names of every row."""
     spec = resolve_model(model)
     f = formulas(structure_key(spec, get_implementation(implementation)))
-    rows = [f"{r.phase}/{r.op}/{q}" for r in f.rows for q in (*r.quantities, "time")]
+    rows = [f"{phase}/{op}/{q}" for phase, op in f.row_labels for q in (*QUANTITIES, "time")]
     return list(METRICS) + rows
 
 
