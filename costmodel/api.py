@@ -71,6 +71,8 @@ def model_values(spec: VanillaSpec | BlockSpec) -> dict[sp.Symbol, float]:
         vals |= _stack_values(sy.BLOCK_DEC, spec.block_decoder)
         vals |= _stack_values(sy.TOKEN_DEC, spec.token_decoder)
     vals[sy.V] = float(spec.vocab_size)
+    window = spec.stack.sliding_window if isinstance(spec, VanillaSpec) else None
+    vals[sy.W] = float(window or 1)  # only windowed structures' formulas contain W
     return vals
 
 

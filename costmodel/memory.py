@@ -49,6 +49,8 @@ def vanilla_memory(st: StackStructure, im: ImplStructure, tied: bool) -> dict[st
     x, S, G = sy.VANILLA, sy.S, sy.G
     params = stack_params(st, x) + (1 if tied else 2) * sy.V * x.D
     entries = S + G - 1
+    if st.sliding_window:  # the cache keeps the last W entries (docs/sliding-window.md)
+        entries = sp.Min(entries, sy.W)
     kv = kv_bytes_per_entry(x) * entries
     if im.kv_cache == "concat":
         kv += _cat_transient_per_entry(x) * entries

@@ -35,13 +35,13 @@ from . import formula_cache
 from . import symbols as sy
 from .memory import block_memory, vanilla_memory
 from .ops import QUANTITIES, ImplStructure, StackStructure, stack_ops
-from .phases import Phase, block_phases, vanilla_phases
+from .phases import Phase, block_phases, vanilla_phases, vanilla_step_context
 from .formula_cache import function_from_source
 from .roofline import Row, phase_rows, request_rows, ttft_expr
 
 ARGS: tuple[sp.Symbol, ...] = (
     *sy.WORKLOAD_SYMBOLS, sy.V, sy.L_B, sy.P, *sy.VANILLA, *sy.BLOCK_DEC, *sy.TOKEN_DEC,
-    *sy.BYTES_SYMBOLS, *sy.HARDWARE_SYMBOLS,
+    *sy.BYTES_SYMBOLS, *sy.HARDWARE_SYMBOLS, *sy.WINDOW_SYMBOLS,
 )
 
 METRICS: tuple[str, ...] = (
@@ -69,9 +69,11 @@ def _step_lists(key: StructureKey) -> tuple[list[Phase], list[Any], sp.Symbol, s
     """
     cc = sp.Symbol("c_cross", nonnegative=True)
     if key.kind == "vanilla":
-        (_, decode) = vanilla_phases(key.stacks[0], key.impl)
-        one = [replace(decode, lo=sy.S, hi=sy.S)]
-        ops = stack_ops("", key.stacks[0], key.impl, sy.VANILLA, sy.B, sp.Integer(1), cc,
+        st = key.stacks[0]
+        step = stack_ops("", st, key.impl, sy.VANILLA, sy.B, sp.Integer(1),
+                         vanilla_step_context(st), embed=True, head_rows=sp.Integer(1))
+        one = [Phase("decode", tuple(step))]
+        ops = stack_ops("", st, key.impl, sy.VANILLA, sy.B, sp.Integer(1), cc,
                         embed=True, head_rows=sp.Integer(1))
         return one, ops, cc, sp.Integer(1)
     _, bstep, prefix, tstep_full, _ = block_phases(*key.stacks, key.impl)
@@ -123,6 +125,9 @@ def _build(key: StructureKey) -> tuple[list[Row], dict[str, sp.Expr]]:
     wb = sum((_quantity(o, "weight_bytes") for o in cross_ops), sp.Integer(0))
     slope = sp.diff(kv, cc)
     cross = sp.Max(0, (wb - kv.subs(cc, 0)) / slope) * tokens_per_cc
+    if key.kind == "vanilla" and key.stacks[0].sliding_window:
+        # KV reads stop growing at the window: past W - 1 cached entries they never overtake
+        cross = sp.Piecewise((cross, cross <= sy.W - 1), (sp.oo, True))
 
     metrics = {
         "ttft_s": ttft,

@@ -60,10 +60,26 @@ def vanilla_phases(st: StackStructure, im: ImplStructure) -> list[Phase]:
     head_rows = ONE if im.logits == "last" else S  # HF 4.39 computes logits on every position
     prefill = stack_ops("", st, im, x, B, S, sp.Integer(0), embed=True, head_rows=head_rows)
     step = stack_ops("", st, im, x, B, ONE, c, embed=True, head_rows=ONE)
+    if not st.sliding_window:
+        return [
+            Phase("prefill", tuple(prefill), ttft="all"),
+            Phase("decode", tuple(step), index=c, lo=S, hi=S + G - 2),
+        ]
+    # Sliding window (docs/sliding-window.md): steps whose query sees c + 1 <= W keys grow as
+    # usual; from c = W - 1 on, every step sees exactly W keys and the cache stops growing.
+    last = S + G - 2
+    grow_hi = sp.Max(S - 1, sp.Min(sy.W - 1, last))
+    full = stack_ops("", st, im, x, B, ONE, sy.W - 1, embed=True, head_rows=ONE)
     return [
         Phase("prefill", tuple(prefill), ttft="all"),
-        Phase("decode", tuple(step), index=c, lo=S, hi=S + G - 2),
+        Phase("decode", tuple(step), index=c, lo=S, hi=grow_hi),
+        Phase("decode", tuple(full), repeat=last - grow_hi),
     ]
+
+
+def vanilla_step_context(st: StackStructure) -> sp.Expr:
+    """Cached entries a decode step right after the prompt attends to: S, or at most W - 1."""
+    return sp.Min(sy.S, sy.W - 1) if st.sliding_window else sy.S
 
 
 def block_phases(sb: StackStructure, stt: StackStructure, im: ImplStructure) -> list[Phase]:

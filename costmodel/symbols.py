@@ -49,6 +49,9 @@ t_forward = sp.Symbol("t_forward", nonnegative=True)  # fixed time per forward c
 M_cap = _pos("M_cap")  # device memory capacity, bytes
 M_res = sp.Symbol("M_res", nonnegative=True)  # memory kept free (reserve), bytes
 
+# Sliding-window attention (docs/sliding-window.md): keys a query can see, tokens
+W = _int("W")
+
 
 class StackSymbols(NamedTuple):
     N: sp.Symbol  # layers
@@ -71,6 +74,7 @@ TOKEN_DEC = stack_symbols("t")
 HARDWARE_SYMBOLS = (pi, beta, eta_ov, t_kernel, t_forward, M_cap, M_res)
 BYTES_SYMBOLS = (s_w, s_a, s_kv)
 WORKLOAD_SYMBOLS = (B, S, G)
+WINDOW_SYMBOLS = (W,)
 
 LEGEND: dict[str, str] = {
     "B": "batch size (sequences)",
@@ -98,4 +102,5 @@ LEGEND: dict[str, str] = {
     "t_forward": "fixed time per forward call, s",
     "M_cap": "device memory capacity, bytes",
     "M_res": "memory reserve, bytes",
+    "W": "attention window (sliding-window attention): keys a query sees, tokens",
 }
