@@ -14,21 +14,25 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import sympy as sp
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from . import symbols as sy
+from .errors import UserError, describe_validation_error
 from .hardware import Hardware, get_hardware
+from .hf_config import read_json_file, spec_from_hf_config
 from .implementation import Implementation, get_implementation
 from .metrics import ARGS, METRICS, ROW_FIELDS, StructureKey, formulas
 from .ops import QUANTITIES, ImplStructure, StackStructure
 from .presets import get_preset, with_block_length
-from .spec import BlockSpec, StackSpec, VanillaSpec
+from .spec import BlockSpec, ModelSpec, StackSpec, VanillaSpec
 from .workload import Workload
 
 ModelLike = VanillaSpec | BlockSpec | str
@@ -37,12 +41,54 @@ HardwareLike = Hardware | str
 
 # --- binding specs, hardware and workload to the formulas' symbols ---------------------------
 
-def resolve_model(model: ModelLike) -> VanillaSpec | BlockSpec:
+def resolve_model(model: ModelLike | os.PathLike, field: str = "model") -> VanillaSpec | BlockSpec:
+    """A spec, a preset name or alias ("vanilla_410", "Vanilla 410M", "EleutherAI/pythia-410m"),
+    or a path to a spec JSON (a dumped VanillaSpec/BlockSpec) or a Hugging Face config.json."""
     if isinstance(model, VanillaSpec | BlockSpec):
         return model
+    if isinstance(model, os.PathLike) or (isinstance(model, str) and _looks_like_path(model)):
+        return load_model_file(Path(model), field)
     if isinstance(model, str):
         return get_preset(model)
-    raise TypeError(f"model: expected a preset name or a spec, got {type(model).__name__}")
+    raise UserError(f"{field}: expected a preset name, a .json path or a spec, got "
+                    f"{type(model).__name__}")
+
+
+def _looks_like_path(text: str) -> bool:
+    if text.endswith(".json"):
+        return True
+    # "EleutherAI/pythia-410m" is an alias, not a path, unless such a file exists
+    return (os.path.sep in text or "/" in text) and Path(text).exists()
+
+
+def load_model_file(path: Path, field: str = "model") -> VanillaSpec | BlockSpec:
+    """A spec JSON file or a Hugging Face config.json, labelled readably (`model_label`)."""
+    data = read_json_file(path, field=field)
+    if isinstance(data, dict) and data.get("kind") in ("vanilla", "block"):
+        try:
+            return TypeAdapter(ModelSpec).validate_python(data)
+        except ValidationError as e:
+            raise UserError(describe_validation_error(e, prefix=f"{field} {path}")) from None
+    return spec_from_hf_config(data, name=model_label(path))
+
+
+def model_label(path: Path) -> str:
+    """A readable name for a config file: its stem, or its folder's name for `config.json`
+    (".../llama-2-7b/config.json" -> "llama-2-7b")."""
+    path = Path(path)
+    if path.stem.lower() in ("config", "params", "spec") and path.resolve().parent.name:
+        return path.resolve().parent.name
+    return path.stem
+
+
+def unique_labels(names: Sequence[str]) -> list[str]:
+    """Names made unique by numbering repeats ("config", "config (2)"), order kept."""
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n} ({seen[n]})")
+    return out
 
 
 def structure_key(spec: VanillaSpec | BlockSpec, impl: Implementation) -> StructureKey:
@@ -271,14 +317,25 @@ def sweep(
     """Evaluate metrics over the cartesian product of the inputs in vectorised calls.
 
     One row per design point: model, kind, hardware, block_length, batch, prompt_tokens,
-    generated_tokens, then the requested metrics. `batch="max"` uses each point's max batch.
-    `block_length` re-blocks every Block Transformer model (vanilla rows ignore it).
+    generated_tokens, fits, then the requested metrics. Counts (batch, tokens, block_length,
+    max_batch) are integer columns; block_length is empty (<NA>) for vanilla rows. `fits` is
+    False where the batch does not fit in device memory (with `batch="max"`: where not even one
+    sequence fits; such rows are computed at batch 1). Model labels are unique: a repeated name
+    is numbered ("config (2)"). `block_length` re-blocks every Block Transformer model; giving
+    it with vanilla models only is an error (it would change nothing).
     """
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"metrics: unknown {unknown} (known: {', '.join(METRICS)})")
     impl = get_implementation(implementation)
     specs = [resolve_model(m) for m in _as_list(models)]
+    labels = unique_labels([s.name for s in specs])
+    specs = [s if s.name == n else s.model_copy(update={"name": n})
+             for s, n in zip(specs, labels, strict=True)]
+    if block_length is not None and not any(isinstance(s, BlockSpec) for s in specs):
+        raise UserError(
+            f"block_length: re-blocks Block Transformer models only, and none of "
+            f"{', '.join(labels)} is one (vanilla models have no blocks)")
     hws = [get_hardware(h) for h in _as_list(hardware)]
     use_max = isinstance(batch, str)
     if use_max and batch != "max":
@@ -305,12 +362,22 @@ def _sweep_one(spec, hw, impl, b_arr, s_arr, g_arr, use_max, metrics, reserve) -
     B, S, G = (a.ravel() for a in np.meshgrid(b_arr, s_arr, g_arr, indexing="ij"))
     values = model_values(spec) | impl_values(impl) | hardware_values(hw, impl)
     values |= {sy.M_res: float(reserve), sy.B: B, sy.S: S, sy.G: G}
+    mb = f.evaluate("max_batch", values)
     if use_max:
-        values[sy.B] = np.maximum(f.evaluate("max_batch", values), 1.0)
+        values[sy.B] = np.maximum(mb, 1.0)
     out = {"model": spec.name, "kind": spec.kind, "hardware": hw.id,
            "block_length": float(getattr(spec, "block_length", np.nan)),
-           "batch": values[sy.B], "prompt_tokens": S, "generated_tokens": G}
-    return out | {m: f.evaluate(m, values) for m in metrics}
+           "batch": _ints(values[sy.B], len(S)), "prompt_tokens": _ints(S),
+           "generated_tokens": _ints(G), "fits": np.broadcast_to(values[sy.B], S.shape) <= mb}
+    return out | {m: (_ints(mb) if m == "max_batch" else f.evaluate(m, values)) for m in metrics}
+
+
+def _ints(a: Any, n: int | None = None) -> np.ndarray:
+    """Whole-number columns as int64 (their values are exact below 2**53)."""
+    arr = np.asarray(a, dtype=np.float64)
+    if n is not None:
+        arr = np.broadcast_to(arr, (n,))
+    return arr.astype(np.int64)
 
 
 _LABELS = ("model", "kind", "hardware", "block_length")
@@ -325,13 +392,21 @@ def _frame(parts: list[dict[str, Any]]) -> pd.DataFrame:
         cats = list(dict.fromkeys(values))
         codes = np.repeat([cats.index(v) for v in values], sizes)
         if label == "block_length":
-            cols[label] = np.asarray(cats, dtype=np.float64)[codes]
+            cols[label] = pd.array(np.asarray(cats, dtype=np.float64)[codes], dtype="Int64")
         else:
             cols[label] = pd.Categorical.from_codes(codes, categories=cats)
     for name in parts[0]:
         if name not in _LABELS:
-            cols[name] = np.concatenate([p[name] for p in parts])
+            col = np.concatenate([p[name] for p in parts])
+            if (name.endswith(_WHOLE_METRICS) and col.dtype == np.float64
+                    and np.all(np.isfinite(col)) and np.all(col == np.floor(col))
+                    and np.all(np.abs(col) < 2**53)):
+                col = col.astype(np.int64)  # bytes and FLOPs are whole numbers: typed so
+            cols[name] = col
     return pd.DataFrame(cols)
+
+
+_WHOLE_METRICS = ("_bytes", "bytes_per_sample", "bytes_total", "flops_total")
 
 
 # --- formulas -----------------------------------------------------------------------------------
