@@ -22,6 +22,17 @@ from costmodel.units import (  # noqa: F401 - one set of formatters for CLI and 
 )
 
 
+def for_unit(unit: str):
+    """The formatter for a value in `unit` (s, bytes, tokens/s, ...): one style per unit."""
+    if unit == "s":
+        return seconds
+    if unit == "bytes":
+        return bytes_
+    if "tokens/s" in unit:
+        return lambda x: si(x, "tok/s")
+    return si
+
+
 def money(x: float | None) -> str:
     return "—" if x is None else f"{x:,.4g}"
 

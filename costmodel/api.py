@@ -178,7 +178,9 @@ class Estimate(BaseModel, frozen=True):
     tpot_s: float
     request_time_s: float
     throughput_tokens_per_s: float
-    decode_step_time_s: float
+    decode_step_time_s: float  # one vanilla token, or one whole block of L_B tokens
+    decode_step_tokens: int  # tokens one decode step emits: 1 (vanilla) or L_B (block)
+    decode_time_per_token_s: float  # decode_step_time_s / decode_step_tokens: comparable
     weights_bytes: float
     kv_cache_bytes_per_sample: float
     workspace_bytes_per_sample: float
@@ -260,11 +262,14 @@ def estimate(
             t_math_s=v["t_math_s"], t_mem_s=v["t_mem_s"], time_s=v["time_s"],
             bound=_bound(v["t_math_s"], v["t_mem_s"], v["time_s"]),
         ))
+    step_tokens = spec.block_length if isinstance(spec, BlockSpec) else 1
     return Estimate(
         model=spec.name, kind=spec.kind, hardware=hw.id, implementation=impl.name, batch=batch,
         prompt_tokens=workload.prompt_tokens, generated_tokens=workload.generated_tokens,
         **{m: metrics[m] for m in METRICS if m != "max_batch"},
         max_batch=max_batch, fits=batch <= max_batch, ops=ops,
+        decode_step_tokens=step_tokens,
+        decode_time_per_token_s=metrics["decode_step_time_s"] / step_tokens,
     )
 
 

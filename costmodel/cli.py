@@ -179,7 +179,7 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     if not est.fits:
         print("PARTIAL: " + _no_fit_message(est) + "; numbers below assume it did")
     for key in ("ttft_s", "tpot_s", "request_time_s", "throughput_tokens_per_s",
-                "decode_step_time_s", "weights_bytes", "kv_cache_bytes_per_sample",
+                "decode_step_time_s", "decode_time_per_token_s", "weights_bytes", "kv_cache_bytes_per_sample",
                 "memory_bytes_per_sample", "memory_bytes_total", "flops_total",
                 "compute_bound_batch", "kv_overtakes_weights_context"):
         print(f"  {key:32s} {quantity(key, s[key])}")

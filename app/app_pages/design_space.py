@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import cache, design, figures, inputs, tables, ui
+from app import cache, design, figures, fmt, inputs, tables, ui
 
 ctx = inputs.context()
 st.title("Design space")
@@ -54,7 +54,8 @@ side = st.radio("Model", list(models), key="ds_heat_side", horizontal=True)
 try:
     pivot = design.heatmap(models[side], hw, wl, ctx.profile, metric)
     st.plotly_chart(figures.heatmap_figure(pivot, f"{side}: {mc.label}", "batch",
-                                           "prompt tokens", mc.label, log_z=mc.log),
+                                           "prompt tokens", mc.label, log_z=mc.log,
+                                           show=fmt.for_unit(mc.unit)),
                     width="stretch", key="ds_heat")
     st.caption("Blank cells: the batch does not fit the device memory at that prompt length.")
 except ValueError as e:
