@@ -24,17 +24,17 @@ KIND_COLORS = {"vanilla": "#1f77b4", "block": "#ff7f0e"}
 PALETTE = ("#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 
 
-def _axis(title: str, log: bool = False, tickformat: str | None = "~s",
+def _axis(title: str, log: bool = False, tickformat: str | None = ".3~s",
           **extra: Any) -> dict[str, Any]:
-    """An axis with one number style: SI prefixes ("~s": 546, 1.09k, 100T) and, on log axes,
+    """An axis with one number style: SI prefixes (".3~s": 546, 1.09k, 100T) and, on log axes,
     labels at powers of ten only (minor 2..9 labels clutter). `tickformat=None` keeps plain
     numbers (a ms axis: 3500, not 3.5k)."""
     axis: dict[str, Any] = {"title": {"text": title}, "type": "log" if log else "-"}
     if log:
-        axis |= {"dtick": 1, "minor": {"ticks": "outside", "showgrid": True}}
+        axis |= {"dtick": 1, "minor": {"ticks": "outside"}}
     if tickformat:
         axis["tickformat"] = tickformat
-        if tickformat == "~s" and title.endswith("(s)"):
+        if tickformat.endswith("~s") and title.endswith("(s)"):
             axis["ticksuffix"] = "s"  # 20ms, 500µs: SI prefixes on seconds read as units
     return axis | extra
 
@@ -265,7 +265,8 @@ def capacity_figure(curve: pd.DataFrame, batch: int, tpot_bound_s: float | None,
     return _figure(data, title, xaxis=_axis("batch per replica", log=True, tickformat="d"),
                    yaxis=_axis("TPOT (ms)", tickformat=None, rangemode="tozero"),
                    yaxis2=_axis("throughput (tok/s)", overlaying="y", side="right",
-                                rangemode="tozero", automargin=True),
+                                rangemode="tozero", automargin=True, tickmode="auto",
+                                nticks=6, showgrid=False),
                    legend={"orientation": "h", "y": -0.25, "x": 0},
                    margin={"l": 10, "r": 70, "t": 50, "b": 10})
 

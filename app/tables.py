@@ -35,7 +35,7 @@ COMPARE_METRICS: tuple[MetricSpec, ...] = (
 EXTRA_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("batch", "Batch used", "sequences", fmt.count),
     MetricSpec("request_time_s", "Request time", "s", fmt.seconds),
-    MetricSpec("decode_step_time_s", "Decode step (1 token; block: L_B tokens)", "s",
+    MetricSpec("decode_step_time_s", "Decode step (block: L_B tokens)", "s",
                fmt.seconds),
     MetricSpec("weights_bytes", "Weights", "bytes", fmt.bytes_),
     MetricSpec("kv_cache_bytes_per_sample", "KV cache / sample", "bytes", fmt.bytes_),
