@@ -247,7 +247,9 @@ def test_every_page_screenshot(chromium_browser, server):
             pg.goto(f"{server}/{path}")
             expect(pg.locator("h1").filter(has_text=title)).to_be_visible(timeout=SLOW_MS)
             wait_idle(pg)
-            pg.wait_for_timeout(5000)  # plotly draws after the script finishes
+            pg.wait_for_timeout(3000)  # plotly draws after the script finishes
+            expect(pg.locator("[data-testid='stSkeleton']")).to_have_count(0)
+            wait_idle(pg)
             assert pg.get_by_text("Page not found").count() == 0, path
             assert pg.locator("[data-testid='stException']").count() == 0, path
             out = folder / f"{path}.png"

@@ -70,7 +70,10 @@ try:
                                           f"Throughput vs {design.PARETO_X[x]} on {hw.name}"),
                     width="stretch", key="ds_pareto")
     st.caption("Stars: on the frontier (no preset is both smaller and faster).")
-    st.dataframe(par, hide_index=True, width="stretch")
+    st.dataframe(par, hide_index=True, width="stretch", column_config={
+        "params_total": st.column_config.NumberColumn(format="compact"),
+        "params_non_embedding": st.column_config.NumberColumn(format="compact"),
+        "throughput_tokens_per_s": st.column_config.NumberColumn(format="%.0f")})
     ui.download("Pareto table (CSV)", lambda: tables.frame_csv(par), "pareto.csv", "text/csv",
                 "dl_pareto")
 except ValueError as e:
