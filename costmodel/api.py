@@ -25,9 +25,9 @@ import sympy as sp
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from . import symbols as sy
-from .errors import UserError, describe_validation_error
+from .errors import UserError
 from .hardware import Hardware, get_hardware
-from .hf_config import read_json_file, spec_from_hf_config
+from .hf_config import describe_error, read_json_file, spec_from_hf_config
 from .implementation import Implementation, get_implementation
 from .metrics import ARGS, METRICS, ROW_FIELDS, StructureKey, formulas
 from .ops import QUANTITIES, ImplStructure, StackStructure
@@ -68,7 +68,8 @@ def load_model_file(path: Path, field: str = "model") -> VanillaSpec | BlockSpec
         try:
             return TypeAdapter(ModelSpec).validate_python(data)
         except ValidationError as e:
-            raise UserError(describe_validation_error(e, prefix=f"{field} {path}")) from None
+            text = "; ".join(describe_error(err) for err in e.errors(include_url=False))
+            raise UserError(f"{field} {path}: {text}") from None
     return spec_from_hf_config(data, name=model_label(path))
 
 

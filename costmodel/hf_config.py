@@ -137,7 +137,8 @@ def spec_from_hf_config(cfg: dict[str, Any], name: str | None = None) -> Vanilla
             name=name, vocab_size=_need(cfg, "vocab_size"), tie_embeddings=tie, stack=stack
         )
     except ValidationError as e:
-        raise ConfigImportError(f"config.json: {_describe(e.errors(include_url=False)[0])}") \
+        raise ConfigImportError(
+            f"config.json: {describe_error(e.errors(include_url=False)[0], _KEY_OF_FIELD)}") \
             from None
 
 
@@ -153,10 +154,16 @@ _KEY_OF_FIELD = {
 }
 
 
-def _describe(err: dict[str, Any]) -> str:
-    """One pydantic error as '<config key>: <rule>' in this project's words."""
-    fields = [str(p) for p in err["loc"] if str(p) not in ("stack",)]
-    key = _KEY_OF_FIELD.get(fields[-1], fields[-1]) if fields else "config"
+def describe_error(err: dict[str, Any], keys: dict[str, str] | None = None) -> str:
+    """One pydantic error as '<field>: <rule>' in this project's words; `keys` renames spec
+    fields to the names the user wrote (config.json keys)."""
+    if keys is None:  # a spec file: the field's path as written, without the union's tag
+        fields = [str(p) for p in err["loc"] if str(p) not in ("vanilla", "block")]
+        key = ".".join(fields) or "spec"
+        keys = {}
+    else:
+        fields = [str(p) for p in err["loc"] if str(p) not in ("stack",)]
+        key = keys.get(fields[-1], fields[-1]) if fields else "config"
     got = err.get("input")
     kind = err["type"]
     ctx = err.get("ctx") or {}
@@ -171,12 +178,18 @@ def _describe(err: dict[str, Any]) -> str:
         rule = f"must be a number, got {got!r}"
     elif kind in ("bool_type", "bool_parsing"):
         rule = f"must be true or false, got {got!r}"
+    elif kind == "missing":
+        rule = "is required"
+    elif kind == "extra_forbidden":
+        rule = "is not a known field (misspelled?)"
+    elif kind == "literal_error":
+        rule = f"must be one of {ctx.get('expected', '')}, got {got!r}"
     elif kind == "value_error":
         # our own validators' messages (spec.py), which already name the sizes involved
         rule = str(err["msg"]).removeprefix("Value error, ")
-        for field, name in _KEY_OF_FIELD.items():
+        for field, name in keys.items():
             rule = re.sub(rf"\b{field}\b", name.split(" ")[0], rule)
-        if not fields or fields[-1] not in _KEY_OF_FIELD:
+        if not fields or (keys and fields[-1] not in keys):
             return rule
     else:
         rule = f"is not acceptable here ({got!r})"

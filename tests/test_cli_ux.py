@@ -208,3 +208,17 @@ def test_plan_capacity_is_exported_and_documented():
                                    Workload(prompt_tokens=2048, generated_tokens=128),
                                    target_tokens_per_s=1e6)
     assert plan.replicas >= 1 and plan.batch == plan.max_batch == 356
+
+
+def test_spec_file_errors_in_the_projects_words(capsys, tmp_path):
+    spec = costmodel.get_preset("vanilla_70").model_dump()
+    spec["stack"] |= {"d_model": -3, "bogus": 1, "mlp": "relu"}
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(spec))
+    rc, _, err = run(capsys, "estimate", "--model", str(path), "--prompt", "10",
+                     "--generate", "5")
+    assert rc == 2
+    assert err.strip() == (f"error: --model {path}: stack.d_model: must be > 0, got -3; "
+                           "stack.mlp: must be one of 'gelu' or 'gated_silu', got 'relu'; "
+                           "stack.bogus: is not a known field (misspelled?)")
+    assert "Input should" not in err and "Extra inputs" not in err
