@@ -1,4 +1,5 @@
-"""`blockroof` command line: presets, hardware, estimate, sweep, formula, paper, app, validate.
+"""`blockroof` command line: presets, hardware, estimate, sweep, formula, paper, app, simulate,
+validate.
 
 Bad input prints one line `error: <field>: <rule>` on stderr and exits with status 2; no
 tracebacks for users. `--json` prints machine-readable output on stdout.
@@ -117,6 +118,17 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, float) and not math.isfinite(o):
         return None
     return str(o)
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no inf/nan: write them as null (used by the serving CLI too)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _dump(obj: Any) -> None:
@@ -441,6 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--address", default="127.0.0.1", help="address to bind")
     s.add_argument("--headless", action="store_true", help="do not open a browser")
     s.set_defaults(func=cmd_app)
+
+    # the serving simulator (its own package; imported here, when the parser is built, never
+    # when costmodel is imported)
+    from serving.cli import register as register_simulate
+
+    register_simulate(sub)
 
     try:  # validation commands need torch; registered only when it is importable
         from validation.cli import register

@@ -230,6 +230,7 @@ def test_compare_direct_url_explains_the_comparison(page):
 
 
 PAGE_PATHS = {"compare": "Compare", "design-space": "Design space", "roofline": "Roofline",
+              "serving": "Serving",
               "formulas": "Formulas", "capacity": "Capacity planner",
               "validation": "Validation", "paper": "Paper"}
 

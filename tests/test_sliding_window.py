@@ -126,3 +126,11 @@ def test_the_reference_refuses_a_window_instead_of_ignoring_it():
 
     with pytest.raises(ValueError, match="sliding_window"):
         DecoderStack(windowed(get_preset("vanilla_410"), 64).stack)
+
+
+def test_the_serving_simulator_refuses_a_window_instead_of_ignoring_it():
+    from costmodel.errors import UserError
+    from serving.predictor import build_predictor
+
+    with pytest.raises(UserError, match="sliding-window attention"):
+        build_predictor(load_hf_config(MISTRAL), HW)

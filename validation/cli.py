@@ -195,6 +195,10 @@ def register(sub: Any) -> None:
     o.add_argument("--json", action="store_true")
     o.set_defaults(func=cmd_ops)
 
+    from .serve import register as register_serve
+
+    register_serve(vs)
+
     r = vs.add_parser("run", help="microbench -> measure -> calibrate -> report")
     r.add_argument("--device", required=True, choices=["cpu", "cuda"])
     r.add_argument("--suite", required=True, choices=["tiny", "cpu", "gpu"])
