@@ -131,6 +131,7 @@ def hardware_values(hw: Hardware, impl: Implementation) -> dict[sp.Symbol, float
         sy.t_kernel: float(hw.efficiency.kernel_overhead_s),
         sy.t_forward: float(hw.efficiency.forward_overhead_s),
         sy.M_cap: hw.capacity_bytes(),
+        sy.t_generate: float(hw.efficiency.generate_call_overhead_s),
     }
 
 
@@ -287,7 +288,7 @@ def max_batch(model: ModelLike, memory_bytes: float, workload: Workload | None =
     vals |= {sy.B: 1.0, sy.S: float(workload.prompt_tokens),
              sy.G: float(workload.generated_tokens), sy.M_cap: float(memory_bytes),
              sy.M_res: float(workload.memory_reserve_bytes), sy.pi: 1.0, sy.beta: 1.0,
-             sy.eta_ov: 1.0, sy.t_kernel: 0.0, sy.t_forward: 0.0}
+             sy.eta_ov: 1.0, sy.t_kernel: 0.0, sy.t_forward: 0.0, sy.t_generate: 0.0}
     return int(f.evaluate("max_batch", vals)[0])
 
 

@@ -48,6 +48,8 @@ t_kernel = sp.Symbol("t_kernel", nonnegative=True)  # fixed time per kernel laun
 t_forward = sp.Symbol("t_forward", nonnegative=True)  # fixed time per forward call, s
 M_cap = _pos("M_cap")  # device memory capacity, bytes
 M_res = sp.Symbol("M_res", nonnegative=True)  # memory kept free (reserve), bytes
+# fixed time per HF generate() call (config checks, logits processors), s (docs/published.md 1)
+t_generate = sp.Symbol("t_generate", nonnegative=True)
 
 # Sliding-window attention (docs/sliding-window.md): keys a query can see, tokens
 W = _int("W")
@@ -71,7 +73,7 @@ VANILLA = stack_symbols("")
 BLOCK_DEC = stack_symbols("b")
 TOKEN_DEC = stack_symbols("t")
 
-HARDWARE_SYMBOLS = (pi, beta, eta_ov, t_kernel, t_forward, M_cap, M_res)
+HARDWARE_SYMBOLS = (pi, beta, eta_ov, t_kernel, t_forward, M_cap, M_res, t_generate)
 BYTES_SYMBOLS = (s_w, s_a, s_kv)
 WORKLOAD_SYMBOLS = (B, S, G)
 WINDOW_SYMBOLS = (W,)
@@ -102,5 +104,6 @@ LEGEND: dict[str, str] = {
     "t_forward": "fixed time per forward call, s",
     "M_cap": "device memory capacity, bytes",
     "M_res": "memory reserve, bytes",
+    "t_generate": "fixed time per generate() call (HF generation loop set-up), s",
     "W": "attention window (sliding-window attention): keys a query sees, tokens",
 }

@@ -223,12 +223,14 @@ def _kv_entry_bytes(spec: VanillaSpec | BlockSpec, impl: Implementation) -> tupl
     """(bytes per entry of the growing cache, fixed local-cache bytes per sequence): one
     formula, `costmodel.memory.kv_bytes_per_entry` (docs/model.md 2.3)."""
     from costmodel.memory import kv_bytes_per_entry
+    from costmodel.ops import ImplStructure
 
     vals = model_values(spec) | impl_values(impl)
+    im = ImplStructure.of(impl)  # the profile's cache format (fp32 keys: docs/published.md 1)
     if isinstance(spec, VanillaSpec):
-        return float(kv_bytes_per_entry(sy.VANILLA).subs(vals)), 0.0
-    per_block = float(kv_bytes_per_entry(sy.BLOCK_DEC).subs(vals))
-    per_local = float(kv_bytes_per_entry(sy.TOKEN_DEC).subs(vals))
+        return float(kv_bytes_per_entry(sy.VANILLA, im).subs(vals)), 0.0
+    per_block = float(kv_bytes_per_entry(sy.BLOCK_DEC, im).subs(vals))
+    per_local = float(kv_bytes_per_entry(sy.TOKEN_DEC, im).subs(vals))
     return per_block, per_local * spec.local_cache_entries
 
 

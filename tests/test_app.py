@@ -547,7 +547,11 @@ def test_paper_tables_equal_the_api():
     assert shown["paper_throughput_tok_s"].tolist() == part["paper_throughput_tok_s"].tolist()
     assert shown["hf-legacy_throughput_tok_s"].tolist() == pytest.approx(
         part["hf-legacy_throughput_tok_s"].tolist(), rel=1e-12)
-    pairs = at.dataframe[1].value
+    agreement = at.dataframe[1].value  # Spearman and MAPE per prediction column
+    assert agreement["prediction"].tolist()[:4] == ["static", "hf-legacy", "official",
+                                                     "official-eager"]
+    assert (agreement["Spearman (rank agreement)"] > 0.9).all()
+    pairs = at.dataframe[2].value
     assert set(pairs["setting"]) == {"decode-heavy"} and len(pairs) == 5
     assert math.isclose(pairs.iloc[0]["paper_ratio"], 25.7 / 2.1)
 
