@@ -148,6 +148,13 @@ def _widgets() -> tuple[str, bytes] | None:
     _int_input("Generated tokens", "generated_tokens")
     st.number_input("Memory reserve (GiB)", key="reserve_GiB", min_value=0.0, step=1.0,
                     help="kept free when sizing the max batch (the paper's search stops at 2 GiB)")
+    c1, c2 = st.columns(2)
+    with c1:
+        _int_input("Tensor parallel (tp)", "tp",
+                   help="GPUs sharing every layer, Megatron style (docs/parallelism.md 1)")
+    with c2:
+        _int_input("Pipeline stages (pp)", "pp",
+                   help="layers split over stages; a Block Transformer: block | token decoder")
     return upload
 
 

@@ -10,6 +10,7 @@ from .capacity import CapacityPlan, batch_curve, plan_capacity
 from .hardware import Hardware, get_hardware, hardware_ids
 from .hf_config import load_hf_config, spec_from_hf_config
 from .implementation import HF_LEGACY, STATIC, Implementation, get_implementation
+from .parallel import Parallelism
 from .presets import PRESET_NAMES, blockify, get_preset, with_block_length
 from .spec import BlockSpec, StackSpec, VanillaSpec
 from .workload import DECODE_HEAVY, PREFILL_HEAVY, Workload
@@ -20,6 +21,6 @@ __all__ = [
     "Implementation", "OpRow", "PREFILL_HEAVY", "PRESET_NAMES", "STATIC", "StackSpec",
     "VanillaSpec", "Workload", "blockify", "estimate", "formula", "formula_names",
     "get_hardware", "get_implementation", "get_preset", "hardware_ids", "load_hf_config",
-    "max_batch",
+    "max_batch", "Parallelism",
     "sweep", "spec_from_hf_config", "with_block_length",
 ]

@@ -1,5 +1,5 @@
-"""`blockroof` command line: presets, hardware, estimate, sweep, formula, paper, app, simulate,
-validate.
+"""`blockroof` command line: presets, hardware, estimate, sweep, formula, plan, paper, app,
+simulate, validate.
 
 Bad input prints one line `error: <field>: <rule>` on stderr and exits with status 2; no
 tracebacks for users. `--json` prints machine-readable output on stdout.
@@ -76,6 +76,18 @@ def _hardware(args: argparse.Namespace) -> Any:
     except ValidationError as e:
         raise UserError(describe_validation_error(e, prefix="--efficiency")) from None
     return out if many else out[0]
+
+
+def _parallelism(args: argparse.Namespace):
+    """--tp/--pp as one `Parallelism` (None when both are 1, i.e. not given)."""
+    from .parallel import Parallelism
+
+    try:
+        par = Parallelism(tp=args.tp, pp=args.pp)
+    except ValidationError as e:
+        raise UserError(describe_validation_error(e, rename={"tp": "--tp", "pp": "--pp"})) \
+            from None
+    return par
 
 
 def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
@@ -169,7 +181,8 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     from .calibration import expectation
 
     hw = _hardware(args)
-    exp = expectation(_load_model(args.model), hw, _workload(args), args.implementation)
+    exp = expectation(_load_model(args.model), hw, _workload(args), args.implementation,
+                      parallelism=_parallelism(args))
     est = exp.bound
     expected = None if args.bound else exp.expected
     if not est.fits and not args.partial:
@@ -182,7 +195,8 @@ def cmd_estimate(args: argparse.Namespace) -> None:
             out["calibration"] = exp.calibration.model_dump() if exp.calibration else None
         out["ops"] = [{"phase": r.phase, "name": r.name, "flops": r.flops,
                        "weight_bytes": r.weight_bytes, "activation_bytes": r.activation_bytes,
-                       "kv_bytes": r.kv_bytes, "time_s": r.time_s, "bound": r.bound}
+                       "kv_bytes": r.kv_bytes, "collective_bytes": r.collective_bytes,
+                       "time_s": r.time_s, "bound": r.bound}
                       for r in est.ops]
         _dump(out)
         return
@@ -191,7 +205,7 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     s = est.summary()
     print(f"{est.model} ({est.kind}) on {est.hardware}, profile {est.implementation}: "
           f"batch {est.batch} (max {est.max_batch}), prompt {est.prompt_tokens}, "
-          f"generate {est.generated_tokens}")
+          f"generate {est.generated_tokens}, tp {est.tp}, pp {est.pp} ({est.gpus} GPUs)")
     if args.efficiency:
         eff = hw.efficiency.model_dump(exclude={"source"})
         print("efficiencies: " + ", ".join(f"{k} {v:g}" for k, v in eff.items()))
@@ -208,7 +222,8 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     for key in ("ttft_s", "tpot_s", "request_time_s", "throughput_tokens_per_s",
                 "decode_step_time_s", "decode_time_per_token_s", "weights_bytes", "kv_cache_bytes_per_sample",
                 "memory_bytes_per_sample", "memory_bytes_total", "flops_total",
-                "compute_bound_batch", "kv_overtakes_weights_context"):
+                "compute_bound_batch", "kv_overtakes_weights_context", "weights_bytes_per_gpu",
+                "memory_bytes_per_gpu", "collective_bytes_total", "collective_time_s"):
         print(f"  {key:32s} {quantity(key, s[key]):>14s}"
               + (f" {quantity(key, e[key]):>14s}" if e else ""))
     if not math.isfinite(s["compute_bound_batch"] + s["kv_overtakes_weights_context"]):
@@ -242,11 +257,20 @@ def cmd_sweep(args: argparse.Namespace) -> None:
             raise UserError(f"{flag}: expected comma-separated whole numbers, got {text!r}") \
                 from None
 
+    from .parallel import Parallelism
+
     batch: Any = "max" if args.batch == "max" else ints("--batch", args.batch)
     models = [_load_model(m) for m in args.model]
     if args.block_length and not any(m.kind == "block" for m in models):
         raise UserError("--block-length: re-blocks Block Transformer models only, and every "
                         "--model given is vanilla (it would change nothing)")
+    layouts = []
+    for tp in ints("--tp", args.tp):
+        for pp in ints("--pp", args.pp):
+            if tp < 1 or pp < 1:
+                raise UserError(f"--tp/--pp: every value must be a whole number >= 1, "
+                                f"got tp={tp}, pp={pp}")
+            layouts.append(Parallelism(tp=tp, pp=pp))
     out = Path(args.out)
     if args.out != "-" and out.suffix not in (".csv", ".json"):
         raise UserError(f"--out: file name must end in .csv or .json (or be - for stdout), "
@@ -257,7 +281,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
                    prompt_tokens=ints("--prompt", args.prompt),
                    generated_tokens=ints("--generate", args.generate),
                    block_length=block_length, implementation=args.implementation,
-                   metrics=args.metrics.split(",") if args.metrics else DEFAULT_SWEEP_METRICS)
+                   metrics=args.metrics.split(",") if args.metrics else DEFAULT_SWEEP_METRICS,
+                   parallelism=layouts)
     except ValueError as e:  # the API names its arguments; name the flags instead
         msg = str(e)
         for arg, flag in (("prompt_tokens", "--prompt"), ("generated_tokens", "--generate"),
@@ -295,8 +320,10 @@ DEFAULT_SWEEP_METRICS = ("throughput_tokens_per_s", "request_time_s", "ttft_s", 
 def cmd_formula(args: argparse.Namespace) -> None:
     from .api import formula, formula_names
 
+    par = _parallelism(args)
     if args.list:
-        print("\n".join(formula_names(_load_model(args.model), args.implementation)))
+        print("\n".join(formula_names(_load_model(args.model), args.implementation,
+                                       parallelism=par)))
         return
     if not args.name:
         raise UserError("formula: give a NAME (or --list to see them)")
@@ -306,21 +333,21 @@ def cmd_formula(args: argparse.Namespace) -> None:
     from .units import quantity
 
     spec = _load_model(args.model)
-    f = formula(args.name, spec, args.implementation)
+    f = formula(args.name, spec, args.implementation, parallelism=par)
     print(f.latex if args.latex else str(f.expr))
     if args.expr_only:
         return
     hw, workload = get_hardware(_hardware(args)), _workload(args)
     batch = 1 if workload.batch == "max" else workload.batch
-    values = {s.name: v for s, v in symbol_values(spec, hw, get_implementation(args.implementation),
-                                                   workload, batch).items()}
+    values = {s.name: v for s, v in symbol_values(
+        spec, hw, get_implementation(args.implementation), workload, batch, par).items()}
     print("\nwhere")
     width = max((len(n) for n in f.symbols), default=1)
     for name, meaning in f.symbols.items():
         v = values.get(name)
         shown = "" if v is None else f"{v:g}"
         print(f"  {name.ljust(width)} = {shown:>12}  {meaning}")
-    value = f.evaluate(spec, hw, workload)
+    value = f.evaluate(spec, hw, workload, par)
     print(f"\n{args.name} = {quantity(args.name, value)} ({value:.6g}) for {spec.name} on "
           f"{hw.id}, profile {f.implementation}, batch {batch}, prompt {workload.prompt_tokens}, "
           f"generate {workload.generated_tokens}")
@@ -437,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     model_arg(s, required=True)
     workload_args(s)
     one_workload(s, required=True)
+    s.add_argument("--tp", type=int, default=1, help="tensor-parallel degree (GPUs per layer)")
+    s.add_argument("--pp", type=int, default=1, help="pipeline stages")
     s.add_argument("--bound", action="store_true",
                    help="the pure roofline only (no calibrated expectation)")
     partial_flag(s)
@@ -459,6 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FILE.csv or FILE.json (written atomically), or - for stdout")
     s.add_argument("--format", choices=["csv", "json"], default="csv",
                    help="format on stdout with --out -")
+    s.add_argument("--tp", default="1", help="comma-separated tensor-parallel degrees (an axis)")
+    s.add_argument("--pp", default="1", help="comma-separated pipeline stage counts (an axis)")
     partial_flag(s)
     s.set_defaults(func=cmd_sweep)
 
@@ -472,7 +503,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--expr-only", action="store_true",
                    help="print only the formula, without legend and value")
     s.add_argument("--list", action="store_true", help="list formula names")
+    s.add_argument("--tp", type=int, default=1, help="formulas of a tensor-parallel layout")
+    s.add_argument("--pp", type=int, default=1, help="formulas of a pipelined layout")
     s.set_defaults(func=cmd_formula)
+
+    from .cli_plan import register as register_plan
+
+    register_plan(sub, workload_args)
 
     s = command("paper", "paper Table 1 vs predictions, matched-pair ratios")
     s.add_argument("--hardware", default="h100-sxm-80gb", help="hardware id for the predictions")

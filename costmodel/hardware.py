@@ -141,6 +141,10 @@ class Hardware(BaseModel, frozen=True, extra="forbid"):
     interconnect_GBps_per_direction: PositiveFloat | None = Field(
         default=None, description="device-to-device, one direction (half the NVLink printed total)"
     )
+    interconnect_latency_us: PositiveFloat | None = Field(
+        default=None, description="latency per step of a ring collective, microseconds "
+        "(docs/parallelism.md 3; NCCL's tuning model)"
+    )
     tdp_W: PositiveFloat | None = None
     sparsity_factor: float = Field(
         default=1.0, ge=1.0, description="2.0 where 2:4 sparsity exists; never applied to peaks"

@@ -36,6 +36,8 @@ def cmd_count(args: argparse.Namespace) -> None:
 
     if args.batch < 1:
         raise UserError(f"--batch: must be >= 1, got {args.batch}")
+    if args.tp < 1:
+        raise UserError(f"--tp: must be >= 1, got {args.tp}")
     if args.paper_settings:
         settings = list(PAPER_SETTINGS)
     else:
@@ -57,7 +59,7 @@ def cmd_count(args: argparse.Namespace) -> None:
         for s, g in settings:
             for profile in profiles:
                 t0 = time.perf_counter()
-                rep = compare(spec, args.batch, s, g, profile, args.dtype)
+                rep = compare(spec, args.batch, s, g, profile, args.dtype, tp=args.tp)
                 total += rep.mismatches
                 reports.append(rep.to_json() | {"seconds": round(time.perf_counter() - t0, 2)})
                 if args.json:
@@ -70,9 +72,14 @@ def cmd_count(args: argparse.Namespace) -> None:
                         print(format_table(rep))
                 else:
                     print(f"{spec.name}: batch {args.batch}, prompt {s}, generate {g}, "
-                          f"profile {profile}, {args.dtype}; counted on the meta device; "
-                          "d_* = cost model - counted")
+                          f"profile {profile}, {args.dtype}, tp {args.tp}; counted on the meta "
+                          "device; d_* = cost model - counted")
                     print(format_table(rep))
+                    if args.tp > 1:
+                        from .collectives import format_collectives
+
+                        print("\ncollectives (rank 0; tensor bytes per call, summed)")
+                        print(format_collectives(rep))
     if args.out:
         _write_count_results(Path(args.out), reports, total, env)
     if args.json:
@@ -188,6 +195,8 @@ def register(sub: Any) -> None:
     c.add_argument("--implementation", default="static",
                    choices=[*PROFILES, "both", "all"])
     c.add_argument("--dtype", default="bf16", choices=["bf16", "fp32", "fp16"])
+    c.add_argument("--tp", type=int, default=1,
+                   help="count rank 0 of a tp-way sharded reference, collectives included")
     c.add_argument("--out", help="also write the reports as JSON to this file")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_count)
@@ -237,6 +246,12 @@ def register(sub: Any) -> None:
     from .serve import register as register_serve
 
     register_serve(vs)
+
+    from .collective_bench import register as register_allreduce
+    from .tp_suite import register as register_tp
+
+    register_allreduce(vs)
+    register_tp(vs)
 
     r = vs.add_parser("run", help="microbench -> measure -> calibrate -> report")
     r.add_argument("--device", required=True, choices=["cpu", "cuda"])
