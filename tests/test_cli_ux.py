@@ -227,3 +227,17 @@ def test_spec_file_errors_in_the_projects_words(capsys, tmp_path):
                            "stack.mlp: must be one of 'gelu' or 'gated_silu', got 'relu'; "
                            "stack.bogus: is not a known field (misspelled?)")
     assert "Input should" not in err and "Extra inputs" not in err
+
+
+def test_building_the_parser_does_not_import_torch():
+    """Every CLI call builds the whole parser; torch (seconds) loads only for the validate
+    commands that run the reference (docs/formula-cache.md: cold estimate vs import)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from costmodel.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))[:3])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+                         check=True).stdout.strip()
+    assert out == "[]"
