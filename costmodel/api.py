@@ -14,24 +14,27 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import os
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import sympy as sp
 from pandas.api.types import union_categoricals
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from . import symbols as sy
 from .errors import UserError, finite
 from .hardware import Hardware, get_hardware
+from .hf_config import describe_error, read_json_file, spec_from_hf_config
 from .implementation import Implementation, get_implementation
 from .metrics import ARGS, METRICS, ROW_FIELDS, StructureKey, formulas
-from .ops import ImplStructure, StackStructure
+from .ops import QUANTITIES, ImplStructure, StackStructure
 from .parallel import Parallelism, check_parallelism, get_parallelism
 from .presets import get_preset, with_block_length
-from .spec import BlockSpec, StackSpec, VanillaSpec
+from .spec import BlockSpec, ModelSpec, StackSpec, VanillaSpec
 from .workload import MAX_WHOLE, Workload
 
 ModelLike = VanillaSpec | BlockSpec | str
@@ -40,13 +43,55 @@ HardwareLike = Hardware | str
 
 # --- binding specs, hardware and workload to the formulas' symbols ---------------------------
 
-def resolve_model(model: ModelLike) -> VanillaSpec | BlockSpec:
+def resolve_model(model: ModelLike | os.PathLike, field: str = "model") -> VanillaSpec | BlockSpec:
+    """A spec, a preset name or alias ("vanilla_410", "Vanilla 410M", "EleutherAI/pythia-410m"),
+    or a path to a spec JSON (a dumped VanillaSpec/BlockSpec) or a Hugging Face config.json."""
     if isinstance(model, VanillaSpec | BlockSpec):
         return model
+    if isinstance(model, os.PathLike) or (isinstance(model, str) and _looks_like_path(model)):
+        return load_model_file(Path(model), field)
     if isinstance(model, str):
         return get_preset(model)
-    raise UserError(f"model: expected a preset name or a spec, got {type(model).__name__} "
-                    f"{model!r}")
+    raise UserError(f"{field}: expected a preset name, a .json path or a spec, got "
+                    f"{type(model).__name__}")
+
+
+def _looks_like_path(text: str) -> bool:
+    if text.endswith(".json"):
+        return True
+    # "EleutherAI/pythia-410m" is an alias, not a path, unless such a file exists
+    return (os.path.sep in text or "/" in text) and Path(text).exists()
+
+
+def load_model_file(path: Path, field: str = "model") -> VanillaSpec | BlockSpec:
+    """A spec JSON file or a Hugging Face config.json, labelled readably (`model_label`)."""
+    data = read_json_file(path, field=field)
+    if isinstance(data, dict) and data.get("kind") in ("vanilla", "block"):
+        try:
+            return TypeAdapter(ModelSpec).validate_python(data)
+        except ValidationError as e:
+            text = "; ".join(describe_error(err) for err in e.errors(include_url=False))
+            raise UserError(f"{field} {path}: {text}") from None
+    return spec_from_hf_config(data, name=model_label(path))
+
+
+def model_label(path: Path) -> str:
+    """A readable name for a config file: its stem, or its folder's name for `config.json`
+    (".../llama-2-7b/config.json" -> "llama-2-7b")."""
+    path = Path(path)
+    if path.stem.lower() in ("config", "params", "spec") and path.resolve().parent.name:
+        return path.resolve().parent.name
+    return path.stem
+
+
+def unique_labels(names: Sequence[str]) -> list[str]:
+    """Names made unique by numbering repeats ("config", "config (2)"), order kept."""
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n} ({seen[n]})")
+    return out
 
 
 def structure_key(spec: VanillaSpec | BlockSpec, impl: Implementation,
@@ -101,6 +146,8 @@ def model_values(spec: VanillaSpec | BlockSpec) -> dict[sp.Symbol, float]:
         vals |= _stack_values(sy.BLOCK_DEC, spec.block_decoder)
         vals |= _stack_values(sy.TOKEN_DEC, spec.token_decoder)
     vals[sy.V] = float(spec.vocab_size)
+    window = spec.stack.sliding_window if isinstance(spec, VanillaSpec) else None
+    vals[sy.W] = float(window or 1)  # only windowed structures' formulas contain W
     return vals | parallel_values()
 
 
@@ -163,7 +210,9 @@ class Estimate(BaseModel, frozen=True):
     tpot_s: float
     request_time_s: float
     throughput_tokens_per_s: float
-    decode_step_time_s: float
+    decode_step_time_s: float  # one vanilla token, or one whole block of L_B tokens
+    decode_step_tokens: int  # tokens one decode step emits: 1 (vanilla) or L_B (block)
+    decode_time_per_token_s: float  # decode_step_time_s / decode_step_tokens: comparable
     weights_bytes: float
     kv_cache_bytes_per_sample: float
     workspace_bytes_per_sample: float
@@ -250,10 +299,10 @@ def estimate(
     if batch != 1:
         metrics, rows = f.evaluate_all(symbol_values(spec, hw, impl, workload, batch, par))
     ops = []
-    for row, vals in zip(f.rows, rows, strict=True):
+    for (phase, op), vals in zip(f.row_labels, rows, strict=True):
         v = dict(zip(ROW_FIELDS, map(float, vals), strict=True))
         ops.append(OpRow(
-            phase=row.phase, name=row.op, flops=v["flops"], useful_flops=v["useful_flops"],
+            phase=phase, name=op, flops=v["flops"], useful_flops=v["useful_flops"],
             weight_bytes=v["weight_bytes"],
             activation_bytes=v["act_read_bytes"] + v["act_write_bytes"],
             kv_bytes=v["kv_read_bytes"] + v["kv_write_bytes"], kernels=v["kernels"],
@@ -262,11 +311,14 @@ def estimate(
             bound=_bound(v["t_math_s"], v["t_mem_s"], v["time_s"], v["comm_time"]),
             collective_bytes=v["comm_bytes"], collective_time_s=v["comm_time"],
         ))
+    step_tokens = spec.block_length if isinstance(spec, BlockSpec) else 1
     return Estimate(
         model=spec.name, kind=spec.kind, hardware=hw.id, implementation=impl.name, batch=batch,
         prompt_tokens=workload.prompt_tokens, generated_tokens=workload.generated_tokens,
         **{m: metrics[m] for m in METRICS if m != "max_batch"},
         max_batch=max_batch, fits=batch <= max_batch, ops=ops,
+        decode_step_tokens=step_tokens,
+        decode_time_per_token_s=metrics["decode_step_time_s"] / step_tokens,
         tp=par.tp, pp=par.pp, gpus=par.gpus_per_replica,
     )
 
@@ -380,6 +432,13 @@ def plan_sweep(
     if not hw_list:
         raise UserError("hardware: needs at least one device (an id or a Hardware)")
     specs = [resolve_model(m) for m in model_list]
+    labels = unique_labels([s.name for s in specs])
+    specs = [s if s.name == n else s.model_copy(update={"name": n})
+             for s, n in zip(specs, labels, strict=True)]
+    if block_length is not None and not any(isinstance(s, BlockSpec) for s in specs):
+        raise UserError(
+            f"block_length: re-blocks Block Transformer models only, and none of "
+            f"{', '.join(labels)} is one (vanilla models have no blocks)")
     hws = [get_hardware(h) for h in hw_list]
     use_max = isinstance(batch, str)
     if use_max and batch != "max":
@@ -429,7 +488,7 @@ def sweep(models: ModelLike | Sequence[ModelLike],
     df = pd.concat(parts, ignore_index=True)
     for label in ("model", "kind", "hardware"):  # categories in order of appearance
         df[label] = union_categoricals([p[label] for p in parts])
-    return df
+    return typed_frame(df)
 
 
 def sweep_chunks(plan: SweepPlan, chunk_points: int = SWEEP_CHUNK_POINTS) -> Iterator[pd.DataFrame]:
@@ -449,20 +508,49 @@ def sweep_chunks(plan: SweepPlan, chunk_points: int = SWEEP_CHUNK_POINTS) -> Ite
             ib, i_s, ig = np.unravel_index(np.arange(start, min(start + chunk_points, n)), shape)
             B, S, G = b_axis[ib], plan.prompt_tokens[i_s], plan.generated_tokens[ig]
             values = base | {sy.B: B, sy.S: S, sy.G: G}
+            mb = f.evaluate("max_batch", values)
             if plan.batch is None:
-                values[sy.B] = np.maximum(f.evaluate("max_batch", values), 1.0)
+                values[sy.B] = np.maximum(mb, 1.0)
             rows = len(S)
             cols: dict[str, Any] = {
                 k: pd.Categorical.from_codes(np.zeros(rows, np.int8), [v])
                 for k, v in cats.items()}
-            cols["block_length"] = np.full(rows, float(getattr(spec, "block_length", np.nan)))
-            cols |= {"batch": np.broadcast_to(values[sy.B], (rows,)).astype(np.float64),
-                     "prompt_tokens": S, "generated_tokens": G, "tp": np.full(rows, float(par.tp)),
-                     "pp": np.full(rows, float(par.pp)),
-                     "gpus": np.full(rows, float(par.gpus_per_replica))}
-            cols |= {m: np.broadcast_to(f.evaluate(m, values), (rows,)).astype(np.float64)
+            # counts as integers; block_length empty for vanilla rows (docs/reliability.md)
+            cols["block_length"] = pd.array(
+                np.full(rows, float(getattr(spec, "block_length", np.nan))), dtype="Int64")
+            cols |= {"batch": _ints(values[sy.B], rows), "prompt_tokens": _ints(S),
+                     "generated_tokens": _ints(G),
+                     "tp": np.full(rows, par.tp, dtype=np.int64),
+                     "pp": np.full(rows, par.pp, dtype=np.int64),
+                     "gpus": np.full(rows, par.gpus_per_replica, dtype=np.int64),
+                     "fits": np.broadcast_to(values[sy.B], (rows,)) <= mb}
+            cols |= {m: (_ints(mb, rows) if m == "max_batch" else
+                         np.broadcast_to(f.evaluate(m, values), (rows,)).astype(np.float64))
                      for m in plan.metrics}
             yield pd.DataFrame(cols)
+
+
+def _ints(a: Any, n: int | None = None) -> np.ndarray:
+    """Whole-number columns as int64 (their values are exact below 2**53)."""
+    arr = np.asarray(a, dtype=np.float64)
+    if n is not None:
+        arr = np.broadcast_to(arr, (n,))
+    return arr.astype(np.int64)
+
+
+_WHOLE_METRICS = ("_bytes", "bytes_per_sample", "bytes_total", "flops_total")
+
+
+def typed_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Byte and FLOP columns as int64 where every value is a finite whole number below 2**53
+    (they are counts: CSV and JSON then show 123, not 123.0)."""
+    for name in df.columns:
+        col = df[name].to_numpy()
+        if (name.endswith(_WHOLE_METRICS) and col.dtype == np.float64
+                and np.all(np.isfinite(col)) and np.all(col == np.floor(col))
+                and np.all(np.abs(col) < 2**53)):
+            df[name] = col.astype(np.int64)
+    return df
 
 
 # --- formulas -----------------------------------------------------------------------------------
@@ -502,7 +590,7 @@ def formula_names(model: ModelLike = "vanilla_410", implementation: str = "stati
     """Metric names, then `<phase>/<op>/<quantity>` names of every row."""
     spec = resolve_model(model)
     f = formulas(structure_key(spec, get_implementation(implementation), parallelism))
-    rows = [f"{r.phase}/{r.op}/{q}" for r in f.rows for q in (*r.quantities, "time")]
+    rows = [f"{phase}/{op}/{q}" for phase, op in f.row_labels for q in (*QUANTITIES, "time")]
     return list(METRICS) + rows
 
 

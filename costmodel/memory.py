@@ -80,6 +80,8 @@ def vanilla_memory(st: StackStructure, im: ImplStructure, tied: bool,
     x, S, G = sy.VANILLA, sy.S, sy.G
     params = stack_params(st, x) + (1 if tied else 2) * sy.V * x.D
     entries = S + G - 1
+    if st.sliding_window:  # the cache keeps the last W entries (docs/sliding-window.md)
+        entries = sp.Min(entries, sy.W)
     transient = _cat_transient(im, [(x, entries)])
     kv = kv_bytes_per_entry(x, im) * entries + transient
     head_rows = sp.Integer(1) if im.logits == "last" else S

@@ -27,7 +27,7 @@ import sympy as sp
 from .collectives import allgather_sent_bytes, allgather_time, allreduce_sent_bytes, allreduce_time
 from .implementation import SPLIT_K_CHUNK, STACK_ROLES, Implementation
 from .spec import StackSpec
-from .symbols import StackSymbols, V, s_a, s_kv, s_w
+from .symbols import StackSymbols, V, W, s_a, s_kv, s_w
 
 ZERO = sp.Integer(0)
 ONE = sp.Integer(1)
@@ -42,11 +42,12 @@ class StackStructure(NamedTuple):
     out_bias: bool
     mlp_bias: bool
     parallel_residual: bool
+    sliding_window: bool = False  # attention window W (docs/sliding-window.md)
 
     @classmethod
     def of(cls, stack: StackSpec) -> StackStructure:
         return cls(stack.mlp, stack.norm, stack.qkv_bias, stack.out_bias, stack.mlp_bias,
-                   stack.parallel_residual)
+                   stack.parallel_residual, stack.sliding_window is not None)
 
 
 class ImplStructure(NamedTuple):
@@ -218,7 +219,7 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
                           B * K * d_h * c * pair, B * K * d_h * n_k * pair,
                           kernels=sp.Integer(2)))
     attn_flops = 4 * B * H * q * n_k * d_h
-    causal_flops = 4 * B * H * d_h * (q * c + q * (q + 1) / 2)
+    causal_flops = 4 * B * H * d_h * visible_keys(st, q, c)
     q_and_out = Bq * H * d_h
     if im.attention == "split_k" and q == 1:
         # flash-decoding (docs/published.md 1): the n_k keys split into chunks of SPLIT_K_CHUNK;
@@ -279,6 +280,20 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
     else:
         ops.append(_elementwise(prefix + "layers", 4 * Bq * D, 2 * Bq * D))
     return ops
+
+
+def visible_keys(st: StackStructure, q: sp.Expr, c: sp.Expr) -> sp.Expr:
+    """Keys the q new queries see in total, summed over the queries (causal, after c cached).
+
+    Full attention: q c + q (q + 1) / 2. With a window W (docs/sliding-window.md) query i of a
+    prefill (c = 0) sees min(i, W) keys: m (m + 1) / 2 + (q - m) W with m = min(q, W). Decode
+    phases keep c + q <= W themselves (the cache stops growing at the window), so the full form
+    holds there.
+    """
+    if st.sliding_window and c == 0 and q != 1:
+        m = sp.Min(q, W)
+        return m * (m + 1) / 2 + (q - m) * W
+    return q * c + q * (q + 1) / 2
 
 
 def stack_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbols,

@@ -71,10 +71,23 @@ def _key(name: str) -> str:
     return re.sub(r"[\s_\-]+", "", name.strip().lower())
 
 
+# Public checkpoints whose configuration a preset mirrors exactly (SPEC.md 3.2: the vanilla models
+# are the Pythia configs; same layers, width, heads, MLP width and vocabulary). Accepted as
+# aliases, with or without the organisation.
+PUBLIC_CHECKPOINTS: dict[str, tuple[str, ...]] = {
+    "vanilla_70": ("EleutherAI/pythia-70m", "EleutherAI/pythia-70m-deduped"),
+    "vanilla_160": ("EleutherAI/pythia-160m", "EleutherAI/pythia-160m-deduped"),
+    "vanilla_410": ("EleutherAI/pythia-410m", "EleutherAI/pythia-410m-deduped"),
+}
+
 _ALIASES: dict[str, str] = {}
 for _name, (_display, _) in _PRESETS.items():
     _ALIASES[_key(_name)] = _name
     _ALIASES[_key(_display)] = _name
+for _name, _ids in PUBLIC_CHECKPOINTS.items():
+    for _id in _ids:
+        _ALIASES[_key(_id)] = _name
+        _ALIASES[_key(_id.split("/", 1)[1])] = _name
 
 
 class UnknownPresetError(UserError):
@@ -90,6 +103,7 @@ def resolve_preset_name(name: str) -> str:
     found = _ALIASES.get(_key(name))
     if found is None:
         choices = list(_PRESETS) + [d for d, _ in _PRESETS.values()]
+        choices += [i for ids in PUBLIC_CHECKPOINTS.values() for i in ids]
         close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UnknownPresetError(

@@ -40,6 +40,10 @@ class StackSpec(BaseModel, frozen=True, extra="forbid"):
     rotary_base: float = Field(default=10000.0, gt=0.0)
     parallel_residual: bool = True
     norm_eps: float = Field(default=1e-5, gt=0.0)
+    sliding_window: PositiveInt | None = Field(
+        default=None, description="sliding-window attention: each query sees at most this many "
+        "keys (itself included) and the KV cache keeps only that many (docs/sliding-window.md); "
+        "None means full causal attention")
 
     @model_validator(mode="after")
     def _check_shapes(self) -> StackSpec:
@@ -140,6 +144,11 @@ class BlockSpec(BaseModel, frozen=True, extra="forbid"):
 
     @model_validator(mode="after")
     def _check_embedder(self) -> BlockSpec:
+        for stack in ("block_decoder", "token_decoder"):
+            if getattr(self, stack).sliding_window is not None:
+                raise ValueError(
+                    f"{stack}.sliding_window: sliding-window attention is modelled for vanilla "
+                    "models only (docs/sliding-window.md)")
         if self.block_decoder.d_model % self.block_length:
             raise ValueError(
                 f"block_decoder.d_model ({self.block_decoder.d_model}) must be divisible by "

@@ -9,10 +9,12 @@ interrupted or failed sweep leaves neither a partial file nor a temporary one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .api import MAX_SWEEP_POINTS, SWEEP_CHUNK_POINTS, SweepPlan, sweep_chunks
+import pandas as pd
+
+from .api import MAX_SWEEP_POINTS, SWEEP_CHUNK_POINTS, SweepPlan, sweep_chunks, typed_frame
 from .errors import UserError, atomic_path
 
 SUFFIXES = (".csv", ".parquet", ".json")
@@ -20,9 +22,11 @@ SUFFIXES = (".csv", ".parquet", ".json")
 
 def write_sweep(plan: SweepPlan, path: str | Path, chunk_points: int = SWEEP_CHUNK_POINTS,
                 progress: Callable[[int, int], None] | None = None,
-                max_json_points: int = MAX_SWEEP_POINTS) -> int:
+                max_json_points: int = MAX_SWEEP_POINTS,
+                on_chunk: Callable[[pd.DataFrame], None] | None = None) -> int:
     """Evaluate `plan` into `path` (.csv, .parquet or .json); returns the number of rows.
-    `progress(done, total)` is called after every chunk."""
+    `progress(done, total)` is called after every chunk, `on_chunk(chunk)` before it is
+    written."""
     path = Path(path)
     if path.suffix not in SUFFIXES:
         raise UserError(f"--out: file name must end in {', '.join(SUFFIXES)}, got "
@@ -34,25 +38,33 @@ def write_sweep(plan: SweepPlan, path: str | Path, chunk_points: int = SWEEP_CHU
     done = 0
     with atomic_path(path) as tmp:
         if path.suffix == ".json":
-            import pandas as pd
-
-            df = pd.concat(list(sweep_chunks(plan, chunk_points)), ignore_index=True)
-            df.to_json(tmp, orient="records")
+            df = typed_frame(pd.concat(list(_chunks(plan, chunk_points, on_chunk)),
+                                       ignore_index=True))
+            df.to_json(tmp, orient="records", double_precision=15)
             done = len(df)
         elif path.suffix == ".csv":
             with open(tmp, "w", encoding="utf-8", newline="") as f:
-                for chunk in sweep_chunks(plan, chunk_points):
-                    chunk.to_csv(f, index=False, header=done == 0)
+                for chunk in _chunks(plan, chunk_points, on_chunk):
+                    typed_frame(chunk).to_csv(f, index=False, header=done == 0)
                     done += len(chunk)
                     if progress:
                         progress(done, total)
         else:
-            done = _write_parquet(plan, tmp, chunk_points, progress)
+            done = _write_parquet(plan, tmp, chunk_points, progress, on_chunk)
     return done
 
 
+def _chunks(plan: SweepPlan, chunk_points: int,
+            on_chunk: Callable[[pd.DataFrame], None] | None) -> Iterator[pd.DataFrame]:
+    for chunk in sweep_chunks(plan, chunk_points):
+        if on_chunk:
+            on_chunk(chunk)
+        yield chunk
+
+
 def _write_parquet(plan: SweepPlan, tmp: Path, chunk_points: int,
-                   progress: Callable[[int, int], None] | None) -> int:
+                   progress: Callable[[int, int], None] | None,
+                   on_chunk: Callable[[pd.DataFrame], None] | None = None) -> int:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -62,7 +74,7 @@ def _write_parquet(plan: SweepPlan, tmp: Path, chunk_points: int,
     writer = None
     done = 0
     try:
-        for chunk in sweep_chunks(plan, chunk_points):
+        for chunk in _chunks(plan, chunk_points, on_chunk):
             # labels as plain strings: per-chunk categoricals would differ in their dictionaries
             table = pa.Table.from_pandas(chunk.astype({"model": str, "kind": str,
                                                       "hardware": str}), preserve_index=False)

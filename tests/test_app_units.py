@@ -444,3 +444,53 @@ def test_sweep_helper_agrees_with_api():
     ref = sweep("block_main_b4_5", hw, batch="max", prompt_tokens=2048,
                 generated_tokens=list(design.LENGTHS), metrics=["ttft_s"])
     assert df["value"].tolist() == pytest.approx(ref["ttft_s"].tolist(), rel=1e-12)
+
+
+# --- number formatting and shared scales (issue 15) -----------------------------------------
+
+def test_log_axes_label_powers_of_ten_in_one_si_style():
+    v = estimate("vanilla_410", "h100-sxm-80gb", Workload(batch=8))
+    pts = figures.roofline_points(v, "Vanilla", 989e12)
+    fig = figures.roofline_figure(989e12, 3.35e12, pts, "t").to_plotly_json()["layout"]
+    for axis in (fig["xaxis"], fig["yaxis"]):
+        assert axis["type"] == "log" and axis["dtick"] == 1  # no 2..9 minor labels
+        assert axis["tickformat"] == ".3~s"  # 100T, never 1e+14 beside 100T
+    curve = pd.DataFrame({"batch": [1, 2, 4], "tpot_s": [0.01, 0.011, 0.012],
+                          "ttft_s": [0.1] * 3, "throughput_tokens_per_s": [100.0, 180, 330],
+                          "memory_bytes_total": [1e9] * 3})
+    cap = figures.capacity_figure(curve, 4, None, "c").to_plotly_json()["layout"]
+    assert cap["xaxis"]["tickformat"] == "d" and cap["xaxis"]["dtick"] == 1
+    assert cap["yaxis2"]["tickformat"] == ".3~s" and cap["yaxis2"]["tickmode"] == "auto"
+    # room for the right axis title (it was clipped) and the legend out of its way
+    assert cap["margin"]["r"] >= 60 and cap["legend"]["orientation"] == "h"
+
+
+def test_heatmap_cells_share_one_number_style():
+    pivot = pd.DataFrame([[546.0, 1090.0], [np.nan, 2.5e6]], index=[128, 2048], columns=[1, 8])
+    fig = figures.heatmap_figure(pivot, "t", "batch", "prompt", "throughput", log_z=True)
+    assert [list(r) for r in fig.data[0].text] == [["546", "1.09 k"], ["", "2.5 M"]]
+    secs = figures.heatmap_figure(pivot / 1e6, "t", "b", "p", "TTFT", show=fmt.for_unit("s"))
+    assert list(secs.data[0].text[0]) == ["546 µs", "1.09 ms"]
+    assert fmt.for_unit("bytes")(3 * 2**30) == "3.00 GiB"
+
+
+def test_per_op_charts_share_one_time_scale():
+    w = Workload(batch="max")
+    ests = [estimate("vanilla_410", "h100-sxm-80gb", w),
+            estimate("block_main_b4_1.2b", "h100-sxm-80gb", w)]
+    x_max = figures.shared_time_range_ms(ests)
+    longest = max(float(e.breakdown()["time_s"].max()) for e in ests) * 1e3
+    assert longest < x_max <= longest * 1.06
+    ranges = [figures.op_time_figure(e, "t", x_max_ms=x_max).layout.xaxis.range for e in ests]
+    assert ranges[0] == ranges[1] == (0, x_max)
+
+
+def test_decode_time_per_token_compares_tokens_not_steps():
+    w = Workload(batch=64, prompt_tokens=2048, generated_tokens=128)
+    v = estimate("vanilla_410", "h100-sxm-80gb", w)
+    b = estimate("block_main_b4_1.2b", "h100-sxm-80gb", w)
+    assert v.decode_step_tokens == 1 and v.decode_time_per_token_s == v.decode_step_time_s
+    assert b.decode_step_tokens == 4
+    assert b.decode_time_per_token_s == pytest.approx(b.decode_step_time_s / 4, rel=1e-15)
+    labels = [m.label for m in tables.COMPARE_METRICS]
+    assert "Decode time per token" in labels

@@ -283,8 +283,7 @@ def register(sub: Any) -> None:
 
     register_serve(vs)
 
-    from .collective_bench import register as register_allreduce
-    from .tp_suite import register as register_tp
+    from .parallel_cli import register_allreduce, register_tp  # torch loads when they run
 
     register_allreduce(vs)
     register_tp(vs)
