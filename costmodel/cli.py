@@ -7,6 +7,7 @@ tracebacks for users. `--json` prints machine-readable output on stdout.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from .errors import UserError, describe_validation_error
 
@@ -25,21 +26,10 @@ FLAG_FOR_FIELD = {"prompt_tokens": "--prompt", "generated_tokens": "--generate",
 
 
 def _load_model(text: str):
-    """A preset name, a spec JSON file (a dumped VanillaSpec/BlockSpec) or an HF config.json."""
-    from .hf_config import read_json_file, spec_from_hf_config
-    from .presets import get_preset
-    from .spec import ModelSpec
+    """`costmodel.loading.load_model` (kept under this name for the commands below)."""
+    from .loading import load_model
 
-    if not (text.endswith(".json") or os.path.sep in text):
-        return get_preset(text)
-    path = Path(text)
-    data = read_json_file(path, field="--model")
-    if isinstance(data, dict) and data.get("kind") in ("vanilla", "block"):
-        try:
-            return TypeAdapter(ModelSpec).validate_python(data)
-        except ValidationError as e:
-            raise UserError(describe_validation_error(e, prefix=f"--model {path}")) from None
-    return spec_from_hf_config(data, name=path.stem)
+    return load_model(text)
 
 
 def _workload(args: argparse.Namespace):
@@ -267,7 +257,17 @@ def cmd_app(args: argparse.Namespace) -> None:
     raise SystemExit(subprocess.call(cmd))
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Command groups that live above `costmodel` (they need torch), by dotted module name. The
+# module is imported only when its command is the one asked for, and its `register(sub)` adds
+# the real parser: `costmodel` never imports `validation` on its own, and `validation` imports
+# only public `costmodel` functions (no import cycle; DESIGN.md "Growing the house").
+COMMAND_MODULES: dict[str, tuple[str, str]] = {
+    "validate": ("validation.cli", "count, time and calibrate the reference vs the model"),
+}
+
+
+def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
+    """The `blockroof` parser; `wanted` (argv[0]) selects which `COMMAND_MODULES` to import."""
     p = argparse.ArgumentParser(prog="blockroof", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -328,19 +328,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--headless", action="store_true")
     s.set_defaults(func=cmd_app)
 
-    try:  # validation commands need torch; registered only when it is importable
-        from validation.cli import register
-    except ImportError:
-        pass
-    else:
-        register(sub)
+    for command, (module, text) in COMMAND_MODULES.items():
+        if command == wanted:
+            importlib.import_module(module).register(sub)
+        else:  # listed in --help; its own options are known once it is the command asked for
+            sub.add_parser(command, help=text, add_help=False)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        args = build_parser(argv[0] if argv else None).parse_args(argv)
         args.func(args)
+    except ModuleNotFoundError as e:
+        if e.name is None or e.name.split(".")[0] in ("costmodel", "validation", "reference"):
+            raise
+        # e.g. `blockroof validate ...` without torch: one line, not a traceback
+        print(f"error: {argv[0]}: needs the Python package {e.name!r}, which is not installed "
+              f"(pip install {e.name})", file=sys.stderr)
+        return 2
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
