@@ -19,6 +19,7 @@ D -> F projections), LayerNorm 2D parameters, RMSNorm D.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
 from typing import NamedTuple
 
@@ -26,9 +27,13 @@ import sympy as sp
 
 from .implementation import Implementation
 from .spec import StackSpec
-from .symbols import StackSymbols, V, s_a, s_kv, s_w
+from .symbols import L_B, StackSymbols, V, s_a, s_kv, s_w
 
 ZERO = sp.Integer(0)
+# Token ids are int64 (torch.long): a lookup reads 8 bytes per id (docs/conventions.md).
+ID_BYTES = sp.Integer(8)
+# Boolean masks take one byte per element.
+BOOL_BYTES = sp.Integer(1)
 
 
 class StackStructure(NamedTuple):
@@ -143,16 +148,33 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
     attn_flops = 4 * B * H * q * n_k * d_h
     causal_flops = 4 * B * H * d_h * (q * c + q * (q + 1) / 2)
     q_and_out = Bq * H * d_h
+    # 1 when the forward has several new positions, 0 for a one-position step (q >= 1)
+    several = sp.Min(q - 1, 1)
+    grouped = sp.Min(H - K, 1)  # 1 with grouped-query attention (H > K), 0 with H = K
     if im.attention == "fused":
+        # one fused kernel (flash attention): reads q, writes the output; scores stay on chip
         core = OpCost(p + "attn.core", attn_flops, causal_flops, ZERO, q_and_out * s_a,
                       q_and_out * s_a, 2 * B * K * d_h * n_k * s_kv, ZERO,
                       time_uses_useful=im.skips_masked_tiles)
     else:
-        # eager: scores [B, H, q, n_k] written by QK^T, read+written by mask/softmax, read by AV
+        # eager (docs/conventions.md): QK^T writes the scores [B, H, q, n_k]; the scale, the
+        # masked_fill (q > 1 only) and the softmax each read and write them; AV reads them.
+        # With q > 1 the causal mask [q, n_k] (bool, 1 byte) is built per layer: ones, tril,
+        # bitwise_not (each writes it, the last two read it), and masked_fill reads it.
         scores = B * H * q * n_k
-        core = OpCost(p + "attn.core", attn_flops, causal_flops, ZERO,
-                      (q_and_out + 2 * scores) * s_a, (q_and_out + 2 * scores) * s_a,
-                      2 * B * K * d_h * n_k * s_kv, ZERO, kernels=sp.Integer(4))
+        # With grouped heads and q > 1, grouping the queries under their KV head copies q.
+        mask = 3 * several * q * n_k * BOOL_BYTES
+        traffic = (1 + several * grouped) * q_and_out * s_a + (3 + several) * scores * s_a + mask
+        core = OpCost(p + "attn.core", attn_flops, causal_flops, ZERO, traffic, traffic,
+                      2 * B * K * d_h * n_k * s_kv, ZERO,
+                      kernels=4 + 4 * several + several * grouped)
+    # Layout copies in the attention's own code (docs/conventions.md), each reading and writing
+    # B q H d_h: with grouped KV heads (H > K) gathering the query heads out of the fused QKV
+    # layout, and with q > 1 laying the output [B, H, q, d_h] out as [B, q, H d_h] for the
+    # dense projection (views otherwise).
+    copies = several + grouped
+    ops.append(OpCost(p + "attn", ZERO, ZERO, ZERO, copies * q_and_out * s_a,
+                      copies * q_and_out * s_a, kernels=copies))
     ops += [
         core,
         _linear(p + "attn.dense", Bq, H * d_h, D, st.out_bias),
@@ -167,14 +189,16 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
         ops += [
             _linear(p + "mlp.gate", Bq, D, F, st.mlp_bias),
             _linear(p + "mlp.up", Bq, D, F, st.mlp_bias),
-            _elementwise(p + "mlp.act", 2 * Bq * F, Bq * F),  # silu(gate) * up
+            # eager: silu(gate) in ``mlp.act``, then the product with up in the MLP's own code
+            _elementwise(p + "mlp.act", Bq * F, Bq * F),
+            _elementwise(p + "mlp", 2 * Bq * F, Bq * F),
         ]
     ops.append(_linear(p + "mlp.down", Bq, F, D, st.mlp_bias))
     # residual: x + attn + mlp (parallel), or two sequential adds
-    if st.parallel_residual:
-        ops.append(_elementwise(prefix + "layers", 3 * Bq * D, Bq * D))
-    else:
-        ops.append(_elementwise(prefix + "layers", 4 * Bq * D, 2 * Bq * D))
+    # Both forms are two eager adds (x + attn, then + mlp), each reading two [Bq, D] tensors and
+    # writing one: 4 reads, 2 writes, 2 kernels (docs/conventions.md; no fusion across ops).
+    ops.append(dataclasses.replace(_elementwise(prefix + "layers", 4 * Bq * D, 2 * Bq * D),
+                                   kernels=sp.Integer(2)))
     return ops
 
 
@@ -188,8 +212,9 @@ def stack_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
     Bq = B * q
     ops: list[OpCost] = []
     if embed:
-        # gather: reads only the Bq rows it looks up
-        ops.append(OpCost(prefix + "embed_in", ZERO, ZERO, Bq * x.D * s_w, ZERO, Bq * x.D * s_a))
+        # gather: reads the Bq token ids and only the Bq rows it looks up
+        ops.append(OpCost(prefix + "embed_in", ZERO, ZERO, Bq * x.D * s_w, Bq * ID_BYTES,
+                          Bq * x.D * s_a))
     ops += [op.scaled(x.N) for op in layer_ops(prefix, st, im, x, Bq, B, q, c)]
     ops.append(_norm(prefix + "final_norm", st, Bq, x.D))
     if head_rows is not None:
@@ -200,7 +225,8 @@ def stack_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
 def embedder_op(B: sp.Expr, n_blocks: sp.Expr, D_b: sp.Expr) -> OpCost:
     """Lookup + concat embedder (SPEC.md 1.2): L_B rows of width D_b/L_B per block = D_b."""
     rows = B * n_blocks
-    return OpCost("embedder", ZERO, ZERO, rows * D_b * s_w, ZERO, rows * D_b * s_a)
+    return OpCost("embedder", ZERO, ZERO, rows * D_b * s_w, rows * L_B * ID_BYTES,
+                  rows * D_b * s_a)
 
 
 def expansion_op(B: sp.Expr, D_b: sp.Expr, P: sp.Expr, D_t: sp.Expr) -> OpCost:

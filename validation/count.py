@@ -51,7 +51,8 @@ from reference import build_model
 from .microbench import TORCH_DTYPE
 from .tracing import RequestCounts, trace_request
 
-COMPARED: tuple[str, ...] = ("flops", "weight_bytes", "kv_read_bytes", "kv_write_bytes")
+COMPARED: tuple[str, ...] = ("flops", "weight_bytes", "kv_read_bytes", "kv_write_bytes",
+                             "act_read_bytes", "act_write_bytes", "kernels")
 REQUEST_PHASE = "(request)"
 
 
@@ -207,21 +208,28 @@ def compare(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
                        generated_tokens, rows)
 
 
+SHORT = {"flops": "flops", "weight_bytes": "weight_B", "kv_read_bytes": "kv_read_B",
+         "kv_write_bytes": "kv_write_B", "act_read_bytes": "act_read_B",
+         "act_write_bytes": "act_write_B", "kernels": "kernels"}
+
+
 def format_table(report: CountReport) -> str:
-    """The per-op table the CLI prints: counted values and (predicted - counted)."""
-    header = ["phase", "op", "flops", "d_flops", "weight_B", "d_weight", "kv_read_B", "d_kv_r",
-              "kv_write_B", "d_kv_w", "ok"]
+    """The per-op table the CLI prints: counted values and (predicted - counted) ``d_``."""
+    header = ["phase", "op"]
+    for q in COMPARED:
+        header += [SHORT[q], "d_" + SHORT[q].removesuffix("_B")]
+    header.append("ok")
     lines = []
     for r in report.rows:
         d = r.differences
-        if r.phase == REQUEST_PHASE:
-            cells = [r.phase, r.op, "", "", str(r.counted["bytes"]), str(d["bytes"]), "", "", "",
-                     "", "ok" if r.ok else "MISMATCH"]
+        if r.phase == REQUEST_PHASE:  # memory rows: bytes in the weight_B columns
+            cells = [r.phase, r.op, "", "", str(r.counted["bytes"]), str(d["bytes"])]
+            cells += [""] * (len(header) - len(cells) - 1)
         else:
             cells = [r.phase, r.op]
             for q in COMPARED:
                 cells += [str(r.counted[q]), str(d[q])]
-            cells.append("ok" if r.ok else "MISMATCH")
+        cells.append("ok" if r.ok else "MISMATCH")
         lines.append(cells)
     widths = [max(len(h), *(len(row[i]) for row in lines)) for i, h in enumerate(header)]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
