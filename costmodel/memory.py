@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sympy as sp
 
+from . import params as counts
 from . import symbols as sy
 from .ops import ImplStructure, StackStructure, stack_params
 from .phases import n_generated_blocks, n_prompt_blocks
@@ -47,7 +48,7 @@ def _forward_workspace(st: StackStructure, im: ImplStructure, x: StackSymbols, q
 
 def vanilla_memory(st: StackStructure, im: ImplStructure, tied: bool) -> dict[str, sp.Expr]:
     x, S, G = sy.VANILLA, sy.S, sy.G
-    params = stack_params(st, x) + (1 if tied else 2) * sy.V * x.D
+    params = counts.vanilla_params(stack_params(st, x), sy.V, x.D, tied)
     entries = S + G - 1
     kv = kv_bytes_per_entry(x) * entries
     if im.kv_cache == "concat":
@@ -60,8 +61,9 @@ def vanilla_memory(st: StackStructure, im: ImplStructure, tied: bool) -> dict[st
 def block_memory(sb: StackStructure, stt: StackStructure, im: ImplStructure,
                  unused_embedding: bool) -> dict[str, sp.Expr]:
     xb, xt, P, L_B = sy.BLOCK_DEC, sy.TOKEN_DEC, sy.P, sy.L_B
-    params = (sy.V * xb.D / L_B + stack_params(sb, xb) + P * xt.D * (xb.D + 1)
-              + stack_params(stt, xt) + 2 * sy.V * xt.D)
+    params = counts.block_params(sy.V, xb.D / L_B, stack_params(sb, xb),
+                                 counts.expansion_params(xb.D, P, xt.D), stack_params(stt, xt),
+                                 xt.D)
     if unused_embedding:
         params += sy.V * xb.D
     n_p = n_prompt_blocks()

@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import sympy as sp
 
+from . import params as counts
 from .implementation import Implementation
 from .spec import StackSpec
 from .symbols import L_B, StackSymbols, V, s_a, s_kv, s_w
@@ -102,7 +103,7 @@ QUANTITIES = ("flops", "useful_flops", "weight_bytes", "act_read_bytes", "act_wr
 
 
 def _norm_params(st: StackStructure, D: sp.Expr) -> sp.Expr:
-    return 2 * D if st.norm == "layernorm" else D
+    return counts.norm_params(st.norm, D)
 
 
 def _linear(name: str, rows: sp.Expr, d_in: sp.Expr, d_out: sp.Expr, bias: bool) -> OpCost:
@@ -235,10 +236,9 @@ def expansion_op(B: sp.Expr, D_b: sp.Expr, P: sp.Expr, D_t: sp.Expr) -> OpCost:
 
 
 def stack_params(st: StackStructure, x: StackSymbols) -> sp.Expr:
-    """Parameters of a stack, layers plus final norm (SPEC.md 1.8: 12D^2 + 13D per NeoX layer)."""
+    """Parameters of a stack, layers plus final norm (`costmodel.params`, docs/model.md 1.8)."""
     N, D, H, K, d_h, F = x
-    qkv = D * (H + 2 * K) * d_h + ((H + 2 * K) * d_h if st.qkv_bias else 0)
-    dense = H * d_h * D + (D if st.out_bias else 0)
-    n_up = 1 if st.mlp == "gelu" else 2
-    mlp = (n_up + 1) * D * F + ((n_up * F + D) if st.mlp_bias else 0)
-    return N * (qkv + dense + mlp + 2 * _norm_params(st, D)) + _norm_params(st, D)
+    layer = counts.layer_params(D, H, K, d_h, F, mlp=st.mlp, norm=st.norm,
+                                qkv_bias=st.qkv_bias, out_bias=st.out_bias,
+                                mlp_bias=st.mlp_bias)
+    return counts.stack_params(N, layer, counts.norm_params(st.norm, D))
