@@ -170,10 +170,10 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
                       2 * B * K * d_h * n_k * s_kv, ZERO,
                       kernels=4 + 4 * several + several * grouped)
     # Layout copies in the attention's own code (docs/conventions.md), each reading and writing
-    # B q H d_h: with grouped KV heads (H > K) gathering the query heads out of the fused QKV
-    # layout, and with q > 1 laying the output [B, H, q, d_h] out as [B, q, H d_h] for the
-    # dense projection (views otherwise).
-    copies = several + grouped
+    # B q H d_h: with grouped KV heads (H > K > 1) gathering the query heads out of the fused
+    # QKV layout (with K = 1 the gather is a view), and with q > 1 laying the output
+    # [B, H, q, d_h] out as [B, q, H d_h] for the dense projection (views otherwise).
+    copies = several + grouped * sp.Min(K - 1, 1)
     ops.append(OpCost(p + "attn", ZERO, ZERO, ZERO, copies * q_and_out * s_a,
                       copies * q_and_out * s_a, kernels=copies))
     ops += [
