@@ -26,6 +26,8 @@ from .ops import ImplStructure, StackStructure, stack_params
 from .phases import n_generated_blocks, n_prompt_blocks
 from .symbols import StackSymbols
 
+ZERO = sp.Integer(0)
+
 
 def kv_bytes_per_entry(x: StackSymbols) -> sp.Expr:
     """K and V of every layer for one cached position (vanilla_410 bf16: 98,304 bytes)."""
@@ -50,12 +52,11 @@ def vanilla_memory(st: StackStructure, im: ImplStructure, tied: bool) -> dict[st
     x, S, G = sy.VANILLA, sy.S, sy.G
     params = counts.vanilla_params(stack_params(st, x), sy.V, x.D, tied)
     entries = S + G - 1
-    kv = kv_bytes_per_entry(x) * entries
-    if im.kv_cache == "concat":
-        kv += _cat_transient_per_entry(x) * entries
+    transient = _cat_transient_per_entry(x) * entries if im.kv_cache == "concat" else ZERO
+    kv = kv_bytes_per_entry(x) * entries + transient
     head_rows = sp.Integer(1) if im.logits == "last" else S
     work = _forward_workspace(st, im, x, S, S, head_rows)
-    return _finish(params * sy.s_w, kv, work)
+    return _finish(params * sy.s_w, kv, work, transient)
 
 
 def block_memory(sb: StackStructure, stt: StackStructure, im: ImplStructure,
@@ -71,19 +72,25 @@ def block_memory(sb: StackStructure, stt: StackStructure, im: ImplStructure,
     local = P + L_B - 1
     if im.kv_cache == "concat":
         local = P + sp.Min(L_B, sy.G) - 1
-    kv = kv_bytes_per_entry(xb) * blocks + kv_bytes_per_entry(xt) * local
+    transient = ZERO
     if im.kv_cache == "concat":
-        kv += sp.Max(_cat_transient_per_entry(xb) * blocks, _cat_transient_per_entry(xt) * local)
+        transient = sp.Max(_cat_transient_per_entry(xb) * blocks,
+                           _cat_transient_per_entry(xt) * local)
+    kv = kv_bytes_per_entry(xb) * blocks + kv_bytes_per_entry(xt) * local + transient
     work = sp.Max(
         _forward_workspace(sb, im, xb, n_p, n_p, sp.Integer(0)),
         _forward_workspace(stt, im, xt, P, P, sp.Integer(1)),
     )
-    return _finish(params * sy.s_w, kv, work)
+    return _finish(params * sy.s_w, kv, work, transient)
 
 
-def _finish(weights: sp.Expr, kv: sp.Expr, work: sp.Expr) -> dict[str, sp.Expr]:
+def _finish(weights: sp.Expr, kv: sp.Expr, work: sp.Expr,
+            transient: sp.Expr) -> dict[str, sp.Expr]:
     per_sample = kv + work
     return {
+        # the part of the KV cache term that is the torch.cat transient (0 for a static cache);
+        # `validation.count` compares the rest with the caches held at rest
+        "kv_cat_transient_bytes_per_sample": transient,
         "weights_bytes": weights,
         "kv_cache_bytes_per_sample": kv,
         "workspace_bytes_per_sample": work,

@@ -28,13 +28,13 @@ Two documented adjustments, both memory-only (no FLOP or traffic count is adjust
   not allocate it, so it is subtracted before comparing parameter bytes.
 - concat (hf-legacy) caches: `costmodel.memory` adds one layer's K tensor for the transient of
   ``torch.cat`` (old and new copies coexist); the reference's caches are measured at rest
-  after each forward, so that term is subtracted (`concat_transient_bytes`).
+  after each forward, so that term is subtracted (the cost model's own
+  ``kv_cat_transient_bytes_per_sample``: no entry count is re-derived here).
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -108,7 +108,8 @@ def _exact_fn(key: Any) -> tuple[list[tuple[str, str]], Any]:
     f = formulas(key)
     rows = [(r.phase, r.op) for r in f.rows]
     exprs = [[r.quantities[q] for q in COMPARED] for r in f.rows]
-    exprs.append([f.metrics["weights_bytes"], f.metrics["kv_cache_bytes_per_sample"]])
+    exprs.append([f.metrics["weights_bytes"], f.metrics["kv_cache_bytes_per_sample"],
+                  f.metrics["kv_cat_transient_bytes_per_sample"]])
     return rows, sp.lambdify(ARGS, exprs, modules="sympy")
 
 
@@ -129,8 +130,9 @@ def exact_values(spec: VanillaSpec | BlockSpec, impl: Implementation, batch: int
 
 def predicted_counts(spec: VanillaSpec | BlockSpec, impl: Implementation, batch: int,
                      prompt_tokens: int, generated_tokens: int
-                     ) -> tuple[dict[tuple[str, str], dict[str, int]], int, int]:
-    """Exact cost-model counts per (phase, op), weights bytes and KV-cache bytes per sample."""
+                     ) -> tuple[dict[tuple[str, str], dict[str, int]], int, int, int]:
+    """Exact cost-model counts per (phase, op), weights bytes, KV-cache bytes per sample and
+    the ``torch.cat`` transient part of the latter."""
     rows, fn = _exact_fn(structure_key(spec, impl))
     vals = exact_values(spec, impl, batch, prompt_tokens, generated_tokens)
     out = fn(*[vals[a] for a in ARGS])
@@ -140,25 +142,9 @@ def predicted_counts(spec: VanillaSpec | BlockSpec, impl: Implementation, batch:
             continue
         counts[(phase, op)] = {name: _as_int(v, f"{phase}/{op}/{name}")
                                for name, v in zip(COMPARED, q, strict=True)}
-    weights, kv = out[-1]
-    return counts, _as_int(weights, "weights_bytes"), _as_int(kv, "kv_cache_bytes_per_sample")
-
-
-def concat_transient_bytes(spec: VanillaSpec | BlockSpec, impl: Implementation,
-                           prompt_tokens: int, generated_tokens: int) -> int:
-    """The extra K tensor `costmodel.memory` holds for a ``torch.cat`` growth, per sample:
-    K d_h s_kv bytes per entry of the final cache, of the stack where that is largest."""
-    if impl.kv_cache != "concat":
-        return 0
-    if isinstance(spec, VanillaSpec):
-        caches = [(spec.stack, prompt_tokens + generated_tokens - 1)]
-    else:
-        lb = spec.block_length
-        blocks = math.ceil(prompt_tokens / lb) + math.ceil(generated_tokens / lb) - 1
-        local = spec.prefix_length + min(lb, generated_tokens) - 1
-        caches = [(spec.block_decoder, blocks), (spec.token_decoder, local)]
-    return int(max(st.kv_heads * st.dh * impl.kv_bytes_per_element * entries
-                   for st, entries in caches))
+    weights, kv, transient = out[-1]
+    return (counts, _as_int(weights, "weights_bytes"), _as_int(kv, "kv_cache_bytes_per_sample"),
+            _as_int(transient, "kv_cat_transient_bytes_per_sample"))
 
 
 # --- counting and comparing -----------------------------------------------------------------
@@ -186,8 +172,8 @@ def compare(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
     impl = get_implementation(implementation, dtype=dtype)  # type: ignore[arg-type]
     counted = count_request(spec, batch, prompt_tokens, generated_tokens, implementation,
                             dtype, device)
-    predicted, weights, kv_per_sample = predicted_counts(spec, impl, batch, prompt_tokens,
-                                                         generated_tokens)
+    predicted, weights, kv_per_sample, transient = predicted_counts(
+        spec, impl, batch, prompt_tokens, generated_tokens)
     rows = []
     keys = list(predicted) + [k for k in counted.counts if k not in predicted]
     for key in keys:
@@ -200,7 +186,6 @@ def compare(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
         unused = int(spec.params_unused_embed_in * impl.weight_bytes_per_element)
     rows.append(CountRow(REQUEST_PHASE, "(parameters)",
                          {"bytes": counted.parameter_bytes}, {"bytes": weights - unused}))
-    transient = concat_transient_bytes(spec, impl, prompt_tokens, generated_tokens)
     rows.append(CountRow(REQUEST_PHASE, "(kv cache)",
                          {"bytes": sum(counted.kv_cache_peak_bytes.values())},
                          {"bytes": batch * (kv_per_sample - transient)}))
