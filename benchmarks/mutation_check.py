@@ -116,7 +116,15 @@ def check(cwd: Path) -> str | None:
     return None
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    """``--only NAME[,NAME...]`` runs the named mutations only (after a change to some)."""
+    mutations = MUTATIONS
+    if argv[:1] == ["--only"] and len(argv) == 2:
+        wanted = set(argv[1].split(","))
+        mutations = [m for m in MUTATIONS if m[0] in wanted]
+        if len(mutations) != len(wanted):
+            print(f"error: --only: unknown mutation among {sorted(wanted)}", file=sys.stderr)
+            return 2
     caught = 0
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -125,7 +133,7 @@ def main() -> int:
         if baseline is not None:
             print(f"unmutated copy fails ({baseline}): fix that first")
             return 1
-        for what, rel, old, new in MUTATIONS:
+        for what, rel, old, new in mutations:
             path = work / rel
             original = path.read_text()
             if original.count(old) != 1:
@@ -138,9 +146,9 @@ def main() -> int:
                 path.write_text(original)
             caught += where is not None
             print(f"{'caught' if where else 'MISSED'}  {what:28s} {where or ''}", flush=True)
-    print(f"mutations caught: {caught}/{len(MUTATIONS)}")
-    return 0 if caught == len(MUTATIONS) else 1
+    print(f"mutations caught: {caught}/{len(mutations)}")
+    return 0 if caught == len(mutations) else 1
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))
