@@ -171,9 +171,9 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
                       kernels=4 + 4 * several + several * grouped)
     # Layout copies in the attention's own code (docs/conventions.md), each reading and writing
     # B q H d_h: with grouped KV heads (H > K > 1) gathering the query heads out of the fused
-    # QKV layout (with K = 1 the gather is a view), and with q > 1 laying the output
+    # QKV layout (with K = 1 the gather is a view), and with q > 1 and H > 1 laying the output
     # [B, H, q, d_h] out as [B, q, H d_h] for the dense projection (views otherwise).
-    copies = several + grouped * sp.Min(K - 1, 1)
+    copies = several * sp.Min(H - 1, 1) + grouped * sp.Min(K - 1, 1)
     ops.append(OpCost(p + "attn", ZERO, ZERO, ZERO, copies * q_and_out * s_a,
                       copies * q_and_out * s_a, kernels=copies))
     ops += [
