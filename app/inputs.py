@@ -37,8 +37,10 @@ UPLOAD_KEY = "vanilla_upload"
 _SPECIAL = {CUSTOM: "Custom (edit below)", UPLOAD: "Upload a config.json",
             BLOCKIFY: "Blockify the vanilla model"}
 _PROFILE_HELP = ("static: our reference (preallocated KV cache, fused attention, last-position "
-                 "logits). hf-legacy: the paper's official code (torch.cat KV cache, eager "
-                 "attention, all-position logits).")
+                 "logits). hf-legacy: torch.cat KV cache, eager attention, all-position "
+                 "logits. official: the released code (FA2 vanilla and block decoder, eager "
+                 "token decoder, fp32 keys). official-eager: the same with eager attention "
+                 "everywhere, what paper Table 1 measured (docs/published.md).")
 
 
 def _model_label(name: str) -> str:
@@ -146,6 +148,13 @@ def _widgets() -> tuple[str, bytes] | None:
     _int_input("Generated tokens", "generated_tokens")
     st.number_input("Memory reserve (GiB)", key="reserve_GiB", min_value=0.0, step=1.0,
                     help="kept free when sizing the max batch (the paper's search stops at 2 GiB)")
+    c1, c2 = st.columns(2)
+    with c1:
+        _int_input("Tensor parallel (tp)", "tp",
+                   help="GPUs sharing every layer, Megatron style (docs/parallelism.md 1)")
+    with c2:
+        _int_input("Pipeline stages (pp)", "pp",
+                   help="layers split over stages; a Block Transformer: block | token decoder")
     return upload
 
 

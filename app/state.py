@@ -9,7 +9,8 @@ Query parameters: vanilla, block, hw, profile, batch ("max" or a number), prompt
 reserve_gib; for a custom vanilla v_layers, v_width, v_heads, v_ffn; for a custom block
 b_lb, b_prefix, b_nb, b_nt, b_width, b_heads, b_ffn; for a blockified vanilla bf_lb; for
 efficiencies that override the hardware record's (`EFFICIENCY_FIELDS`) eff_mm, eff_bw, eff_ov,
-t_kernel_us, t_forward_us (absent = the record's own).
+t_kernel_us, t_forward_us (absent = the record's own); for parallelism tp, pp (absent = 1;
+docs/parallelism.md).
 An uploaded config.json cannot travel in a URL: "vanilla=upload" asks for the file again.
 """
 
@@ -68,6 +69,9 @@ class WhatIf:
     eff_overlap: float | None = None
     kernel_overhead_us: float | None = None
     forward_overhead_us: float | None = None
+    # parallelism: GPUs per replica = tp x pp (docs/parallelism.md)
+    tp: int = 1
+    pp: int = 1
 
     def widget_values(self) -> dict[str, Any]:
         """Session-state values of the sidebar widgets (keys = field names)."""
@@ -85,6 +89,7 @@ _CUSTOM_BLOCK = {"b_lb": "b_block_length", "b_prefix": "b_prefix", "b_nb": "b_la
                  "b_nt": "b_layers_token", "b_width": "b_width", "b_heads": "b_heads",
                  "b_ffn": "b_ffn"}
 _BLOCKIFY = {"bf_lb": "bf_block_length"}
+_PARALLEL = {"tp": "tp", "pp": "pp"}
 _EFFICIENCY = {"eff_mm": "eff_matmul", "eff_bw": "eff_bandwidth", "eff_ov": "eff_overlap",
                "t_kernel_us": "kernel_overhead_us", "t_forward_us": "forward_overhead_us"}
 # WhatIf field -> (costmodel.hardware.Efficiency field, factor from the widget's unit to SI)
@@ -94,7 +99,7 @@ EFFICIENCY_FIELDS: dict[str, tuple[str, float]] = {
     "forward_overhead_us": ("forward_overhead_s", 1e-6),
 }
 QUERY_KEYS: tuple[str, ...] = (*_MAIN, "batch", "reserve_gib", *_CUSTOM_VANILLA, *_CUSTOM_BLOCK,
-                               *_BLOCKIFY, *_EFFICIENCY)
+                               *_BLOCKIFY, *_EFFICIENCY, *_PARALLEL)
 STREAMLIT_KEYS: tuple[str, ...] = ("embed", "embed_options")  # Streamlit's own; left alone
 
 
@@ -151,7 +156,7 @@ def from_query_params(params: Mapping[str, str | list[str]]) -> tuple[WhatIf, li
     changes: dict[str, Any] = {}
     warnings: list[str] = []
     types = {f.name: f.type for f in fields(WhatIf)}
-    mapping = _MAIN | _CUSTOM_VANILLA | _CUSTOM_BLOCK | _BLOCKIFY
+    mapping = _MAIN | _CUSTOM_VANILLA | _CUSTOM_BLOCK | _BLOCKIFY | _PARALLEL
     for key, raw in params.items():
         text = _first(raw)
         try:
@@ -195,6 +200,8 @@ def to_query_params(w: WhatIf) -> dict[str, str]:
     out |= {key: str(getattr(w, name)) for key, name in extra.items()}
     out |= {key: f"{getattr(w, name):g}" for key, name in _EFFICIENCY.items()
             if getattr(w, name) is not None}
+    out |= {key: str(getattr(w, name)) for key, name in _PARALLEL.items()
+            if getattr(w, name) != 1}
     return out
 
 

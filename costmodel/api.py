@@ -23,10 +23,12 @@ import sympy as sp
 from pydantic import BaseModel
 
 from . import symbols as sy
+from .errors import UserError
 from .hardware import Hardware, get_hardware
 from .implementation import Implementation, get_implementation
 from .metrics import ARGS, METRICS, ROW_FIELDS, StructureKey, formulas
 from .ops import ImplStructure, StackStructure
+from .parallel import Parallelism, check_parallelism, get_parallelism
 from .presets import get_preset, with_block_length
 from .spec import BlockSpec, StackSpec, VanillaSpec
 from .workload import Workload
@@ -45,13 +47,39 @@ def resolve_model(model: ModelLike) -> VanillaSpec | BlockSpec:
     raise TypeError(f"model: expected a preset name or a spec, got {type(model).__name__}")
 
 
-def structure_key(spec: VanillaSpec | BlockSpec, impl: Implementation) -> StructureKey:
+def structure_key(spec: VanillaSpec | BlockSpec, impl: Implementation,
+                  parallelism: Parallelism | None = None) -> StructureKey:
     im = ImplStructure.of(impl)
+    par = get_parallelism(parallelism)
+    flags = {"sharded": par.sharded, "pipelined": par.pipelined}
     if isinstance(spec, VanillaSpec):
-        return StructureKey("vanilla", (StackStructure.of(spec.stack),), im, spec.tie_embeddings)
+        return StructureKey("vanilla", (StackStructure.of(spec.stack),), im, spec.tie_embeddings,
+                            **flags)
     return StructureKey("block", (StackStructure.of(spec.block_decoder),
                                   StackStructure.of(spec.token_decoder)), im,
-                        unused_embedding=impl.allocates_unused_block_embedding)
+                        unused_embedding=impl.allocates_unused_block_embedding, **flags)
+
+
+def parallel_values(parallelism: Parallelism | None = None, hw: Hardware | None = None,
+                    spec: VanillaSpec | BlockSpec | None = None) -> dict[sp.Symbol, float]:
+    """tp, pp and the interconnect (beta_link, alpha_link) of `hw`.
+
+    Without parallelism the values are neutral (tp = pp = 1; formulas of such structures do
+    not contain the link symbols). tp > 1 or pp > 1 needs a device with interconnect figures.
+    Raises UserError naming the field and the rule (costmodel.parallel).
+    """
+    par = get_parallelism(parallelism)
+    vals = {sy.tp: float(par.tp), sy.pp: float(par.pp), sy.beta_link: 1.0, sy.alpha_link: 0.0}
+    if spec is not None:
+        check_parallelism(spec, par)
+    if par.gpus_per_replica > 1 and hw is not None:
+        if hw.interconnect_GBps_per_direction is None or hw.interconnect_latency_us is None:
+            raise UserError(
+                f"hardware: {hw.id} has no interconnect figures (interconnect_GBps_per_direction"
+                f" and interconnect_latency_us), so tp/pp > 1 cannot be modelled on it")
+        vals[sy.beta_link] = hw.interconnect_GBps_per_direction * 1e9
+        vals[sy.alpha_link] = hw.interconnect_latency_us * 1e-6
+    return vals
 
 
 def _stack_values(x: sy.StackSymbols, st: StackSpec | None) -> dict[sp.Symbol, float]:
@@ -71,7 +99,7 @@ def model_values(spec: VanillaSpec | BlockSpec) -> dict[sp.Symbol, float]:
         vals |= _stack_values(sy.BLOCK_DEC, spec.block_decoder)
         vals |= _stack_values(sy.TOKEN_DEC, spec.token_decoder)
     vals[sy.V] = float(spec.vocab_size)
-    return vals
+    return vals | parallel_values()
 
 
 def hardware_values(hw: Hardware, impl: Implementation) -> dict[sp.Symbol, float]:
@@ -82,6 +110,7 @@ def hardware_values(hw: Hardware, impl: Implementation) -> dict[sp.Symbol, float
         sy.t_kernel: float(hw.efficiency.kernel_overhead_s),
         sy.t_forward: float(hw.efficiency.forward_overhead_s),
         sy.M_cap: hw.capacity_bytes(),
+        sy.t_generate: float(hw.efficiency.generate_call_overhead_s),
     }
 
 
@@ -108,7 +137,9 @@ class OpRow(BaseModel, frozen=True):
     t_math_s: float
     t_mem_s: float
     time_s: float
-    bound: Literal["compute", "memory", "overhead", "none"]
+    bound: Literal["compute", "memory", "overhead", "none", "network"]
+    collective_bytes: float = 0.0  # tensor bytes handed to collectives (per rank)
+    collective_time_s: float = 0.0
 
     @property
     def intensity_flops_per_byte(self) -> float:
@@ -145,6 +176,14 @@ class Estimate(BaseModel, frozen=True):
     kv_bytes_total: float
     compute_bound_batch: float
     kv_overtakes_weights_context: float
+    # parallelism (docs/parallelism.md): one replica spans gpus = tp x pp devices
+    tp: int = 1
+    pp: int = 1
+    gpus: int = 1
+    weights_bytes_per_gpu: float = 0.0
+    memory_bytes_per_gpu: float = 0.0
+    collective_bytes_total: float = 0.0  # all ranks' sends over the request
+    collective_time_s: float = 0.0  # on one rank's path
     ops: list[OpRow]
 
     def breakdown(self) -> pd.DataFrame:
@@ -162,16 +201,20 @@ class Estimate(BaseModel, frozen=True):
         return self.model_dump(exclude={"ops"})
 
 
-def _bound(t_math: float, t_mem: float, time: float) -> str:
+def _bound(t_math: float, t_mem: float, time: float, t_comm: float = 0.0) -> str:
+    if t_comm > 0 and t_comm >= max(t_math, t_mem):
+        return "network"
     if t_math == 0 and t_mem == 0:
         return "overhead" if time > 0 else "none"
     return "compute" if t_math >= t_mem else "memory"
 
 
 def symbol_values(spec: VanillaSpec | BlockSpec, hw: Hardware, impl: Implementation,
-                  workload: Workload, batch: float) -> dict[sp.Symbol, float]:
+                  workload: Workload, batch: float,
+                  parallelism: Parallelism | None = None) -> dict[sp.Symbol, float]:
     """Every argument symbol of the compiled formulas (`metrics.ARGS`) bound to a number."""
     vals = model_values(spec) | impl_values(impl) | hardware_values(hw, impl)
+    vals |= parallel_values(parallelism, hw, spec)
     vals |= {sy.B: float(batch), sy.S: float(workload.prompt_tokens),
              sy.G: float(workload.generated_tokens), sy.M_res: float(workload.memory_reserve_bytes)}
     return vals
@@ -182,24 +225,28 @@ def estimate(
     hardware: HardwareLike,
     workload: Workload | None = None,
     implementation: str | Implementation = "static",
+    *,
+    parallelism: Parallelism | None = None,
 ) -> Estimate:
     """Predict latency, throughput and memory of one request batch.
 
     `workload.batch = "max"` uses the largest batch that fits the device memory (minus
     `workload.memory_reserve_bytes`); if not even one sequence fits, batch is 1 and
-    `fits` is False.
+    `fits` is False. With `parallelism` the batch is per replica, the memory limit per GPU,
+    and per-op rows are one rank's (docs/parallelism.md).
     """
     spec = resolve_model(model)
     hw = get_hardware(hardware)
     impl = get_implementation(implementation)
+    par = get_parallelism(parallelism)
     workload = workload or Workload()
-    f = formulas(structure_key(spec, impl))
+    f = formulas(structure_key(spec, impl, par))
     pi = hw.compute_flops_per_s(impl.compute_dtype)
-    metrics, rows = f.evaluate_all(symbol_values(spec, hw, impl, workload, 1.0))
+    metrics, rows = f.evaluate_all(symbol_values(spec, hw, impl, workload, 1.0, par))
     max_batch = int(metrics["max_batch"])
     batch = max(max_batch, 1) if workload.batch == "max" else workload.batch
     if batch != 1:
-        metrics, rows = f.evaluate_all(symbol_values(spec, hw, impl, workload, batch))
+        metrics, rows = f.evaluate_all(symbol_values(spec, hw, impl, workload, batch, par))
     ops = []
     for row, vals in zip(f.rows, rows, strict=True):
         v = dict(zip(ROW_FIELDS, map(float, vals), strict=True))
@@ -210,30 +257,35 @@ def estimate(
             kv_bytes=v["kv_read_bytes"] + v["kv_write_bytes"], kernels=v["kernels"],
             time_flops=v["t_math_s"] * pi,
             t_math_s=v["t_math_s"], t_mem_s=v["t_mem_s"], time_s=v["time_s"],
-            bound=_bound(v["t_math_s"], v["t_mem_s"], v["time_s"]),
+            bound=_bound(v["t_math_s"], v["t_mem_s"], v["time_s"], v["comm_time"]),
+            collective_bytes=v["comm_bytes"], collective_time_s=v["comm_time"],
         ))
     return Estimate(
         model=spec.name, kind=spec.kind, hardware=hw.id, implementation=impl.name, batch=batch,
         prompt_tokens=workload.prompt_tokens, generated_tokens=workload.generated_tokens,
         **{m: metrics[m] for m in METRICS if m != "max_batch"},
         max_batch=max_batch, fits=batch <= max_batch, ops=ops,
+        tp=par.tp, pp=par.pp, gpus=par.gpus_per_replica,
     )
 
 
 def max_batch(model: ModelLike, memory_bytes: float, workload: Workload | None = None,
-              implementation: str | Implementation = "static") -> int:
+              implementation: str | Implementation = "static", *,
+              parallelism: Parallelism | None = None) -> int:
     """Largest batch whose weights, KV cache and workspace fit in `memory_bytes` (the closed
-    form of `costmodel.memory`: floor((M - M_res - weights) / per-sequence memory))."""
+    form of `costmodel.memory`: floor((M - M_res - weights) / per-sequence memory)). With
+    `parallelism`: per replica, `memory_bytes` being one GPU's memory."""
     if not memory_bytes > 0:
         raise ValueError(f"memory_bytes: must be > 0, got {memory_bytes!r}")
     spec, impl = resolve_model(model), get_implementation(implementation)
+    par = get_parallelism(parallelism)
     workload = workload or Workload()
-    f = formulas(structure_key(spec, impl))
-    vals = model_values(spec) | impl_values(impl)
+    f = formulas(structure_key(spec, impl, par))
+    vals = model_values(spec) | impl_values(impl) | parallel_values(par, None, spec)
     vals |= {sy.B: 1.0, sy.S: float(workload.prompt_tokens),
              sy.G: float(workload.generated_tokens), sy.M_cap: float(memory_bytes),
              sy.M_res: float(workload.memory_reserve_bytes), sy.pi: 1.0, sy.beta: 1.0,
-             sy.eta_ov: 1.0, sy.t_kernel: 0.0, sy.t_forward: 0.0}
+             sy.eta_ov: 1.0, sy.t_kernel: 0.0, sy.t_forward: 0.0, sy.t_generate: 0.0}
     return int(f.evaluate("max_batch", vals)[0])
 
 
@@ -265,12 +317,15 @@ def sweep(
     metrics: Sequence[str] = ("throughput_tokens_per_s", "request_time_s", "ttft_s", "tpot_s",
                               "memory_bytes_per_sample", "max_batch"),
     memory_reserve_bytes: float = 0.0,
+    *,
+    parallelism: Parallelism | Sequence[Parallelism] | None = None,
 ) -> pd.DataFrame:
     """Evaluate metrics over the cartesian product of the inputs in vectorised calls.
 
     One row per design point: model, kind, hardware, block_length, batch, prompt_tokens,
-    generated_tokens, then the requested metrics. `batch="max"` uses each point's max batch.
-    `block_length` re-blocks every Block Transformer model (vanilla rows ignore it).
+    generated_tokens, tp, pp, gpus, then the requested metrics. `batch="max"` uses each
+    point's max batch. `block_length` re-blocks every Block Transformer model (vanilla rows
+    ignore it). `parallelism`: one layout or several (a sweep axis; docs/parallelism.md).
     """
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
@@ -287,27 +342,37 @@ def sweep(
     lb_list = None if block_length is None else list(_positive_array(
         "block_length", _as_list(block_length)).astype(int))
 
+    if parallelism is None or isinstance(parallelism, Parallelism):
+        pars = [get_parallelism(parallelism)]
+    else:
+        pars = [get_parallelism(p) for p in parallelism]
+    if not pars:
+        raise UserError("parallelism: needs at least one layout")
     parts: list[dict[str, Any]] = []
-    for spec, hw in itertools.product(specs, hws):
+    for spec, hw, par in itertools.product(specs, hws, pars):
         variants = [spec]
         if isinstance(spec, BlockSpec) and lb_list is not None:
             variants = [with_block_length(spec, lb) for lb in lb_list]
         for var in variants:
             parts.append(_sweep_one(var, hw, impl, b_arr, s_arr, g_arr, use_max,
-                                    tuple(metrics), memory_reserve_bytes))
+                                    tuple(metrics), memory_reserve_bytes, par))
     return _frame(parts)
 
 
-def _sweep_one(spec, hw, impl, b_arr, s_arr, g_arr, use_max, metrics, reserve) -> dict[str, Any]:
-    f = formulas(structure_key(spec, impl))
+def _sweep_one(spec, hw, impl, b_arr, s_arr, g_arr, use_max, metrics, reserve,
+               par: Parallelism) -> dict[str, Any]:
+    f = formulas(structure_key(spec, impl, par))
     B, S, G = (a.ravel() for a in np.meshgrid(b_arr, s_arr, g_arr, indexing="ij"))
     values = model_values(spec) | impl_values(impl) | hardware_values(hw, impl)
+    values |= parallel_values(par, hw, spec)
     values |= {sy.M_res: float(reserve), sy.B: B, sy.S: S, sy.G: G}
     if use_max:
         values[sy.B] = np.maximum(f.evaluate("max_batch", values), 1.0)
     out = {"model": spec.name, "kind": spec.kind, "hardware": hw.id,
            "block_length": float(getattr(spec, "block_length", np.nan)),
-           "batch": values[sy.B], "prompt_tokens": S, "generated_tokens": G}
+           "batch": values[sy.B], "prompt_tokens": S, "generated_tokens": G,
+           "tp": np.full(S.shape, float(par.tp)), "pp": np.full(S.shape, float(par.pp)),
+           "gpus": np.full(S.shape, float(par.gpus_per_replica))}
     return out | {m: f.evaluate(m, values) for m in metrics}
 
 
@@ -342,11 +407,12 @@ class Formula(BaseModel, frozen=True, arbitrary_types_allowed=True):
     latex: str
     symbols: dict[str, str]  # symbol -> meaning (legend)
 
-    def evaluate(self, model: ModelLike, hardware: HardwareLike, workload: Workload) -> float:
+    def evaluate(self, model: ModelLike, hardware: HardwareLike, workload: Workload,
+                 parallelism: Parallelism | None = None) -> float:
         spec, hw = resolve_model(model), get_hardware(hardware)
         impl = get_implementation(self.implementation)
         batch = 1 if workload.batch == "max" else workload.batch
-        vals = symbol_values(spec, hw, impl, workload, batch)
+        vals = symbol_values(spec, hw, impl, workload, batch, parallelism)
         return float(_compiled(self.expr)(*[np.float64(vals[a]) for a in ARGS]))
 
 
@@ -363,21 +429,24 @@ def _legend(name: str) -> str:
     return sy.LEGEND.get(name, "")
 
 
-def formula_names(model: ModelLike = "vanilla_410", implementation: str = "static") -> list[str]:
+def formula_names(model: ModelLike = "vanilla_410", implementation: str = "static", *,
+                  parallelism: Parallelism | None = None) -> list[str]:
     """Metric names, then `<phase>/<op>/<quantity>` names of every row."""
     spec = resolve_model(model)
-    f = formulas(structure_key(spec, get_implementation(implementation)))
+    f = formulas(structure_key(spec, get_implementation(implementation), parallelism))
     rows = [f"{r.phase}/{r.op}/{q}" for r in f.rows for q in (*r.quantities, "time")]
     return list(METRICS) + rows
 
 
 def formula(name: str, model: ModelLike = "vanilla_410",
-            implementation: str | Implementation = "static") -> Formula:
+            implementation: str | Implementation = "static", *,
+            parallelism: Parallelism | None = None) -> Formula:
     """The sympy expression of a metric (e.g. ``"ttft_s"``) or of one row quantity
-    (``"decode/layers.attn.core/kv_read_bytes"``), for the structure of `model`."""
+    (``"decode/layers.attn.core/kv_read_bytes"``), for the structure of `model` (sharded /
+    pipelined when `parallelism` has tp / pp > 1: ``decode/layers.attn.allreduce/time``)."""
     spec = resolve_model(model)
     impl = get_implementation(implementation)
-    f = formulas(structure_key(spec, impl))
+    f = formulas(structure_key(spec, impl, parallelism))
     if name in f.metrics:
         expr = f.metrics[name]
     else:

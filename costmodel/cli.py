@@ -1,4 +1,5 @@
-"""`blockroof` command line: presets, hardware, estimate, sweep, formula, paper, app, validate.
+"""`blockroof` command line: presets, hardware, estimate, sweep, formula, plan, paper, app,
+simulate, validate.
 
 Bad input prints one line `error: <field>: <rule>` on stderr and exits with status 2; no
 tracebacks for users. `--json` prints machine-readable output on stdout.
@@ -20,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .errors import UserError, describe_validation_error
+from .implementation import PROFILES
 
 FLAG_FOR_FIELD = {"prompt_tokens": "--prompt", "generated_tokens": "--generate",
                   "batch": "--batch", "memory_reserve_bytes": "--reserve-gib"}
@@ -74,6 +76,18 @@ def _hardware(args: argparse.Namespace) -> Any:
     except ValidationError as e:
         raise UserError(describe_validation_error(e, prefix="--efficiency")) from None
     return out if many else out[0]
+
+
+def _parallelism(args: argparse.Namespace):
+    """--tp/--pp as one `Parallelism` (None when both are 1, i.e. not given)."""
+    from .parallel import Parallelism
+
+    try:
+        par = Parallelism(tp=args.tp, pp=args.pp)
+    except ValidationError as e:
+        raise UserError(describe_validation_error(e, rename={"tp": "--tp", "pp": "--pp"})) \
+            from None
+    return par
 
 
 def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
@@ -153,32 +167,49 @@ def cmd_hardware(args: argparse.Namespace) -> None:
 
 
 def cmd_estimate(args: argparse.Namespace) -> None:
-    from .api import estimate
+    from .calibration import expectation
 
     hw = _hardware(args)
-    est = estimate(_load_model(args.model), hw, _workload(args), args.implementation)
+    exp = expectation(_load_model(args.model), hw, _workload(args), args.implementation,
+                      parallelism=_parallelism(args))
+    est = exp.bound
+    expected = None if args.bound else exp.expected
     if args.json:
         out = est.summary()
+        out["figures"] = "roofline bound"
+        if expected is not None:
+            out["expected"] = expected.summary()
+            out["calibration"] = exp.calibration.model_dump() if exp.calibration else None
         out["ops"] = [{"phase": r.phase, "name": r.name, "flops": r.flops,
                        "weight_bytes": r.weight_bytes, "activation_bytes": r.activation_bytes,
-                       "kv_bytes": r.kv_bytes, "time_s": r.time_s, "bound": r.bound}
+                       "kv_bytes": r.kv_bytes, "collective_bytes": r.collective_bytes,
+                       "time_s": r.time_s, "bound": r.bound}
                       for r in est.ops]
         _dump(out)
         return
     s = est.summary()
     print(f"{est.model} ({est.kind}) on {est.hardware}, profile {est.implementation}: "
           f"batch {est.batch} (max {est.max_batch}), prompt {est.prompt_tokens}, "
-          f"generate {est.generated_tokens}")
+          f"generate {est.generated_tokens}, tp {est.tp}, pp {est.pp} ({est.gpus} GPUs)")
     if args.efficiency:
         eff = hw.efficiency.model_dump(exclude={"source"})
         print("efficiencies: " + ", ".join(f"{k} {v:g}" for k, v in eff.items()))
     if not est.fits:
         print("warning: this batch does not fit in device memory")
+    if args.efficiency:
+        print("figures: this record's efficiencies as overridden (--efficiency)")
+    elif expected is None:
+        print(f"figures: roofline BOUNDS. {exp.statement if not args.bound else ''}".rstrip())
+    else:
+        print(exp.statement)
+    e = expected.summary() if expected is not None else None
+    print(f"  {'':32s} {'bound':>12s}" + (f" {'expected':>12s}" if e else ""))
     for key in ("ttft_s", "tpot_s", "request_time_s", "throughput_tokens_per_s",
                 "decode_step_time_s", "weights_bytes", "kv_cache_bytes_per_sample",
                 "memory_bytes_per_sample", "memory_bytes_total", "flops_total",
-                "compute_bound_batch", "kv_overtakes_weights_context"):
-        print(f"  {key:32s} {s[key]:.6g}")
+                "compute_bound_batch", "kv_overtakes_weights_context", "weights_bytes_per_gpu",
+                "memory_bytes_per_gpu", "collective_bytes_total", "collective_time_s"):
+        print(f"  {key:32s} {s[key]:12.6g}" + (f" {e[key]:12.6g}" if e else ""))
     print()
     phases = est.phases()
     _print_table(phases.to_dict("records"), list(phases.columns))
@@ -194,15 +225,24 @@ def cmd_sweep(args: argparse.Namespace) -> None:
             raise UserError(f"{flag}: expected comma-separated whole numbers, got {text!r}") \
                 from None
 
+    from .parallel import Parallelism
+
     batch: Any = "max" if args.batch == "max" else ints("--batch", args.batch)
     models = [_load_model(m) for m in args.model]
+    layouts = []
+    for tp in ints("--tp", args.tp):
+        for pp in ints("--pp", args.pp):
+            if tp < 1 or pp < 1:
+                raise UserError(f"--tp/--pp: every value must be a whole number >= 1, "
+                                f"got tp={tp}, pp={pp}")
+            layouts.append(Parallelism(tp=tp, pp=pp))
     df = sweep(models, _hardware(args), batch=batch, prompt_tokens=ints("--prompt", args.prompt),
                generated_tokens=ints("--generate", args.generate),
                block_length=ints("--block-length", args.block_length) if args.block_length
                else None, implementation=args.implementation,
                metrics=args.metrics.split(",") if args.metrics else
                ("throughput_tokens_per_s", "request_time_s", "ttft_s", "tpot_s",
-                "memory_bytes_per_sample", "max_batch"))
+                "memory_bytes_per_sample", "max_batch"), parallelism=layouts)
     out = Path(args.out)
     if out.suffix not in (".csv", ".json"):
         raise UserError(f"--out: file name must end in .csv or .json, got {out.name!r}")
@@ -218,30 +258,44 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 def cmd_formula(args: argparse.Namespace) -> None:
     from .api import formula, formula_names
 
+    par = _parallelism(args)
     if args.list:
-        print("\n".join(formula_names(_load_model(args.model), args.implementation)))
+        print("\n".join(formula_names(_load_model(args.model), args.implementation,
+                                       parallelism=par)))
         return
     if not args.name:
         raise UserError("formula: give a NAME (or --list to see them)")
-    f = formula(args.name, _load_model(args.model), args.implementation)
+    f = formula(args.name, _load_model(args.model), args.implementation, parallelism=par)
     print(f.latex if args.latex else str(f.expr))
 
 
 def cmd_paper(args: argparse.Namespace) -> None:
-    from .paper import pair_ratios, paper_table
+    from .calibration import calibration_for
+    from .paper import CALIBRATED, columns, mape, pair_ratios, paper_table, spearman
 
     table = paper_table(args.hardware)
     pairs = pair_ratios(table)
+    rho, err = spearman(table), mape(table)
+    records = {p: calibration_for(args.hardware, p) for p in CALIBRATED}
     if args.json:
-        _dump({"table": table.to_dict("records"), "pairs": pairs.to_dict("records")})
+        _dump({"table": table.to_dict("records"), "pairs": pairs.to_dict("records"),
+               "spearman": rho, "mape_pct": err,
+               "calibrations": {p: r.model_dump() for p, r in records.items() if r}})
         return
-    print(f"Paper v2 Table 1 (one H100, bf16, measured) vs roofline predictions on "
-          f"{args.hardware} at max batch (reserve 2 GiB)\n")
-    cols = ["paper_name", "setting", "paper_memory_MB", "paper_throughput_tok_s",
-            "static_max_batch", "static_memory_per_sample_MiB", "static_throughput_tok_s",
-            "hf-legacy_max_batch", "hf-legacy_memory_per_sample_MiB",
-            "hf-legacy_throughput_tok_s", "hf-legacy_over_paper"]
-    _print_table(table.to_dict("records"), cols)
+    print(f"Paper v2 Table 1 (one H100, bf16, measured) vs predictions on {args.hardware} at "
+          "max batch (reserve 2 GiB): profiles are roofline BOUNDS, calibrated-* columns the "
+          "calibrated expectation\n")
+    cols = ["paper_name", "setting", "paper_memory_MB", "paper_throughput_tok_s"]
+    cols += [f"{p}_throughput_tok_s" for p in columns(args.hardware)]
+    short = {c: c.replace("_throughput_tok_s", "") for c in cols}
+    _print_table([{short[c]: r[c] for c in cols} for r in table.to_dict("records")],
+                 [short[c] for c in cols])
+    print("\nThroughput over the 20 rows: Spearman rank agreement with the paper, MAPE")
+    _print_table([{"prediction": p, "spearman": rho[p], "mape_pct": err[p]} for p in rho],
+                 ["prediction", "spearman", "mape_pct"])
+    for p, rec in records.items():
+        if rec is not None:
+            print(f"calibrated-{p}: {rec.summary} (in-sample here: fitted on this table)")
     print("\nBlock / vanilla throughput ratios of matched pairs (SPEC.md 5.3)\n")
     _print_table(pairs.to_dict("records"), list(pairs.columns))
 
@@ -260,7 +314,7 @@ def cmd_app(args: argparse.Namespace) -> None:
 # Command groups that live above `costmodel` (they need torch), by dotted module name. The
 # module is imported only when its command is the one asked for, and its `register(sub)` adds
 # the real parser: `costmodel` never imports `validation` on its own, and `validation` imports
-# only public `costmodel` functions (no import cycle; DESIGN.md "Growing the house").
+# only public `costmodel` functions (no import cycle; docs/design.md "Layout").
 COMMAND_MODULES: dict[str, tuple[str, str]] = {
     "validate": ("validation.cli", "count, time and calibrate the reference vs the model"),
 }
@@ -282,7 +336,7 @@ def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
     def workload_args(s: argparse.ArgumentParser, many: bool = False) -> None:
         s.add_argument("--hardware", default="h100-sxm-80gb", nargs="+" if many else None,
                        help="hardware id (see `blockroof hardware`) or a record .json")
-        s.add_argument("--implementation", default="static", choices=["static", "hf-legacy"])
+        s.add_argument("--implementation", default="static", choices=list(PROFILES))
         s.add_argument("--efficiency", nargs="+", metavar="NAME=VALUE", default=None,
                        help="override the hardware record's efficiencies, e.g. matmul=0.8 "
                             "overlap=0 kernel_overhead_s=5e-6 (costmodel.hardware.Efficiency)")
@@ -295,6 +349,10 @@ def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--generate", type=int, required=True, help="generated tokens")
     s.add_argument("--batch", default="1", help="batch size or 'max'")
     s.add_argument("--reserve-gib", type=float, default=0.0, help="memory kept free, GiB")
+    s.add_argument("--tp", type=int, default=1, help="tensor-parallel degree (GPUs per layer)")
+    s.add_argument("--pp", type=int, default=1, help="pipeline stages")
+    s.add_argument("--bound", action="store_true",
+                   help="the pure roofline only (no calibrated expectation)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_estimate)
 
@@ -306,16 +364,24 @@ def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--generate", default="128", help="comma-separated generated lengths")
     s.add_argument("--block-length", default=None, help="comma-separated block lengths")
     s.add_argument("--metrics", default=None, help="comma-separated metric names")
+    s.add_argument("--tp", default="1", help="comma-separated tensor-parallel degrees (an axis)")
+    s.add_argument("--pp", default="1", help="comma-separated pipeline stage counts (an axis)")
     s.add_argument("--out", required=True, help="FILE.csv or FILE.json")
     s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("formula", help="print a formula (sympy or LaTeX)")
     s.add_argument("name", nargs="?")
     s.add_argument("--model", default="vanilla_410")
-    s.add_argument("--implementation", default="static", choices=["static", "hf-legacy"])
+    s.add_argument("--implementation", default="static", choices=list(PROFILES))
     s.add_argument("--latex", action="store_true")
     s.add_argument("--list", action="store_true", help="list formula names")
+    s.add_argument("--tp", type=int, default=1, help="formulas of a tensor-parallel layout")
+    s.add_argument("--pp", type=int, default=1, help="formulas of a pipelined layout")
     s.set_defaults(func=cmd_formula)
+
+    from .cli_plan import register as register_plan
+
+    register_plan(sub, workload_args)
 
     s = sub.add_parser("paper", help="paper Table 1 vs predictions, matched-pair ratios")
     s.add_argument("--hardware", default="h100-sxm-80gb")
@@ -327,6 +393,12 @@ def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--address", default="127.0.0.1")
     s.add_argument("--headless", action="store_true")
     s.set_defaults(func=cmd_app)
+
+    # the serving simulator (its own package; imported here, when the parser is built, never
+    # when costmodel is imported)
+    from serving.cli import register as register_simulate
+
+    register_simulate(sub)
 
     for command, (module, text) in COMMAND_MODULES.items():
         if command == wanted:
@@ -342,7 +414,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser(argv[0] if argv else None).parse_args(argv)
         args.func(args)
     except ModuleNotFoundError as e:
-        if e.name is None or e.name.split(".")[0] in ("costmodel", "validation", "reference"):
+        if e.name is None or e.name.split(".")[0] in ("costmodel", "validation", "reference",
+                                                        "serving"):
             raise
         # e.g. `blockroof validate ...` without torch: one line, not a traceback
         print(f"error: {argv[0]}: needs the Python package {e.name!r}, which is not installed "

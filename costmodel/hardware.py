@@ -93,6 +93,9 @@ class Efficiency(BaseModel, frozen=True, extra="forbid"):
     forward_overhead_s: float = Field(
         default=0.0, ge=0, description="fixed time per model forward call"
     )
+    generate_call_overhead_s: float = Field(
+        default=0.0, ge=0, description="fixed time per HF generate() call (docs/published.md 1)"
+    )
     source: str = "pure roofline (no calibration)"
 
 
@@ -137,6 +140,10 @@ class Hardware(BaseModel, frozen=True, extra="forbid"):
     l2_cache_MB: PositiveFloat | None = None
     interconnect_GBps_per_direction: PositiveFloat | None = Field(
         default=None, description="device-to-device, one direction (half the NVLink printed total)"
+    )
+    interconnect_latency_us: PositiveFloat | None = Field(
+        default=None, description="latency per step of a ring collective, microseconds "
+        "(docs/parallelism.md 3; NCCL's tuning model)"
     )
     tdp_W: PositiveFloat | None = None
     sparsity_factor: float = Field(
@@ -342,8 +349,15 @@ def save_hardware(hw: Hardware, path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         path = path / f"{hw.id}.json"
+    write_text_atomic(path, json.dumps(hw.model_dump(mode="json"), indent=2) + "\n")
+    load_database.cache_clear()
+    return path
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` via a temporary file in the same directory, fsync, then os.replace: an
+    existing file is never half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(hw.model_dump(mode="json"), indent=2) + "\n"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -354,5 +368,3 @@ def save_hardware(hw: Hardware, path: str | Path) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    load_database.cache_clear()
-    return path

@@ -20,17 +20,19 @@ D -> F projections), LayerNorm 2D parameters, RMSNorm D.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import NamedTuple
 
 import sympy as sp
 
 from . import params as counts
-from .implementation import Implementation
+from .collectives import allgather_sent_bytes, allgather_time, allreduce_sent_bytes, allreduce_time
+from .implementation import SPLIT_K_CHUNK, STACK_ROLES, Implementation
 from .spec import StackSpec
 from .symbols import L_B, StackSymbols, V, s_a, s_kv, s_w
 
 ZERO = sp.Integer(0)
+ONE = sp.Integer(1)
 # Token ids are int64 (torch.long): a lookup reads 8 bytes per id (docs/conventions.md).
 ID_BYTES = sp.Integer(8)
 # Boolean masks take one byte per element.
@@ -58,10 +60,21 @@ class ImplStructure(NamedTuple):
     logits: str
     attention: str
     skips_masked_tiles: bool
+    # attention kind per stack, in STACK_ROLES order (vanilla, block decoder, token decoder)
+    stack_attention: tuple[str, ...] = ("fused", "fused", "fused")
+    token_decoder_generate_per_block: bool = False
+    key_cache_fp32: bool = False
+    cat_keeps_previous_cache: bool = False
 
     @classmethod
     def of(cls, impl: Implementation) -> ImplStructure:
         return cls(*impl.structure_key)
+
+    def for_stack(self, prefix: str) -> ImplStructure:
+        """This structure with `attention` set to the kind of the stack named by an op prefix
+        ("" vanilla, "block_decoder.", "token_decoder.")."""
+        role = prefix.rstrip(".") or "vanilla"
+        return self._replace(attention=self.stack_attention[STACK_ROLES.index(role)])
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,11 @@ class OpCost:
     kv_write_bytes: sp.Expr = ZERO
     kernels: sp.Expr = sp.Integer(1)  # kernel launches
     time_uses_useful: bool = False  # roofline time from useful FLOPs (flash-style attention)
+    # collectives (costmodel.collectives): the tensor bytes one rank hands to the collective,
+    # the bytes all ranks send, and the alpha-beta time
+    comm_bytes: sp.Expr = ZERO
+    comm_sent_bytes: sp.Expr = ZERO
+    comm_time: sp.Expr = ZERO
 
     @property
     def bytes(self) -> sp.Expr:
@@ -91,15 +109,67 @@ class OpCost:
     def scaled(self, n: sp.Expr) -> OpCost:
         """The same op repeated n times (n layers)."""
         vals = {f.name: getattr(self, f.name) for f in fields(self)}
-        for key in ("flops", "useful_flops", "weight_bytes", "act_read_bytes", "act_write_bytes",
-                    "kv_read_bytes", "kv_write_bytes", "kernels"):
+        for key in QUANTITIES:
             vals[key] = vals[key] * n
         return OpCost(**vals)
 
 
 # The numeric fields of OpCost, in the order compiled functions return them.
 QUANTITIES = ("flops", "useful_flops", "weight_bytes", "act_read_bytes", "act_write_bytes",
-              "kv_read_bytes", "kv_write_bytes", "kernels")
+              "kv_read_bytes", "kv_write_bytes", "kernels", "comm_bytes", "comm_sent_bytes",
+              "comm_time")
+
+
+class Shard(NamedTuple):
+    """What one tensor-parallel rank holds of a stack (costmodel.parallel; docs/parallelism.md 1).
+
+    t: the tp degree (1: unsharded); H, K, F: query heads, KV heads (one, replicated, when
+    K < t) and MLP columns per rank.
+    """
+
+    t: sp.Expr
+    H: sp.Expr
+    K: sp.Expr
+    F: sp.Expr
+
+    @property
+    def sharded(self) -> bool:
+        return self.t != 1
+
+
+def shard(x: StackSymbols, tp: sp.Expr | None = None) -> Shard:
+    if tp is None:
+        return Shard(ONE, x.H, x.K, x.F)
+    return Shard(tp, x.H / tp, sp.Max(x.K / tp, 1), x.F / tp)
+
+
+def rank_symbols(x: StackSymbols, tp: sp.Expr | None) -> StackSymbols:
+    """The stack's sizes as one tensor-parallel rank holds them (H, K, F per rank)."""
+    sh = shard(x, tp)
+    return x._replace(H=sh.H, K=sh.K, F=sh.F)
+
+
+def allreduce_op(name: str, payload_bytes: sp.Expr, t: sp.Expr) -> OpCost:
+    """A ring all-reduce of `payload_bytes` per rank (costmodel.collectives)."""
+    return OpCost(name, ZERO, ZERO, ZERO, ZERO, ZERO, comm_bytes=payload_bytes,
+                  comm_sent_bytes=allreduce_sent_bytes(payload_bytes, t),
+                  comm_time=allreduce_time(payload_bytes, t))
+
+
+def allgather_op(name: str, gathered_bytes: sp.Expr, t: sp.Expr) -> OpCost:
+    """A ring all-gather whose result is `gathered_bytes` (comm_bytes: the result's size)."""
+    return OpCost(name, ZERO, ZERO, ZERO, ZERO, ZERO, comm_bytes=gathered_bytes,
+                  comm_sent_bytes=allgather_sent_bytes(gathered_bytes, t),
+                  comm_time=allgather_time(gathered_bytes, t))
+
+
+FP32_BYTES = sp.Integer(4)
+
+
+def kv_pair_bytes(im: ImplStructure) -> sp.Expr:
+    """Bytes of one key element plus one value element in the cache: 2 s_kv, or 4 + s_kv when
+    keys are cached in fp32 (`Implementation.key_cache_fp32`, docs/published.md 1)."""
+    return (FP32_BYTES if im.key_cache_fp32 else s_kv) + s_kv
 
 
 def _norm_params(st: StackStructure, D: sp.Expr) -> sp.Expr:
@@ -122,12 +192,18 @@ def _norm(name: str, st: StackStructure, rows: sp.Expr, D: sp.Expr) -> OpCost:
 
 
 def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbols,
-              Bq: sp.Expr, B: sp.Expr, q: sp.Expr, c: sp.Expr) -> list[OpCost]:
+              Bq: sp.Expr, B: sp.Expr, q: sp.Expr, c: sp.Expr,
+              tp: sp.Expr | None = None) -> list[OpCost]:
     """Ops of ONE decoder layer (SPEC.md 1.6) for a forward of q new positions after c cached.
 
-    Bq = B*q rows. Returned costs are for one layer; `stack_ops` scales them by N.
+    Bq = B*q rows. Returned costs are for one layer; `stack_ops` scales them by N. With `tp`
+    (a symbol) they are one rank's share of a Megatron-sharded layer plus its two all-reduces
+    (docs/parallelism.md 1).
     """
-    N, D, H, K, d_h, F = x
+    D, d_h = x.D, x.d_h
+    sh = shard(x, tp)
+    H, K, F = sh.H, sh.K, sh.F
+    im = im.for_stack(prefix)
     p = f"{prefix}layers."
     n_k = c + q  # keys attended: cached plus new
     ops = [
@@ -137,14 +213,15 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
         _elementwise(p + "attn.rotary", Bq * (H + K) * d_h, Bq * (H + K) * d_h),
     ]
     new_kv = 2 * Bq * K * d_h  # k and v elements of the new positions
+    pair = kv_pair_bytes(im)  # bytes of one cached k element plus one v element
     if im.kv_cache == "static":
         # preallocated buffers written in place at positions c..c+q-1
         ops.append(OpCost(p + "attn.kv_cache", ZERO, ZERO, ZERO, new_kv * s_a, ZERO,
-                          ZERO, new_kv * s_kv, kernels=sp.Integer(2)))
+                          ZERO, Bq * K * d_h * pair, kernels=sp.Integer(2)))
     else:
         # torch.cat(past, new): reads the old cache and writes the whole new one (SPEC.md 2.5.1)
         ops.append(OpCost(p + "attn.kv_cache", ZERO, ZERO, ZERO, new_kv * s_a, ZERO,
-                          2 * B * K * d_h * c * s_kv, 2 * B * K * d_h * n_k * s_kv,
+                          B * K * d_h * c * pair, B * K * d_h * n_k * pair,
                           kernels=sp.Integer(2)))
     attn_flops = 4 * B * H * q * n_k * d_h
     causal_flops = 4 * B * H * d_h * (q * c + q * (q + 1) / 2)
@@ -152,23 +229,47 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
     # 1 when the forward has several new positions, 0 for a one-position step (q >= 1)
     several = sp.Min(q - 1, 1)
     grouped = sp.Min(H - K, 1)  # 1 with grouped-query attention (H > K), 0 with H = K
-    if im.attention == "fused":
-        # one fused kernel (flash attention): reads q, writes the output; scores stay on chip
+    if im.attention == "split_k" and q == 1:
+        # flash-decoding (docs/published.md 1): the n_k keys split into chunks of SPLIT_K_CHUNK;
+        # each chunk writes a partial output and its log-sum-exp (d_h + 1 per head), which a
+        # second kernel reads and combines
+        partial = B * H * (d_h + 1) * n_k / SPLIT_K_CHUNK
+        core = OpCost(p + "attn.core", attn_flops, causal_flops, ZERO,
+                      (q_and_out + partial) * s_a, (q_and_out + partial) * s_a,
+                      B * K * d_h * n_k * pair, ZERO, kernels=sp.Integer(2),
+                      time_uses_useful=True)
+    elif im.attention in ("fused", "split_k"):
         core = OpCost(p + "attn.core", attn_flops, causal_flops, ZERO, q_and_out * s_a,
-                      q_and_out * s_a, 2 * B * K * d_h * n_k * s_kv, ZERO,
+                      q_and_out * s_a, B * K * d_h * n_k * pair, ZERO,
                       time_uses_useful=im.skips_masked_tiles)
+    elif im.key_cache_fp32:
+        # GPT-NeoX's eager attention in the released code (docs/published.md 1): q and k are
+        # fp32 after rotary, so the scores [B, H, q, n_k] are fp32 and pass through five
+        # kernels (zeros, baddbmm, causal where, + padding mask, softmax), each reading and
+        # writing them, then a cast to the compute dtype that AV reads
+        scores = B * H * q * n_k
+        core = OpCost(p + "attn.core", attn_flops, causal_flops, ZERO,
+                      q_and_out * s_a + scores * (5 * FP32_BYTES + s_a),
+                      q_and_out * s_a + scores * (5 * FP32_BYTES + s_a),
+                      B * K * d_h * n_k * pair, ZERO, kernels=sp.Integer(7))
     else:
         # eager (docs/conventions.md): QK^T writes the scores [B, H, q, n_k]; the scale, the
         # masked_fill (q > 1 only) and the softmax each read and write them; AV reads them.
         # With q > 1 the causal mask [q, n_k] (bool, 1 byte) is built per layer: ones, tril,
         # bitwise_not (each writes it, the last two read it), and masked_fill reads it.
-        scores = B * H * q * n_k
         # With grouped heads and q > 1, grouping the queries under their KV head copies q.
+        scores = B * H * q * n_k
         mask = 3 * several * q * n_k * BOOL_BYTES
         traffic = (1 + several * grouped) * q_and_out * s_a + (3 + several) * scores * s_a + mask
         core = OpCost(p + "attn.core", attn_flops, causal_flops, ZERO, traffic, traffic,
-                      2 * B * K * d_h * n_k * s_kv, ZERO,
+                      B * K * d_h * n_k * pair, ZERO,
                       kernels=4 + 4 * several + several * grouped)
+    if im.key_cache_fp32 and im.attention != "materialized":
+        # the fp32 keys are cast to the compute dtype before the kernel (key.to(target_dtype)
+        # in the released code, docs/published.md 1): a copy written and read back
+        cast = B * K * d_h * n_k * s_a
+        core = replace(core, act_read_bytes=core.act_read_bytes + cast,
+                       act_write_bytes=core.act_write_bytes + cast, kernels=core.kernels + 1)
     # Layout copies in the attention's own code (docs/conventions.md), each reading and writing
     # B q H d_h: with grouped KV heads (H > K > 1) gathering the query heads out of the fused
     # QKV layout (with K = 1 the gather is a view), and with q > 1 and H > 1 laying the output
@@ -176,11 +277,10 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
     copies = several * sp.Min(H - 1, 1) + grouped * sp.Min(K - 1, 1)
     ops.append(OpCost(p + "attn", ZERO, ZERO, ZERO, copies * q_and_out * s_a,
                       copies * q_and_out * s_a, kernels=copies))
-    ops += [
-        core,
-        _linear(p + "attn.dense", Bq, H * d_h, D, st.out_bias),
-        _norm(p + "ln_mlp", st, Bq, D),
-    ]
+    ops += [core, _linear(p + "attn.dense", Bq, H * d_h, D, st.out_bias)]
+    if sh.sharded:  # row-parallel output: partial sums of [B, q, D] all-reduced
+        ops.append(allreduce_op(p + "attn.allreduce", Bq * D * s_a, sh.t))
+    ops.append(_norm(p + "ln_mlp", st, Bq, D))
     if st.mlp == "gelu":
         ops += [
             _linear(p + "mlp.up", Bq, D, F, st.mlp_bias),
@@ -195,7 +295,8 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
             _elementwise(p + "mlp", 2 * Bq * F, Bq * F),
         ]
     ops.append(_linear(p + "mlp.down", Bq, F, D, st.mlp_bias))
-    # residual: x + attn + mlp (parallel), or two sequential adds
+    if sh.sharded:
+        ops.append(allreduce_op(p + "mlp.allreduce", Bq * D * s_a, sh.t))
     # Both forms are two eager adds (x + attn, then + mlp), each reading two [Bq, D] tensors and
     # writing one: 4 reads, 2 writes, 2 kernels (docs/conventions.md; no fusion across ops).
     ops.append(dataclasses.replace(_elementwise(prefix + "layers", 4 * Bq * D, 2 * Bq * D),
@@ -205,40 +306,82 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
 
 def stack_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbols,
               B: sp.Expr, q: sp.Expr, c: sp.Expr, *, embed: bool,
-              head_rows: sp.Expr | None) -> list[OpCost]:
+              head_rows: sp.Expr | None, tp: sp.Expr | None = None) -> list[OpCost]:
     """One forward of a stack: optional token embedding, N layers, final norm, optional LM head.
 
-    head_rows: LM-head rows per sequence (None: no head, as in the block decoder).
+    head_rows: LM-head rows per sequence (None: no head, as in the block decoder). With `tp`
+    the embedding and LM head are vocab-parallel (docs/parallelism.md 1): the masked lookup is
+    all-reduced, the V/tp logits of each rank all-gathered.
     """
     Bq = B * q
+    t = ONE if tp is None else tp
     ops: list[OpCost] = []
     if embed:
+        # gather: reads only the Bq rows it looks up (sharded: every rank gathers Bq rows of
+        # its shard, out-of-range ids clamped and masked to zero)
         # gather: reads the Bq token ids and only the Bq rows it looks up
         ops.append(OpCost(prefix + "embed_in", ZERO, ZERO, Bq * x.D * s_w, Bq * ID_BYTES,
                           Bq * x.D * s_a))
-    ops += [op.scaled(x.N) for op in layer_ops(prefix, st, im, x, Bq, B, q, c)]
+        if tp is not None:
+            ops.append(allreduce_op(prefix + "embed_in.allreduce", Bq * x.D * s_a, t))
+    ops += [op.scaled(x.N) for op in layer_ops(prefix, st, im, x, Bq, B, q, c, tp)]
     ops.append(_norm(prefix + "final_norm", st, Bq, x.D))
     if head_rows is not None:
-        ops.append(_linear(prefix + "lm_head", B * head_rows, x.D, V, bias=False))
+        ops.append(_linear(prefix + "lm_head", B * head_rows, x.D, V / t, bias=False))
+        if tp is not None:
+            ops.append(allgather_op(prefix + "lm_head.allgather", B * head_rows * V * s_a, t))
     return ops
 
 
-def embedder_op(B: sp.Expr, n_blocks: sp.Expr, D_b: sp.Expr) -> OpCost:
-    """Lookup + concat embedder (SPEC.md 1.2): L_B rows of width D_b/L_B per block = D_b."""
+def embedder_ops(B: sp.Expr, n_blocks: sp.Expr, D_b: sp.Expr,
+                 tp: sp.Expr | None = None) -> list[OpCost]:
+    """Lookup + concat embedder (SPEC.md 1.2): L_B rows of width D_b/L_B per block = D_b.
+
+    With `tp`: vocab-parallel like ``embed_in`` (masked lookup, then an all-reduce)."""
     rows = B * n_blocks
-    return OpCost("embedder", ZERO, ZERO, rows * D_b * s_w, rows * L_B * ID_BYTES,
-                  rows * D_b * s_a)
+    ops = [OpCost("embedder", ZERO, ZERO, rows * D_b * s_w, rows * L_B * ID_BYTES,
+                  rows * D_b * s_a)]
+    if tp is not None:
+        ops.append(allreduce_op("embedder.allreduce", rows * D_b * s_a, tp))
+    return ops
+
+
+def expansion_ops(B: sp.Expr, D_b: sp.Expr, P: sp.Expr, D_t: sp.Expr,
+                  tp: sp.Expr | None = None) -> list[OpCost]:
+    """Expansion Linear D_b -> P*D_t with bias, on one context embedding (SPEC.md 1.4).
+
+    With `tp`: column-parallel (P*D_t/tp outputs per rank), then all-gathered."""
+    t = ONE if tp is None else tp
+    ops = [_linear("token_decoder.expansion", B, D_b, P * D_t / t, bias=True)]
+    if tp is not None:
+        ops.append(allgather_op("token_decoder.expansion.allgather", B * P * D_t * s_a, t))
+    return ops
+
+
+def layer_params(st: StackStructure, x: StackSymbols, tp: sp.Expr | None = None) -> sp.Expr:
+    """Parameters of one layer (SPEC.md 1.8: 12D^2 + 13D per NeoX layer); with `tp`, what one
+    rank holds: sharded matrices and column biases, replicated norms and row-parallel biases."""
+    D, d_h = x.D, x.d_h
+    sh = shard(x, tp)
+    H, K, F = sh.H, sh.K, sh.F
+    return counts.layer_params(D, H, K, d_h, F, mlp=st.mlp, norm=st.norm,
+                               qkv_bias=st.qkv_bias, out_bias=st.out_bias, mlp_bias=st.mlp_bias)
+
+
+def final_norm_params(st: StackStructure, x: StackSymbols) -> sp.Expr:
+    return _norm_params(st, x.D)
+
+
+def stack_params(st: StackStructure, x: StackSymbols, tp: sp.Expr | None = None) -> sp.Expr:
+    """Parameters of a stack, layers plus final norm (per rank with `tp`)."""
+    return counts.stack_params(x.N, layer_params(st, x, tp), final_norm_params(st, x))
+
+
+def embedder_op(B: sp.Expr, n_blocks: sp.Expr, D_b: sp.Expr) -> OpCost:
+    """The unsharded embedder alone (`embedder_ops` without tensor parallelism)."""
+    return embedder_ops(B, n_blocks, D_b)[0]
 
 
 def expansion_op(B: sp.Expr, D_b: sp.Expr, P: sp.Expr, D_t: sp.Expr) -> OpCost:
-    """Expansion Linear D_b -> P*D_t with bias, on one context embedding (SPEC.md 1.4)."""
-    return _linear("token_decoder.expansion", B, D_b, P * D_t, bias=True)
-
-
-def stack_params(st: StackStructure, x: StackSymbols) -> sp.Expr:
-    """Parameters of a stack, layers plus final norm (`costmodel.params`, docs/model.md 1.8)."""
-    N, D, H, K, d_h, F = x
-    layer = counts.layer_params(D, H, K, d_h, F, mlp=st.mlp, norm=st.norm,
-                                qkv_bias=st.qkv_bias, out_bias=st.out_bias,
-                                mlp_bias=st.mlp_bias)
-    return counts.stack_params(N, layer, counts.norm_params(st.norm, D))
+    """The unsharded expansion Linear alone (`expansion_ops` without tensor parallelism)."""
+    return expansion_ops(B, D_b, P, D_t)[0]

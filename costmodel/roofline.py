@@ -70,14 +70,16 @@ def phase_rows(phase: Phase) -> list[Row]:
             phase=phase.name, op=op.name, ttft=phase.ttft,
             quantities={name: _phase_sum(phase, getattr(op, name)) for name in QUANTITIES},
             t_math=t_math, t_mem=t_mem,
-            time=sy.eta_ov * t_max + (1 - sy.eta_ov) * (t_math + t_mem) + kernels * sy.t_kernel,
+            time=(sy.eta_ov * t_max + (1 - sy.eta_ov) * (t_math + t_mem) + kernels * sy.t_kernel
+                  + _phase_sum(phase, op.comm_time)),
             repeat_share=1 / phase.repeat,
         ))
     # fixed cost of the forward calls themselves
     zero = sp.Integer(0)
     rows.append(Row(phase=phase.name, op="(forward calls)", ttft=phase.ttft,
                     quantities=dict.fromkeys(QUANTITIES, zero), t_math=zero, t_mem=zero,
-                    time=phase.forwards * phase.occurrences * sy.t_forward,
+                    time=phase.occurrences * (phase.forwards * sy.t_forward
+                                              + phase.generate_calls * sy.t_generate),
                     repeat_share=1 / phase.repeat))
     return rows
 
@@ -112,7 +114,7 @@ def op_time(op) -> sp.Expr:
     """Time of one op in one forward (module docstring), kernel launches included."""
     t_math, t_mem = op.time_flops / sy.pi, op.bytes / sy.beta
     return (sp.Max(t_math, t_mem) + (1 - sy.eta_ov) * sp.Min(t_math, t_mem)
-            + op.kernels * sy.t_kernel)
+            + op.kernels * sy.t_kernel + op.comm_time)
 
 
 def forward_time(ops, forwards: int | sp.Expr = 1) -> sp.Expr:

@@ -48,6 +48,8 @@ t_kernel = sp.Symbol("t_kernel", nonnegative=True)  # fixed time per kernel laun
 t_forward = sp.Symbol("t_forward", nonnegative=True)  # fixed time per forward call, s
 M_cap = _pos("M_cap")  # device memory capacity, bytes
 M_res = sp.Symbol("M_res", nonnegative=True)  # memory kept free (reserve), bytes
+# fixed time per HF generate() call (config checks, logits processors), s (docs/published.md 1)
+t_generate = sp.Symbol("t_generate", nonnegative=True)
 
 
 class StackSymbols(NamedTuple):
@@ -68,7 +70,7 @@ VANILLA = stack_symbols("")
 BLOCK_DEC = stack_symbols("b")
 TOKEN_DEC = stack_symbols("t")
 
-HARDWARE_SYMBOLS = (pi, beta, eta_ov, t_kernel, t_forward, M_cap, M_res)
+HARDWARE_SYMBOLS = (pi, beta, eta_ov, t_kernel, t_forward, M_cap, M_res, t_generate)
 BYTES_SYMBOLS = (s_w, s_a, s_kv)
 WORKLOAD_SYMBOLS = (B, S, G)
 
@@ -98,4 +100,19 @@ LEGEND: dict[str, str] = {
     "t_forward": "fixed time per forward call, s",
     "M_cap": "device memory capacity, bytes",
     "M_res": "memory reserve, bytes",
+    "t_generate": "fixed time per generate() call (HF generation loop set-up), s",
+}
+
+# Parallelism (docs/parallelism.md): degrees and the interconnect of the alpha-beta model
+tp = _int("tp")  # tensor-parallel degree (ranks sharing every layer)
+pp = _int("pp")  # pipeline stages
+beta_link = _pos("beta_link")  # interconnect bandwidth per direction, bytes/s
+alpha_link = sp.Symbol("alpha_link", nonnegative=True)  # latency per collective step, s
+
+PARALLEL_SYMBOLS = (tp, pp, beta_link, alpha_link)
+LEGEND |= {
+    "tp": "tensor-parallel degree (GPUs sharing each layer)",
+    "pp": "pipeline-parallel stages",
+    "beta_link": "interconnect bandwidth per direction, bytes/s",
+    "alpha_link": "interconnect latency per collective step, s",
 }

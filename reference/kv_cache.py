@@ -7,6 +7,10 @@
   ``torch.cat([past, new], dim=2)`` on every forward, starting from the first forward's k/v.
 - ``off``: no cache (training, or a full recompute).
 
+``key_dtype`` (concat only): the dtype keys are cached in. The official profile caches keys in
+fp32, as GPT-NeoX's fp32 rotary tables and torch.cat's type promotion do in the released code
+(docs/published.md 1); attention then reads the fp32 keys.
+
 The cache never reads tensor values on the host: `c` is a Python int the caller counts.
 """
 
@@ -29,6 +33,7 @@ class KVCache(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.mode: CacheMode = "off"
+        self.key_dtype: torch.dtype | None = None
         self.register_buffer("k", None, persistent=False)
         self.register_buffer("v", None, persistent=False)
 
@@ -41,9 +46,11 @@ class KVCache(nn.Module):
         head_dim: int,
         device: torch.device,
         dtype: torch.dtype,
+        key_dtype: torch.dtype | None = None,
     ) -> None:
         """Prepare for a new request. Static buffers are reused when the shape is unchanged."""
         self.mode = mode
+        self.key_dtype = key_dtype if mode == "concat" else None
         if mode != "static":
             self.k = self.v = None
             return
@@ -57,6 +64,7 @@ class KVCache(nn.Module):
     def reset(self) -> None:
         """Drop the cache (mode ``off``)."""
         self.mode = "off"
+        self.key_dtype = None
         self.k = self.v = None
 
     def update(self, k: Tensor, v: Tensor, c: int) -> tuple[Tensor, Tensor]:
@@ -67,6 +75,8 @@ class KVCache(nn.Module):
             return k, v
         q = k.shape[2]
         if self.mode == "concat":
+            if self.key_dtype is not None:
+                k = k.to(self.key_dtype)
             if c == 0:  # a fresh cache, written once as transformers' first torch.cat does
                 self.k = k.clone(memory_format=torch.contiguous_format)
                 self.v = v.clone(memory_format=torch.contiguous_format)

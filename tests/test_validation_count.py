@@ -136,8 +136,9 @@ def test_meta_memos_change_no_count(profile: str) -> None:
 def test_estimate_floats_agree_with_exact_counts() -> None:
     spec = get_preset("block_main_b4_1.2b")
     impl = get_implementation("hf-legacy", dtype="bf16")
-    exact, weights, kv, transient = predicted_counts(spec, impl, 8, 2048, 128)
-    assert 0 < transient < kv  # hf-legacy: the torch.cat transient is part of the KV term
+    exact, weights, kv = predicted_counts(spec, impl, 8, 2048, 128)
+    at_rest = predicted_counts(spec, impl, 8, 2048, 128, at_rest=True)[2]
+    assert 0 < at_rest < kv  # hf-legacy: the torch.cat transient is part of the KV term
     est = estimate(spec, "h100-sxm-80gb", Workload(batch=8, prompt_tokens=2048,
                                                    generated_tokens=128), impl)
     rows = {(r.phase, r.name): r for r in est.ops}

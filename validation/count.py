@@ -26,10 +26,10 @@ Two documented adjustments, both memory-only (no FLOP or traffic count is adjust
 - hf-legacy block models: the cost model holds the official code's unused block-decoder
   ``embed_in`` (V x D_b, SPEC.md 1.3, `BlockSpec.params_unused_embed_in`); the reference does
   not allocate it, so it is subtracted before comparing parameter bytes.
-- concat (hf-legacy) caches: `costmodel.memory` adds one layer's K tensor for the transient of
-  ``torch.cat`` (old and new copies coexist); the reference's caches are measured at rest
-  after each forward, so that term is subtracted (the cost model's own
-  ``kv_cat_transient_bytes_per_sample``: no entry count is re-derived here).
+- concat (hf-legacy, official) caches: `costmodel.memory` adds the transient of ``torch.cat``
+  (old and new copies coexist: one layer's K, or the official profile's whole previous tuple);
+  the reference's caches are measured at rest after each forward, so that term (the formulas'
+  ``kv_transient_bytes_per_sample``) is subtracted.
 """
 
 from __future__ import annotations
@@ -45,14 +45,21 @@ from costmodel import symbols as sy
 from costmodel.api import impl_values, model_values, structure_key
 from costmodel.implementation import Implementation, get_implementation
 from costmodel.metrics import ARGS, formulas
+from costmodel.parallel import Parallelism
 from costmodel.spec import BlockSpec, VanillaSpec
 from reference import build_model
 
 from .microbench import TORCH_DTYPE
 from .tracing import RequestCounts, trace_request
 
-COMPARED: tuple[str, ...] = ("flops", "weight_bytes", "kv_read_bytes", "kv_write_bytes",
-                             "act_read_bytes", "act_write_bytes", "kernels")
+COMPARED: tuple[str, ...] = ("flops", "weight_bytes", "kv_read_bytes", "kv_write_bytes")
+# with tensor parallelism also the tensor bytes of every collective (validation/collectives.py)
+COMPARED_ALL: tuple[str, ...] = (*COMPARED, "comm_bytes")
+# activation traffic and kernels of every aten op (validation/traffic.py, docs/conventions.md),
+# compared for the profiles whose kernels the reference runs: static and hf-legacy
+TRAFFIC: tuple[str, ...] = ("act_read_bytes", "act_write_bytes", "kernels")
+TRAFFIC_PROFILES = ("static", "hf-legacy")
+EVALUATED: tuple[str, ...] = (*COMPARED_ALL, *TRAFFIC)
 REQUEST_PHASE = "(request)"
 
 
@@ -107,9 +114,10 @@ def _exact(value: float) -> sp.Rational:
 def _exact_fn(key: Any) -> tuple[list[tuple[str, str]], Any]:
     f = formulas(key)
     rows = [(r.phase, r.op) for r in f.rows]
-    exprs = [[r.quantities[q] for q in COMPARED] for r in f.rows]
-    exprs.append([f.metrics["weights_bytes"], f.metrics["kv_cache_bytes_per_sample"],
-                  f.metrics["kv_cat_transient_bytes_per_sample"]])
+    exprs = [[r.quantities[q] for q in EVALUATED] for r in f.rows]
+    # one GPU's share (= the whole model without tensor parallelism)
+    exprs.append([f.metrics["weights_bytes_per_gpu"], f.metrics["kv_cache_bytes_per_sample_per_gpu"],
+                  f.metrics["kv_transient_bytes_per_sample_per_gpu"]])
     return rows, sp.lambdify(ARGS, exprs, modules="sympy")
 
 
@@ -121,87 +129,102 @@ def _as_int(x: sp.Expr, what: str) -> int:
 
 
 def exact_values(spec: VanillaSpec | BlockSpec, impl: Implementation, batch: int,
-                 prompt_tokens: int, generated_tokens: int) -> dict[sp.Symbol, sp.Rational]:
+                 prompt_tokens: int, generated_tokens: int,
+                 tp: int = 1) -> dict[sp.Symbol, sp.Rational]:
     vals: dict[sp.Symbol, Any] = dict(model_values(spec)) | dict(impl_values(impl))
+    vals[sy.tp] = tp
     vals |= {sy.B: batch, sy.S: prompt_tokens, sy.G: generated_tokens, sy.M_res: 0}
     vals |= {s: 1 for s in sy.HARDWARE_SYMBOLS if s is not sy.M_res}  # rates: irrelevant here
     return {k: _exact(v) for k, v in vals.items()}
 
 
 def predicted_counts(spec: VanillaSpec | BlockSpec, impl: Implementation, batch: int,
-                     prompt_tokens: int, generated_tokens: int
-                     ) -> tuple[dict[tuple[str, str], dict[str, int]], int, int, int]:
-    """Exact cost-model counts per (phase, op), weights bytes, KV-cache bytes per sample and
-    the ``torch.cat`` transient part of the latter."""
-    rows, fn = _exact_fn(structure_key(spec, impl))
-    vals = exact_values(spec, impl, batch, prompt_tokens, generated_tokens)
+                     prompt_tokens: int, generated_tokens: int, at_rest: bool = False,
+                     tp: int = 1) -> tuple[dict[tuple[str, str], dict[str, int]], int, int]:
+    """Exact cost-model counts per (phase, op), weights bytes and KV-cache bytes per sample
+    (``kv_cache_bytes_per_sample``; `at_rest`: without the ``torch.cat`` transient); with
+    tensor parallelism over `tp` ranks, one rank's (collectives' bytes included)."""
+    rows, fn = _exact_fn(structure_key(spec, impl, Parallelism(tp=tp)))
+    vals = exact_values(spec, impl, batch, prompt_tokens, generated_tokens, tp)
     out = fn(*[vals[a] for a in ARGS])
     counts = {}
     for (phase, op), q in zip(rows, out[:-1], strict=True):
         if op == "(forward calls)":
             continue
         counts[(phase, op)] = {name: _as_int(v, f"{phase}/{op}/{name}")
-                               for name, v in zip(COMPARED, q, strict=True)}
+                               for name, v in zip(EVALUATED, q, strict=True)}
     weights, kv, transient = out[-1]
-    return (counts, _as_int(weights, "weights_bytes"), _as_int(kv, "kv_cache_bytes_per_sample"),
-            _as_int(transient, "kv_cat_transient_bytes_per_sample"))
+    if at_rest:
+        kv -= transient
+    return counts, _as_int(weights, "weights_bytes"), _as_int(kv, "kv_cache_bytes_per_sample")
 
 
 # --- counting and comparing -----------------------------------------------------------------
 
 def count_request(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
                   generated_tokens: int, implementation: str = "static", dtype: str = "bf16",
-                  device: str = "meta") -> RequestCounts:
+                  device: str = "meta", tp: int = 1) -> RequestCounts:
     """Build the reference (on `device`, default meta: no memory, no arithmetic) and count one
-    `generate` request."""
+    `generate` request (rank 0 of a `tp`-way sharded model, collectives recorded)."""
     if dtype not in TORCH_DTYPE:
         raise ValueError(f"dtype: expected one of {', '.join(TORCH_DTYPE)}, got {dtype!r}")
     model = build_model(spec, device=device, dtype=TORCH_DTYPE[dtype], seed=0)
+    if tp > 1:
+        from reference.tp import shard_model
+
+        shard_model(model, 0, tp)
     vocab = spec.vocab_size
     if device == "meta":
         ids = torch.zeros(batch, prompt_tokens, dtype=torch.long, device="meta")
     else:
         ids = torch.randint(0, vocab, (batch, prompt_tokens), device=device)
-    return trace_request(model, ids, generated_tokens, implementation)
+    return trace_request(model, ids, generated_tokens, implementation,
+                         collectives=tp > 1)
 
 
 def compare(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
             generated_tokens: int, implementation: str = "static", dtype: str = "bf16",
-            device: str = "meta") -> CountReport:
-    """Count the reference and compare with the cost model (module docstring)."""
+            device: str = "meta", tp: int = 1) -> CountReport:
+    """Count the reference and compare with the cost model (module docstring); with `tp`,
+    rank 0 of the sharded reference against one rank's rows, collectives' bytes included."""
     impl = get_implementation(implementation, dtype=dtype)  # type: ignore[arg-type]
     counted = count_request(spec, batch, prompt_tokens, generated_tokens, implementation,
-                            dtype, device)
-    predicted, weights, kv_per_sample, transient = predicted_counts(
-        spec, impl, batch, prompt_tokens, generated_tokens)
+                            dtype, device, tp)
+    predicted, weights, kv_per_sample = predicted_counts(spec, impl, batch, prompt_tokens,
+                                                         generated_tokens, at_rest=True, tp=tp)
+    compared = COMPARED_ALL if tp > 1 else COMPARED
+    if implementation in TRAFFIC_PROFILES:
+        compared = (*compared, *TRAFFIC)
     rows = []
     keys = list(predicted) + [k for k in counted.counts if k not in predicted]
     for key in keys:
         c = counted.counts.get(key, {})
         p = predicted.get(key, {})
-        rows.append(CountRow(key[0], key[1], {q: int(c.get(q, 0)) for q in COMPARED},
-                             {q: int(p.get(q, 0)) for q in COMPARED}))
+        rows.append(CountRow(key[0], key[1], {q: int(c.get(q, 0)) for q in compared},
+                             {q: int(p.get(q, 0)) for q in compared}))
     unused = 0
     if isinstance(spec, BlockSpec) and impl.allocates_unused_block_embedding:
-        unused = int(spec.params_unused_embed_in * impl.weight_bytes_per_element)
+        # vocab-parallel like every table: one rank holds 1/tp of it
+        unused = int(spec.params_unused_embed_in * impl.weight_bytes_per_element) // tp
     rows.append(CountRow(REQUEST_PHASE, "(parameters)",
                          {"bytes": counted.parameter_bytes}, {"bytes": weights - unused}))
     rows.append(CountRow(REQUEST_PHASE, "(kv cache)",
                          {"bytes": sum(counted.kv_cache_peak_bytes.values())},
-                         {"bytes": batch * (kv_per_sample - transient)}))
+                         {"bytes": batch * kv_per_sample}))
     return CountReport(spec.name, implementation, dtype, batch, prompt_tokens,
                        generated_tokens, rows)
 
 
 SHORT = {"flops": "flops", "weight_bytes": "weight_B", "kv_read_bytes": "kv_read_B",
-         "kv_write_bytes": "kv_write_B", "act_read_bytes": "act_read_B",
+         "kv_write_bytes": "kv_write_B", "comm_bytes": "comm_B", "act_read_bytes": "act_read_B",
          "act_write_bytes": "act_write_B", "kernels": "kernels"}
 
 
 def format_table(report: CountReport) -> str:
     """The per-op table the CLI prints: counted values and (predicted - counted) ``d_``."""
+    shown = [q for q in SHORT if any(q in r.counted for r in report.rows)]
     header = ["phase", "op"]
-    for q in COMPARED:
+    for q in shown:
         header += [SHORT[q], "d_" + SHORT[q].removesuffix("_B")]
     header.append("ok")
     lines = []
@@ -212,8 +235,8 @@ def format_table(report: CountReport) -> str:
             cells += [""] * (len(header) - len(cells) - 1)
         else:
             cells = [r.phase, r.op]
-            for q in COMPARED:
-                cells += [str(r.counted[q]), str(d[q])]
+            for q in shown:
+                cells += [str(r.counted.get(q, "")), str(d.get(q, ""))]
         cells.append("ok" if r.ok else "MISMATCH")
         lines.append(cells)
     widths = [max(len(h), *(len(row[i]) for row in lines)) for i, h in enumerate(header)]
