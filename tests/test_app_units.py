@@ -52,13 +52,13 @@ WHATIF_FIELDS = dict(
     b_layers_block=st.integers(0, 200), b_layers_token=st.integers(0, 200), b_width=_sizes,
     b_heads=st.integers(0, 128), b_ffn=_sizes, bf_block_length=st.integers(0, 64),
     eff_matmul=_eff, eff_bandwidth=_eff, eff_overlap=_eff, kernel_overhead_us=_us,
-    forward_overhead_us=_us,
+    forward_overhead_us=_us, tp=st.integers(1, 8), pp=st.integers(1, 4),
 )
 whatifs = st.builds(WhatIf, **WHATIF_FIELDS)
 
 # what the URL carries (app/state.py `to_query_params`): the main choices always, the batch
 # when fixed, the reserve when set, a custom model's fields only when it is chosen, efficiencies
-# when set; everything else comes back as the default
+# when set, tp and pp when not 1; everything else comes back as the default
 MAIN = ("vanilla", "block", "hardware", "profile", "prompt_tokens", "generated_tokens",
         "batch_mode")
 CUSTOM_VANILLA = ("v_layers", "v_width", "v_heads", "v_ffn")
@@ -81,6 +81,7 @@ def test_query_params_round_trip(w):
     back, warnings = from_query_params(url)
     assert warnings == []
     carried = list(MAIN) + [n for n in EFFICIENCIES if getattr(w, n) is not None]
+    carried += [n for n in ("tp", "pp") if getattr(w, n) != 1]  # parallelism when not 1
     if w.batch_mode == "fixed":
         carried.append("batch")
     if w.reserve_GiB:
