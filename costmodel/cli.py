@@ -8,6 +8,7 @@ tracebacks for users. `--json` prints machine-readable output on stdout.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -29,10 +30,10 @@ FLAG_FOR_FIELD = {"prompt_tokens": "--prompt", "generated_tokens": "--generate",
 
 def _load_model(text: str):
     """A preset name or alias, a spec JSON file (a dumped VanillaSpec/BlockSpec) or an HF
-    config.json (`costmodel.api.resolve_model`)."""
-    from .api import resolve_model
+    config.json (`costmodel.loading.load_model`)."""
+    from .loading import load_model
 
-    return resolve_model(text, field="--model")
+    return load_model(text)
 
 
 def _workload(args: argparse.Namespace):
@@ -424,7 +425,19 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Command groups that live above `costmodel` (they need torch), by dotted module name. The
+# module is imported only when its command is the one asked for, and its `register(sub)` adds
+# the real parser: `costmodel` never imports `validation` on its own, and `validation` imports
+# only public `costmodel` functions (no import cycle; docs/design.md "Layout").
+COMMAND_MODULES: dict[str, tuple[str, str]] = {
+    "validate": ("validation.cli", "count, time and calibrate the reference vs the model"),
+    "simulate": ("serving.cli", "continuous-batching serving simulation; --max-rate for the "
+                                "highest rate meeting SLOs"),
+}
+
+
+def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
+    """The `blockroof` parser; `wanted` (argv[0]) selects which `COMMAND_MODULES` to import."""
     p = OnceParser(prog="blockroof", description=__doc__.splitlines()[0],
                    formatter_class=_HelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -545,28 +558,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--headless", action="store_true", help="do not open a browser")
     s.set_defaults(func=cmd_app)
 
-    # the serving simulator (its own package; imported here, when the parser is built, never
-    # when costmodel is imported)
-    from serving.cli import register as register_simulate
-
-    register_simulate(sub)
-
-    try:  # validation commands need torch; registered only when it is importable
-        from validation.cli import register
-    except ImportError:
-        pass
-    else:
-        register(sub)
+    for name, (module, text) in COMMAND_MODULES.items():
+        if name == wanted:
+            importlib.import_module(module).register(sub)
+        else:  # listed in --help; its own options are known once it is the command asked for
+            sub.add_parser(name, help=text, add_help=False)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. A user's mistake (costmodel.errors.user_message: UserError, pydantic's
     ValidationError, the OS refusing a file) prints one line `error: ...` and returns 2; any
-    other exception is a bug in blockroof and propagates with its traceback."""
-    args = build_parser().parse_args(argv)  # usage errors: argparse prints them, exits 2
+    other exception is a bug in blockroof and propagates with its traceback. Usage errors:
+    argparse prints them and exits 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        args = build_parser(argv[0] if argv else None).parse_args(argv)
         args.func(args)
+    except ModuleNotFoundError as e:
+        if e.name is None or e.name.split(".")[0] in ("costmodel", "validation", "reference",
+                                                        "serving", "app"):
+            raise
+        # e.g. `blockroof validate ...` without torch: one line, not a traceback
+        print(f"error: {argv[0]}: needs the Python package {e.name!r}, which is not installed "
+              f"(pip install {e.name})", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # output piped into `head`
         sys.stderr.close()
         return 0

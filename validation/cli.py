@@ -1,4 +1,5 @@
-"""``blockroof validate count`` and ``blockroof validate run`` (registered by costmodel.cli).
+"""``blockroof validate count|ops|run``: imported by `costmodel.cli` only when ``validate`` is the
+command (its `COMMAND_MODULES` registry), which then calls `register`.
 
 count: the reference counted on the meta device against the cost model, op by op
 (`validation.count`); prints the per-op table and, last, ``count mismatches: K``.
@@ -26,12 +27,12 @@ PAPER_SETTINGS = ((2048, 128), (128, 2048))
 
 
 def _models(text: str) -> list[Any]:
-    from costmodel.cli import _load_model
+    from costmodel.loading import load_model
     from costmodel.presets import PRESET_NAMES, get_preset
 
     if text == "all":
         return [get_preset(n) for n in PRESET_NAMES]
-    return [_load_model(text)]
+    return [load_model(text)]
 
 
 def _check_out(path: str | None, suffixes: tuple[str, ...], flag: str) -> None:
