@@ -26,6 +26,7 @@ from . import symbols as sy
 from .hardware import Hardware, get_hardware
 from .implementation import Implementation, get_implementation
 from .metrics import ARGS, METRICS, ROW_FIELDS, StructureKey, formulas
+from .precision import check_group_size
 from .ops import ImplStructure, StackStructure
 from .presets import get_preset, with_block_length
 from .spec import BlockSpec, StackSpec, VanillaSpec
@@ -75,20 +76,57 @@ def model_values(spec: VanillaSpec | BlockSpec) -> dict[sp.Symbol, float]:
 
 
 def hardware_values(hw: Hardware, impl: Implementation) -> dict[sp.Symbol, float]:
+    pi = compute_rate(hw, impl)
     return {
-        sy.pi: hw.compute_flops_per_s(impl.compute_dtype),
+        sy.pi: pi,
         sy.beta: hw.bandwidth_bytes_per_s(),
         sy.eta_ov: float(hw.efficiency.overlap),
         sy.t_kernel: float(hw.efficiency.kernel_overhead_s),
         sy.t_forward: float(hw.efficiency.forward_overhead_s),
         sy.M_cap: hw.capacity_bytes(),
+        sy.pi_v: vector_rate(hw, pi),
     }
 
 
+def compute_rate(hw: Hardware, impl: Implementation) -> float:
+    """The matmul rate of the implementation's compute dtype; a device without it gets one line
+    naming the field and the dtypes it has (docs/precision.md 4)."""
+    if impl.compute_dtype not in hw.supported_dtypes():
+        raise ValueError(
+            f"compute_dtype: hardware {hw.id!r} has no {impl.compute_dtype} rate; it has "
+            f"{', '.join(hw.supported_dtypes()) or 'none'} (choose one with --compute-dtype)")
+    return hw.compute_flops_per_s(impl.compute_dtype)
+
+
+def vector_rate(hw: Hardware, pi: float) -> float:
+    """Rate of (de)quantisation arithmetic: the fp32 vector (CUDA-core / SIMD FMA) rate, or the
+    matmul rate where the record has no fp32 figure (docs/precision.md 3)."""
+    return hw.compute_flops_per_s("fp32") if "fp32" in hw.supported_dtypes() else pi
+
+
 def impl_values(impl: Implementation) -> dict[sp.Symbol, float]:
-    return {sy.s_w: float(impl.weight_bytes_per_element),
-            sy.s_a: float(impl.activation_bytes_per_element),
-            sy.s_kv: float(impl.kv_bytes_per_element)}
+    v = impl.precision_values
+    return {getattr(sy, name): float(val) for name, val in v.items()}
+
+
+def check_precision(spec: VanillaSpec | BlockSpec, impl: Implementation) -> None:
+    """Bad precision for this model: a group size that does not divide a linear's input width;
+    quantised weights on a model whose LM head shares the embedding table."""
+    if isinstance(spec, VanillaSpec):
+        stacks = {"": spec.stack}
+        dims = {"lm_head": spec.stack.d_model}
+        if spec.tie_embeddings and impl.weight_dtype not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"weight_dtype: {impl.weight_dtype!r} needs an untied LM head; "
+                             f"{spec.name} ties it to the embedding table")
+    else:
+        stacks = {"block_decoder.": spec.block_decoder, "token_decoder.": spec.token_decoder}
+        dims = {"token_decoder.expansion": spec.block_decoder.d_model,
+                "token_decoder.lm_head": spec.token_decoder.d_model}
+    for prefix, st in stacks.items():
+        dims |= {f"{prefix}layers.attn.qkv": st.d_model,
+                 f"{prefix}layers.attn.dense": st.n_heads * st.dh,
+                 f"{prefix}layers.mlp.down": st.d_ffn}
+    check_group_size(impl.weight_dtype, dims)
 
 
 # --- results ------------------------------------------------------------------------------------
@@ -105,6 +143,7 @@ class OpRow(BaseModel, frozen=True):
     kv_bytes: float
     kernels: float
     time_flops: float  # the FLOPs the roofline time counts (useful ones for flash-style attention)
+    dequant_flops: float = 0.0  # (de)quantisation FLOPs at the vector rate (docs/precision.md 3)
     t_math_s: float
     t_mem_s: float
     time_s: float
@@ -123,6 +162,9 @@ class Estimate(BaseModel, frozen=True):
     kind: Literal["vanilla", "block"]
     hardware: str
     implementation: str
+    weight_dtype: str = "bf16"
+    compute_dtype: str = "bf16"
+    kv_dtype: str = "bf16"
     batch: int
     prompt_tokens: int
     generated_tokens: int
@@ -193,9 +235,11 @@ def estimate(
     hw = get_hardware(hardware)
     impl = get_implementation(implementation)
     workload = workload or Workload()
+    check_precision(spec, impl)
     f = formulas(structure_key(spec, impl))
-    pi = hw.compute_flops_per_s(impl.compute_dtype)
-    metrics, rows = f.evaluate_all(symbol_values(spec, hw, impl, workload, 1.0))
+    vals = symbol_values(spec, hw, impl, workload, 1.0)
+    pi, pi_v = vals[sy.pi], vals[sy.pi_v]
+    metrics, rows = f.evaluate_all(vals)
     max_batch = int(metrics["max_batch"])
     batch = max(max_batch, 1) if workload.batch == "max" else workload.batch
     if batch != 1:
@@ -208,12 +252,15 @@ def estimate(
             weight_bytes=v["weight_bytes"],
             activation_bytes=v["act_read_bytes"] + v["act_write_bytes"],
             kv_bytes=v["kv_read_bytes"] + v["kv_write_bytes"], kernels=v["kernels"],
-            time_flops=v["t_math_s"] * pi,
+            time_flops=v["t_math_s"] * pi - v["dequant_flops"] * pi / pi_v,
+            dequant_flops=v["dequant_flops"],
             t_math_s=v["t_math_s"], t_mem_s=v["t_mem_s"], time_s=v["time_s"],
             bound=_bound(v["t_math_s"], v["t_mem_s"], v["time_s"]),
         ))
     return Estimate(
-        model=spec.name, kind=spec.kind, hardware=hw.id, implementation=impl.name, batch=batch,
+        model=spec.name, kind=spec.kind, hardware=hw.id, implementation=impl.name,
+        weight_dtype=impl.weight_dtype, compute_dtype=impl.compute_dtype, kv_dtype=impl.kv_dtype,
+        batch=batch,
         prompt_tokens=workload.prompt_tokens, generated_tokens=workload.generated_tokens,
         **{m: metrics[m] for m in METRICS if m != "max_batch"},
         max_batch=max_batch, fits=batch <= max_batch, ops=ops,
@@ -228,12 +275,13 @@ def max_batch(model: ModelLike, memory_bytes: float, workload: Workload | None =
         raise ValueError(f"memory_bytes: must be > 0, got {memory_bytes!r}")
     spec, impl = resolve_model(model), get_implementation(implementation)
     workload = workload or Workload()
+    check_precision(spec, impl)
     f = formulas(structure_key(spec, impl))
     vals = model_values(spec) | impl_values(impl)
     vals |= {sy.B: 1.0, sy.S: float(workload.prompt_tokens),
              sy.G: float(workload.generated_tokens), sy.M_cap: float(memory_bytes),
              sy.M_res: float(workload.memory_reserve_bytes), sy.pi: 1.0, sy.beta: 1.0,
-             sy.eta_ov: 1.0, sy.t_kernel: 0.0, sy.t_forward: 0.0}
+             sy.eta_ov: 1.0, sy.t_kernel: 0.0, sy.t_forward: 0.0, sy.pi_v: 1.0}
     return int(f.evaluate("max_batch", vals)[0])
 
 
@@ -265,17 +313,25 @@ def sweep(
     metrics: Sequence[str] = ("throughput_tokens_per_s", "request_time_s", "ttft_s", "tpot_s",
                               "memory_bytes_per_sample", "max_batch"),
     memory_reserve_bytes: float = 0.0,
+    weight_dtype: str | Sequence[str] | None = None,
+    kv_dtype: str | Sequence[str] | None = None,
+    compute_dtype: str | Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Evaluate metrics over the cartesian product of the inputs in vectorised calls.
 
-    One row per design point: model, kind, hardware, block_length, batch, prompt_tokens,
-    generated_tokens, then the requested metrics. `batch="max"` uses each point's max batch.
-    `block_length` re-blocks every Block Transformer model (vanilla rows ignore it).
+    One row per design point: model, kind, hardware, block_length, weight_dtype, compute_dtype,
+    kv_dtype, batch, prompt_tokens, generated_tokens, then the requested metrics.
+    `batch="max"` uses each point's max batch. `block_length` re-blocks every Block
+    Transformer model (vanilla rows ignore it). The dtypes (`costmodel.precision`; presets such
+    as ``w8a16`` and ``kv-fp8`` allowed) are axes too; None keeps the implementation's.
     """
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"metrics: unknown {unknown} (known: {', '.join(METRICS)})")
-    impl = get_implementation(implementation)
+    base = get_implementation(implementation)
+    impls = [base.with_precision(w, kv, c) for w, kv, c in itertools.product(
+        *(_as_list(a) if a is not None else [None]
+          for a in (weight_dtype, kv_dtype, compute_dtype)))]
     specs = [resolve_model(m) for m in _as_list(models)]
     hws = [get_hardware(h) for h in _as_list(hardware)]
     use_max = isinstance(batch, str)
@@ -288,11 +344,12 @@ def sweep(
         "block_length", _as_list(block_length)).astype(int))
 
     parts: list[dict[str, Any]] = []
-    for spec, hw in itertools.product(specs, hws):
+    for spec, hw, impl in itertools.product(specs, hws, impls):
         variants = [spec]
         if isinstance(spec, BlockSpec) and lb_list is not None:
             variants = [with_block_length(spec, lb) for lb in lb_list]
         for var in variants:
+            check_precision(var, impl)
             parts.append(_sweep_one(var, hw, impl, b_arr, s_arr, g_arr, use_max,
                                     tuple(metrics), memory_reserve_bytes))
     return _frame(parts)
@@ -307,11 +364,13 @@ def _sweep_one(spec, hw, impl, b_arr, s_arr, g_arr, use_max, metrics, reserve) -
         values[sy.B] = np.maximum(f.evaluate("max_batch", values), 1.0)
     out = {"model": spec.name, "kind": spec.kind, "hardware": hw.id,
            "block_length": float(getattr(spec, "block_length", np.nan)),
-           "batch": values[sy.B], "prompt_tokens": S, "generated_tokens": G}
+           "weight_dtype": impl.weight_dtype, "compute_dtype": impl.compute_dtype,
+           "kv_dtype": impl.kv_dtype, "batch": values[sy.B], "prompt_tokens": S, "generated_tokens": G}
     return out | {m: f.evaluate(m, values) for m in metrics}
 
 
-_LABELS = ("model", "kind", "hardware", "block_length")
+_LABELS = ("model", "kind", "hardware", "block_length", "weight_dtype", "compute_dtype",
+           "kv_dtype")
 
 
 def _frame(parts: list[dict[str, Any]]) -> pd.DataFrame:
@@ -341,10 +400,11 @@ class Formula(BaseModel, frozen=True, arbitrary_types_allowed=True):
     expr: Any  # sympy expression
     latex: str
     symbols: dict[str, str]  # symbol -> meaning (legend)
+    impl: Implementation | None = None  # the profile with its precision (None: by name)
 
     def evaluate(self, model: ModelLike, hardware: HardwareLike, workload: Workload) -> float:
         spec, hw = resolve_model(model), get_hardware(hardware)
-        impl = get_implementation(self.implementation)
+        impl = self.impl or get_implementation(self.implementation)
         batch = 1 if workload.batch == "max" else workload.batch
         vals = symbol_values(spec, hw, impl, workload, batch)
         return float(_compiled(self.expr)(*[np.float64(vals[a]) for a in ARGS]))
@@ -395,4 +455,4 @@ def formula(name: str, model: ModelLike = "vanilla_410",
     names = {s.name for s in expr.free_symbols}
     legend = {n: _legend(n) for n in sorted(names)}
     return Formula(name=name, kind=spec.kind, implementation=impl.name, expr=expr,
-                   latex=sp.latex(expr), symbols=legend)
+                   latex=sp.latex(expr), symbols=legend, impl=impl)

@@ -86,6 +86,42 @@ def _hardware(args: argparse.Namespace) -> Any:
     return out if many else out[0]
 
 
+def _implementation(args: argparse.Namespace) -> Any:
+    """--implementation with --weight-dtype / --kv-dtype / --compute-dtype applied (one value
+    each; `sweep` takes comma-separated lists, see `_dtype_axes`)."""
+    from .implementation import get_implementation
+
+    w, kv, c = (getattr(args, a, None) for a in ("weight_dtype", "kv_dtype", "compute_dtype"))
+    if not (w or kv or c):
+        return args.implementation
+    try:
+        return get_implementation(args.implementation, weight_dtype=w, kv_dtype=kv,
+                                  compute_dtype=c)
+    except ValidationError as e:
+        raise UserError(describe_validation_error(e, rename=DTYPE_FLAGS)) from None
+
+
+DTYPE_FLAGS = {"weight_dtype": "--weight-dtype", "kv_dtype": "--kv-dtype",
+               "compute_dtype": "--compute-dtype"}
+
+
+def _dtype_axes(args: argparse.Namespace) -> dict[str, list[str] | None]:
+    return {name: getattr(args, name).split(",") if getattr(args, name) else None
+            for name in DTYPE_FLAGS}
+
+
+def precision_args(s: argparse.ArgumentParser, many: bool = False) -> None:
+    """--weight-dtype, --kv-dtype, --compute-dtype (docs/precision.md)."""
+    lists = " (comma-separated: a sweep axis)" if many else ""
+    s.add_argument("--weight-dtype", default=None, metavar="FORMAT",
+                   help="linear weights: fp32, bf16, fp16, fp8, int8, int4-g<N>, or a preset "
+                        "w8a16, w4a16-g128, w4a16-g32, w8a16-fp8, w8a8-fp8, w8a8-int8" + lists)
+    s.add_argument("--kv-dtype", default=None, metavar="FORMAT",
+                   help="KV cache: fp32, bf16, fp16, fp8, int8, or kv-fp8, kv-int8" + lists)
+    s.add_argument("--compute-dtype", default=None, metavar="DTYPE",
+                   help="dtype the matmuls run in: fp32, tf32, bf16, fp16, fp8, int8" + lists)
+
+
 def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
     def fmt(v: Any) -> str:
         if isinstance(v, float):
@@ -166,7 +202,7 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     from .api import estimate
 
     hw = _hardware(args)
-    est = estimate(_load_model(args.model), hw, _workload(args), args.implementation)
+    est = estimate(_load_model(args.model), hw, _workload(args), _implementation(args))
     if args.json:
         out = est.summary()
         out["ops"] = [{"phase": r.phase, "name": r.name, "flops": r.flops,
@@ -179,6 +215,8 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     print(f"{est.model} ({est.kind}) on {est.hardware}, profile {est.implementation}: "
           f"batch {est.batch} (max {est.max_batch}), prompt {est.prompt_tokens}, "
           f"generate {est.generated_tokens}")
+    print(f"precision: weights {est.weight_dtype}, compute {est.compute_dtype}, "
+          f"KV cache {est.kv_dtype}")
     if args.efficiency:
         eff = hw.efficiency.model_dump(exclude={"source"})
         print("efficiencies: " + ", ".join(f"{k} {v:g}" for k, v in eff.items()))
@@ -209,7 +247,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     df = sweep(models, _hardware(args), batch=batch, prompt_tokens=ints("--prompt", args.prompt),
                generated_tokens=ints("--generate", args.generate),
                block_length=ints("--block-length", args.block_length) if args.block_length
-               else None, implementation=args.implementation,
+               else None, implementation=args.implementation, **_dtype_axes(args),
                metrics=args.metrics.split(",") if args.metrics else
                ("throughput_tokens_per_s", "request_time_s", "ttft_s", "tpot_s",
                 "memory_bytes_per_sample", "max_batch"))
@@ -233,8 +271,18 @@ def cmd_formula(args: argparse.Namespace) -> None:
         return
     if not args.name:
         raise UserError("formula: give a NAME (or --list to see them)")
-    f = formula(args.name, _load_model(args.model), args.implementation)
-    print(f.latex if args.latex else str(f.expr))
+    impl = _implementation(args)
+    f = formula(args.name, _load_model(args.model), impl)
+    expr = f.expr
+    if not isinstance(impl, str):  # a dtype flag: bind the precision's bytes and FLOPs
+        import sympy as sp
+
+        from .api import impl_values
+
+        expr = expr.subs(impl_values(impl))
+        print(sp.latex(expr) if args.latex else str(expr))
+        return
+    print(f.latex if args.latex else str(expr))
 
 
 def cmd_paper(args: argparse.Namespace) -> None:
@@ -291,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True,
                    help="preset name, a spec .json, or a Hugging Face config.json")
     workload_args(s)
+    precision_args(s)
     s.add_argument("--prompt", type=int, required=True, help="prompt tokens")
     s.add_argument("--generate", type=int, required=True, help="generated tokens")
     s.add_argument("--batch", default="1", help="batch size or 'max'")
@@ -301,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sweep", help="vectorised sweep to CSV/JSON")
     s.add_argument("--model", nargs="+", required=True)
     workload_args(s, many=True)
+    precision_args(s, many=True)
     s.add_argument("--batch", default="1", help="comma-separated batch sizes, or 'max'")
     s.add_argument("--prompt", default="2048", help="comma-separated prompt lengths")
     s.add_argument("--generate", default="128", help="comma-separated generated lengths")
@@ -315,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--implementation", default="static", choices=["static", "hf-legacy"])
     s.add_argument("--latex", action="store_true")
     s.add_argument("--list", action="store_true", help="list formula names")
+    precision_args(s)
     s.set_defaults(func=cmd_formula)
 
     s = sub.add_parser("paper", help="paper Table 1 vs predictions, matched-pair ratios")

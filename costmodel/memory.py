@@ -1,8 +1,9 @@
 """Memory footprint: weights, KV cache at the final context, activation workspace, max batch.
 
-- Weights: parameters (SPEC.md 1.8) x s_w; the hf-legacy profile also holds the unused
-  block-decoder embed_in (V x D_b, SPEC.md 1.3).
-- KV cache per sequence (SPEC.md 2.3): 2 N K d_h s_kv bytes per entry; entries: vanilla S + G - 1
+- Weights: parameters (SPEC.md 1.8) x their bytes: linears at s_w plus s_wc per output channel,
+  embeddings, norms and biases at s_e (docs/precision.md 1); the hf-legacy profile also holds
+  the unused block-decoder embed_in (V x D_b, SPEC.md 1.3).
+- KV cache per sequence (SPEC.md 2.3): 2 N K (d_h s_kv + s_kvs) bytes per entry; entries: vanilla S + G - 1
   (the last generated token is never fed back), block decoder n_p + n_g - 1 blocks, token
   decoder P + L_B - 1 local entries (reset every block; a static cache is allocated that
   size, a ``torch.cat`` one only grows to P + min(L_B, G) - 1). With ``torch.cat`` growth
@@ -21,19 +22,20 @@ from __future__ import annotations
 import sympy as sp
 
 from . import symbols as sy
-from .ops import ImplStructure, StackStructure, stack_params
+from .ops import ImplStructure, StackStructure, linear_weight_bytes, stack_weight_bytes
 from .phases import n_generated_blocks, n_prompt_blocks
 from .symbols import StackSymbols
 
 
 def kv_bytes_per_entry(x: StackSymbols) -> sp.Expr:
-    """K and V of every layer for one cached position (vanilla_410 bf16: 98,304 bytes)."""
-    return 2 * x.N * x.K * x.d_h * sy.s_kv
+    """K and V of every layer for one cached position (vanilla_410 bf16: 98,304 bytes); an
+    int8 cache adds one scale per vector, s_kvs (docs/precision.md 1)."""
+    return 2 * x.N * x.K * (x.d_h * sy.s_kv + sy.s_kvs)
 
 
 def _cat_transient_per_entry(x: StackSymbols) -> sp.Expr:
     """One layer's K (or V) per entry: the extra copy alive during a ``torch.cat`` growth."""
-    return x.K * x.d_h * sy.s_kv
+    return x.K * (x.d_h * sy.s_kv + sy.s_kvs)
 
 
 def _forward_workspace(st: StackStructure, im: ImplStructure, x: StackSymbols, q: sp.Expr,
@@ -47,23 +49,28 @@ def _forward_workspace(st: StackStructure, im: ImplStructure, x: StackSymbols, q
 
 def vanilla_memory(st: StackStructure, im: ImplStructure, tied: bool) -> dict[str, sp.Expr]:
     x, S, G = sy.VANILLA, sy.S, sy.G
-    params = stack_params(st, x) + (1 if tied else 2) * sy.V * x.D
+    # embedding table dense (s_e); an untied LM head is a linear in the weight format
+    weights = stack_weight_bytes(st, x) + sy.V * x.D * sy.s_e
+    if not tied:
+        weights += linear_weight_bytes(x.D, sy.V, bias=False)
     entries = S + G - 1
     kv = kv_bytes_per_entry(x) * entries
     if im.kv_cache == "concat":
         kv += _cat_transient_per_entry(x) * entries
     head_rows = sp.Integer(1) if im.logits == "last" else S
     work = _forward_workspace(st, im, x, S, S, head_rows)
-    return _finish(params * sy.s_w, kv, work)
+    return _finish(weights, kv, work)
 
 
 def block_memory(sb: StackStructure, stt: StackStructure, im: ImplStructure,
                  unused_embedding: bool) -> dict[str, sp.Expr]:
     xb, xt, P, L_B = sy.BLOCK_DEC, sy.TOKEN_DEC, sy.P, sy.L_B
-    params = (sy.V * xb.D / L_B + stack_params(sb, xb) + P * xt.D * (xb.D + 1)
-              + stack_params(stt, xt) + 2 * sy.V * xt.D)
+    # lookup tables dense (s_e); expansion and LM head are linears in the weight format
+    weights = (sy.V * xb.D / L_B * sy.s_e + stack_weight_bytes(sb, xb)
+               + linear_weight_bytes(xb.D, P * xt.D, bias=True) + stack_weight_bytes(stt, xt)
+               + sy.V * xt.D * sy.s_e + linear_weight_bytes(xt.D, sy.V, bias=False))
     if unused_embedding:
-        params += sy.V * xb.D
+        weights += sy.V * xb.D * sy.s_e
     n_p = n_prompt_blocks()
     blocks = n_p + n_generated_blocks() - 1
     local = P + L_B - 1
@@ -76,7 +83,7 @@ def block_memory(sb: StackStructure, stt: StackStructure, im: ImplStructure,
         _forward_workspace(sb, im, xb, n_p, n_p, sp.Integer(0)),
         _forward_workspace(stt, im, xt, P, P, sp.Integer(1)),
     )
-    return _finish(params * sy.s_w, kv, work)
+    return _finish(weights, kv, work)
 
 
 def _finish(weights: sp.Expr, kv: sp.Expr, work: sp.Expr) -> dict[str, sp.Expr]:

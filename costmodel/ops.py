@@ -26,7 +26,7 @@ import sympy as sp
 
 from .implementation import Implementation
 from .spec import StackSpec
-from .symbols import StackSymbols, V, s_a, s_kv, s_w
+from .symbols import StackSymbols, V, q_kv, q_w, s_a, s_e, s_kv, s_kvs, s_w, s_wc
 
 ZERO = sp.Integer(0)
 
@@ -72,6 +72,7 @@ class OpCost:
     kv_write_bytes: sp.Expr = ZERO
     kernels: sp.Expr = sp.Integer(1)  # kernel launches
     time_uses_useful: bool = False  # roofline time from useful FLOPs (flash-style attention)
+    dequant_flops: sp.Expr = ZERO  # (de)quantisation, at the vector rate (docs/precision.md 3)
 
     @property
     def bytes(self) -> sp.Expr:
@@ -86,29 +87,36 @@ class OpCost:
         """The same op repeated n times (n layers)."""
         vals = {f.name: getattr(self, f.name) for f in fields(self)}
         for key in ("flops", "useful_flops", "weight_bytes", "act_read_bytes", "act_write_bytes",
-                    "kv_read_bytes", "kv_write_bytes", "kernels"):
+                    "kv_read_bytes", "kv_write_bytes", "kernels", "dequant_flops"):
             vals[key] = vals[key] * n
         return OpCost(**vals)
 
 
 # The numeric fields of OpCost, in the order compiled functions return them.
 QUANTITIES = ("flops", "useful_flops", "weight_bytes", "act_read_bytes", "act_write_bytes",
-              "kv_read_bytes", "kv_write_bytes", "kernels")
+              "kv_read_bytes", "kv_write_bytes", "kernels", "dequant_flops")
 
 
 def _norm_params(st: StackStructure, D: sp.Expr) -> sp.Expr:
     return 2 * D if st.norm == "layernorm" else D
 
 
+def linear_weight_bytes(d_in: sp.Expr, d_out: sp.Expr, bias: bool) -> sp.Expr:
+    """Stored bytes of a Linear d_in -> d_out: weight elements (group scales and zeros
+    amortised in s_w), per-output-channel scales, dense bias (docs/precision.md 1)."""
+    return d_in * d_out * s_w + d_out * s_wc + (d_out * s_e if bias else 0)
+
+
 def _linear(name: str, rows: sp.Expr, d_in: sp.Expr, d_out: sp.Expr, bias: bool) -> OpCost:
-    """y = x W^T (+ b) on `rows` rows: 2*rows*d_in*d_out FLOPs."""
+    """y = x W^T (+ b) on `rows` rows: 2*rows*d_in*d_out FLOPs; weight-only formats
+    dequantise every weight element once per forward (q_w FLOPs each)."""
     f = 2 * rows * d_in * d_out
-    return OpCost(name, f, f, (d_in * d_out + (d_out if bias else 0)) * s_w,
-                  rows * d_in * s_a, rows * d_out * s_a)
+    return OpCost(name, f, f, linear_weight_bytes(d_in, d_out, bias),
+                  rows * d_in * s_a, rows * d_out * s_a, dequant_flops=q_w * d_in * d_out)
 
 
 def _elementwise(name: str, read: sp.Expr, write: sp.Expr, weights: sp.Expr = ZERO) -> OpCost:
-    return OpCost(name, ZERO, ZERO, weights * s_w, read * s_a, write * s_a)
+    return OpCost(name, ZERO, ZERO, weights * s_e, read * s_a, write * s_a)
 
 
 def _norm(name: str, st: StackStructure, rows: sp.Expr, D: sp.Expr) -> OpCost:
@@ -131,28 +139,34 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
         _elementwise(p + "attn.rotary", Bq * (H + K) * d_h, Bq * (H + K) * d_h),
     ]
     new_kv = 2 * Bq * K * d_h  # k and v elements of the new positions
+    # bytes of n cached positions' k and v: d_h elements plus an int8 scale per vector
+
+    def kv_bytes(n: sp.Expr) -> sp.Expr:
+        return 2 * B * K * n * (d_h * s_kv + s_kvs)
+
+    quantise = dict(kernels=sp.Integer(2), dequant_flops=q_kv * new_kv)
     if im.kv_cache == "static":
         # preallocated buffers written in place at positions c..c+q-1
         ops.append(OpCost(p + "attn.kv_cache", ZERO, ZERO, ZERO, new_kv * s_a, ZERO,
-                          ZERO, new_kv * s_kv, kernels=sp.Integer(2)))
+                          ZERO, kv_bytes(q), **quantise))
     else:
         # torch.cat(past, new): reads the old cache and writes the whole new one (SPEC.md 2.5.1)
         ops.append(OpCost(p + "attn.kv_cache", ZERO, ZERO, ZERO, new_kv * s_a, ZERO,
-                          2 * B * K * d_h * c * s_kv, 2 * B * K * d_h * n_k * s_kv,
-                          kernels=sp.Integer(2)))
+                          kv_bytes(c), kv_bytes(n_k), **quantise))
     attn_flops = 4 * B * H * q * n_k * d_h
     causal_flops = 4 * B * H * d_h * (q * c + q * (q + 1) / 2)
     q_and_out = Bq * H * d_h
+    dequant = q_kv * 2 * B * K * d_h * n_k  # int8 KV: every element read is dequantised
     if im.attention == "fused":
         core = OpCost(p + "attn.core", attn_flops, causal_flops, ZERO, q_and_out * s_a,
-                      q_and_out * s_a, 2 * B * K * d_h * n_k * s_kv, ZERO,
-                      time_uses_useful=im.skips_masked_tiles)
+                      q_and_out * s_a, kv_bytes(n_k), ZERO,
+                      time_uses_useful=im.skips_masked_tiles, dequant_flops=dequant)
     else:
         # eager: scores [B, H, q, n_k] written by QK^T, read+written by mask/softmax, read by AV
         scores = B * H * q * n_k
         core = OpCost(p + "attn.core", attn_flops, causal_flops, ZERO,
                       (q_and_out + 2 * scores) * s_a, (q_and_out + 2 * scores) * s_a,
-                      2 * B * K * d_h * n_k * s_kv, ZERO, kernels=sp.Integer(4))
+                      kv_bytes(n_k), ZERO, kernels=sp.Integer(4), dequant_flops=dequant)
     ops += [
         core,
         _linear(p + "attn.dense", Bq, H * d_h, D, st.out_bias),
@@ -189,7 +203,7 @@ def stack_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
     ops: list[OpCost] = []
     if embed:
         # gather: reads only the Bq rows it looks up
-        ops.append(OpCost(prefix + "embed_in", ZERO, ZERO, Bq * x.D * s_w, ZERO, Bq * x.D * s_a))
+        ops.append(OpCost(prefix + "embed_in", ZERO, ZERO, Bq * x.D * s_e, ZERO, Bq * x.D * s_a))
     ops += [op.scaled(x.N) for op in layer_ops(prefix, st, im, x, Bq, B, q, c)]
     ops.append(_norm(prefix + "final_norm", st, Bq, x.D))
     if head_rows is not None:
@@ -200,7 +214,7 @@ def stack_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
 def embedder_op(B: sp.Expr, n_blocks: sp.Expr, D_b: sp.Expr) -> OpCost:
     """Lookup + concat embedder (SPEC.md 1.2): L_B rows of width D_b/L_B per block = D_b."""
     rows = B * n_blocks
-    return OpCost("embedder", ZERO, ZERO, rows * D_b * s_w, ZERO, rows * D_b * s_a)
+    return OpCost("embedder", ZERO, ZERO, rows * D_b * s_e, ZERO, rows * D_b * s_a)
 
 
 def expansion_op(B: sp.Expr, D_b: sp.Expr, P: sp.Expr, D_t: sp.Expr) -> OpCost:
@@ -208,11 +222,14 @@ def expansion_op(B: sp.Expr, D_b: sp.Expr, P: sp.Expr, D_t: sp.Expr) -> OpCost:
     return _linear("token_decoder.expansion", B, D_b, P * D_t, bias=True)
 
 
-def stack_params(st: StackStructure, x: StackSymbols) -> sp.Expr:
-    """Parameters of a stack, layers plus final norm (SPEC.md 1.8: 12D^2 + 13D per NeoX layer)."""
+def stack_weight_bytes(st: StackStructure, x: StackSymbols) -> sp.Expr:
+    """Stored bytes of a stack's layers and final norm: `linear_weight_bytes` of every
+    linear, norms at s_e (SPEC.md 1.8: 12D^2 + 13D parameters per NeoX layer, each at its precision's bytes)."""
     N, D, H, K, d_h, F = x
-    qkv = D * (H + 2 * K) * d_h + ((H + 2 * K) * d_h if st.qkv_bias else 0)
-    dense = H * d_h * D + (D if st.out_bias else 0)
     n_up = 1 if st.mlp == "gelu" else 2
-    mlp = (n_up + 1) * D * F + ((n_up * F + D) if st.mlp_bias else 0)
-    return N * (qkv + dense + mlp + 2 * _norm_params(st, D)) + _norm_params(st, D)
+    layer = (linear_weight_bytes(D, (H + 2 * K) * d_h, st.qkv_bias)
+             + linear_weight_bytes(H * d_h, D, st.out_bias)
+             + n_up * linear_weight_bytes(D, F, st.mlp_bias)
+             + linear_weight_bytes(F, D, st.mlp_bias)
+             + 2 * _norm_params(st, D) * s_e)
+    return N * layer + _norm_params(st, D) * s_e

@@ -36,7 +36,7 @@ L_B = _int("L_B")
 P = _int("P")
 
 # Bytes per element (Implementation)
-s_w = _pos("s_w")  # weights
+s_w = _pos("s_w")  # linear weights (costmodel.precision)
 s_a = _pos("s_a")  # activations
 s_kv = _pos("s_kv")  # KV cache
 
@@ -48,6 +48,15 @@ t_kernel = sp.Symbol("t_kernel", nonnegative=True)  # fixed time per kernel laun
 t_forward = sp.Symbol("t_forward", nonnegative=True)  # fixed time per forward call, s
 M_cap = _pos("M_cap")  # device memory capacity, bytes
 M_res = sp.Symbol("M_res", nonnegative=True)  # memory kept free (reserve), bytes
+
+
+# Precision (costmodel.precision, docs/precision.md); appended after the symbols above
+s_wc = sp.Symbol("s_wc", nonnegative=True)  # bytes per linear output channel (channel scale)
+s_e = _pos("s_e")  # bytes per dense parameter outside linears (embeddings, norms, biases)
+s_kvs = sp.Symbol("s_kvs", nonnegative=True)  # bytes per cached K or V vector (int8 scale)
+q_w = sp.Symbol("q_w", nonnegative=True)  # dequantisation FLOPs per linear weight element
+q_kv = sp.Symbol("q_kv", nonnegative=True)  # (de)quantisation FLOPs per KV element read/written
+pi_v = _pos("pi_v")  # achievable vector (non-matmul) compute, FLOP/s, for dequantisation
 
 
 class StackSymbols(NamedTuple):
@@ -71,6 +80,7 @@ TOKEN_DEC = stack_symbols("t")
 HARDWARE_SYMBOLS = (pi, beta, eta_ov, t_kernel, t_forward, M_cap, M_res)
 BYTES_SYMBOLS = (s_w, s_a, s_kv)
 WORKLOAD_SYMBOLS = (B, S, G)
+PRECISION_SYMBOLS = (s_wc, s_e, s_kvs, q_w, q_kv, pi_v)
 
 LEGEND: dict[str, str] = {
     "B": "batch size (sequences)",
@@ -88,7 +98,7 @@ LEGEND: dict[str, str] = {
     "K": "key/value heads",
     "d_h": "head dimension",
     "F": "MLP width",
-    "s_w": "bytes per weight element",
+    "s_w": "bytes per linear weight element (group scales and zero points included)",
     "s_a": "bytes per activation element",
     "s_kv": "bytes per KV-cache element",
     "pi": "achievable compute, FLOP/s",
@@ -98,4 +108,10 @@ LEGEND: dict[str, str] = {
     "t_forward": "fixed time per forward call, s",
     "M_cap": "device memory capacity, bytes",
     "M_res": "memory reserve, bytes",
+    "s_wc": "bytes per linear output channel (per-channel scale)",
+    "s_e": "bytes per parameter outside linears (embeddings, norms, biases)",
+    "s_kvs": "bytes per cached K or V vector (int8 KV scale)",
+    "q_w": "dequantisation FLOPs per linear weight element",
+    "q_kv": "(de)quantisation FLOPs per KV-cache element read or written",
+    "pi_v": "achievable vector compute for dequantisation, FLOP/s",
 }
