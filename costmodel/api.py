@@ -26,8 +26,8 @@ from . import symbols as sy
 from .hardware import Hardware, get_hardware
 from .implementation import Implementation, get_implementation
 from .metrics import ARGS, METRICS, ROW_FIELDS, StructureKey, formulas
-from .precision import check_group_size
 from .ops import ImplStructure, StackStructure
+from .precision import check_group_size
 from .presets import get_preset, with_block_length
 from .spec import BlockSpec, StackSpec, VanillaSpec
 from .workload import Workload

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
 
 DENSE_BYTES: dict[str, float] = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
 FLOAT_ACTIVATIONS = ("fp32", "tf32", "bf16", "fp16")
@@ -134,7 +133,6 @@ def resolve_kv(text: str) -> str:
     return KV_PRESETS.get(text) or kv_check(text)
 
 
-PrecisionField = Literal["weight_dtype", "kv_dtype", "compute_dtype"]
 
 
 def check_group_size(weight_dtype: str, input_dims: dict[str, int]) -> None:

@@ -56,7 +56,8 @@ def cmd_count(args: argparse.Namespace) -> None:
         for s, g in settings:
             for profile in profiles:
                 t0 = time.perf_counter()
-                rep = compare(spec, args.batch, s, g, profile, args.dtype)
+                rep = compare(spec, args.batch, s, g, profile, args.dtype,
+                              weight_dtype=args.weight_dtype, kv_dtype=args.kv_dtype)
                 total += rep.mismatches
                 reports.append(rep.to_json() | {"seconds": round(time.perf_counter() - t0, 2)})
                 if args.json:
@@ -69,8 +70,9 @@ def cmd_count(args: argparse.Namespace) -> None:
                         print(format_table(rep))
                 else:
                     print(f"{spec.name}: batch {args.batch}, prompt {s}, generate {g}, "
-                          f"profile {profile}, {args.dtype}; counted on the meta device; "
-                          "d_* = cost model - counted")
+                          f"profile {profile}, {args.dtype}, weights "
+                          f"{args.weight_dtype or args.dtype}, KV {args.kv_dtype or args.dtype}; "
+                          "counted on the meta device; d_* = cost model - counted")
                     print(format_table(rep))
     if args.out:
         _write_count_results(Path(args.out), reports, total, env)
@@ -166,6 +168,11 @@ def register(sub: Any) -> None:
     c.add_argument("--implementation", default="static",
                    choices=["static", "hf-legacy", "both"])
     c.add_argument("--dtype", default="bf16", choices=["bf16", "fp32", "fp16"])
+    c.add_argument("--weight-dtype", default=None, metavar="FORMAT",
+                   help="quantise the reference's linears: int8 (w8a16) or int4-g<N> "
+                        "(w4a16-g32, ...); docs/precision.md")
+    c.add_argument("--kv-dtype", default=None, metavar="FORMAT",
+                   help="KV-cache format: int8 (kv-int8) or the model dtype")
     c.add_argument("--out", help="also write the reports as JSON to this file")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_count)

@@ -47,6 +47,7 @@ from costmodel.implementation import Implementation, get_implementation
 from costmodel.metrics import ARGS, formulas
 from costmodel.spec import BlockSpec, VanillaSpec
 from reference import build_model
+from reference.quantize import quantize_kv_cache, quantize_model
 
 from .microbench import TORCH_DTYPE
 from .tracing import RequestCounts, trace_request
@@ -83,6 +84,8 @@ class CountReport:
     prompt_tokens: int
     generated_tokens: int
     rows: list[CountRow]
+    weight_dtype: str = "bf16"
+    kv_dtype: str = "bf16"
 
     @property
     def mismatches(self) -> int:
@@ -123,6 +126,7 @@ def exact_values(spec: VanillaSpec | BlockSpec, impl: Implementation, batch: int
     vals: dict[sp.Symbol, Any] = dict(model_values(spec)) | dict(impl_values(impl))
     vals |= {sy.B: batch, sy.S: prompt_tokens, sy.G: generated_tokens, sy.M_res: 0}
     vals |= {s: 1 for s in sy.HARDWARE_SYMBOLS if s is not sy.M_res}  # rates: irrelevant here
+    vals[sy.pi_v] = 1
     return {k: _exact(v) for k, v in vals.items()}
 
 
@@ -156,7 +160,8 @@ def concat_transient_bytes(spec: VanillaSpec | BlockSpec, impl: Implementation,
         blocks = math.ceil(prompt_tokens / lb) + math.ceil(generated_tokens / lb) - 1
         local = spec.prefix_length + min(lb, generated_tokens) - 1
         caches = [(spec.block_decoder, blocks), (spec.token_decoder, local)]
-    return int(max(st.kv_heads * st.dh * impl.kv_bytes_per_element * entries
+    return int(max(st.kv_heads * (st.dh * impl.kv_bytes_per_element
+                                  + impl.kv_scale_bytes_per_vector) * entries
                    for st, entries in caches))
 
 
@@ -164,12 +169,18 @@ def concat_transient_bytes(spec: VanillaSpec | BlockSpec, impl: Implementation,
 
 def count_request(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
                   generated_tokens: int, implementation: str = "static", dtype: str = "bf16",
-                  device: str = "meta") -> RequestCounts:
-    """Build the reference (on `device`, default meta: no memory, no arithmetic) and count one
-    `generate` request."""
+                  device: str = "meta", weight_dtype: str | None = None,
+                  kv_dtype: str | None = None) -> RequestCounts:
+    """Build the reference (on `device`, default meta: no memory, no arithmetic), quantise its
+    linears / KV cache if asked (`reference.quantize`) and count one `generate` request."""
     if dtype not in TORCH_DTYPE:
         raise ValueError(f"dtype: expected one of {', '.join(TORCH_DTYPE)}, got {dtype!r}")
     model = build_model(spec, device=device, dtype=TORCH_DTYPE[dtype], seed=0)
+    if weight_dtype or kv_dtype:
+        impl = get_implementation(implementation, dtype=dtype,  # type: ignore[arg-type]
+                                  weight_dtype=weight_dtype, kv_dtype=kv_dtype)
+        quantize_model(model, impl.weight_dtype)
+        quantize_kv_cache(model, impl.kv_dtype)
     vocab = spec.vocab_size
     if device == "meta":
         ids = torch.zeros(batch, prompt_tokens, dtype=torch.long, device="meta")
@@ -180,11 +191,20 @@ def count_request(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
 
 def compare(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
             generated_tokens: int, implementation: str = "static", dtype: str = "bf16",
-            device: str = "meta") -> CountReport:
-    """Count the reference and compare with the cost model (module docstring)."""
-    impl = get_implementation(implementation, dtype=dtype)  # type: ignore[arg-type]
+            device: str = "meta", weight_dtype: str | None = None,
+            kv_dtype: str | None = None) -> CountReport:
+    """Count the reference and compare with the cost model (module docstring).
+
+    `weight_dtype` / `kv_dtype` (docs/precision.md; presets allowed): quantised linears and an
+    int8 KV cache on the reference, the same formats in the cost model; activations and
+    scales stay in `dtype`."""
+    impl = get_implementation(implementation, dtype=dtype,  # type: ignore[arg-type]
+                              weight_dtype=weight_dtype, kv_dtype=kv_dtype)
+    if impl.compute_dtype != dtype:
+        raise ValueError(f"weight_dtype: {weight_dtype!r} changes the compute dtype; the "
+                         f"reference computes in {dtype} (weight-only formats only)")
     counted = count_request(spec, batch, prompt_tokens, generated_tokens, implementation,
-                            dtype, device)
+                            dtype, device, weight_dtype, kv_dtype)
     predicted, weights, kv_per_sample = predicted_counts(spec, impl, batch, prompt_tokens,
                                                          generated_tokens)
     rows = []
@@ -196,7 +216,7 @@ def compare(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
                              {q: int(p.get(q, 0)) for q in COMPARED}))
     unused = 0
     if isinstance(spec, BlockSpec) and impl.allocates_unused_block_embedding:
-        unused = int(spec.params_unused_embed_in * impl.weight_bytes_per_element)
+        unused = int(spec.params_unused_embed_in * impl.dense_weight_bytes_per_element)
     rows.append(CountRow(REQUEST_PHASE, "(parameters)",
                          {"bytes": counted.parameter_bytes}, {"bytes": weights - unused}))
     transient = concat_transient_bytes(spec, impl, prompt_tokens, generated_tokens)
@@ -204,7 +224,7 @@ def compare(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
                          {"bytes": sum(counted.kv_cache_peak_bytes.values())},
                          {"bytes": batch * (kv_per_sample - transient)}))
     return CountReport(spec.name, implementation, dtype, batch, prompt_tokens,
-                       generated_tokens, rows)
+                       generated_tokens, rows, impl.weight_dtype, impl.kv_dtype)
 
 
 def format_table(report: CountReport) -> str:

@@ -135,7 +135,7 @@ def predicted_memory_bytes(rec: dict[str, Any], hw: Hardware) -> float:
                                           generated_tokens=p.generated_tokens),
                      p.impl).memory_bytes_total
     if isinstance(p.spec, BlockSpec) and p.impl.allocates_unused_block_embedding:
-        total -= p.spec.params_unused_embed_in * p.impl.weight_bytes_per_element
+        total -= p.spec.params_unused_embed_in * p.impl.dense_weight_bytes_per_element
     return float(total)
 
 
