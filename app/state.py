@@ -9,7 +9,9 @@ Query parameters: vanilla, block, hw, profile, batch ("max" or a number), prompt
 reserve_gib; for a custom vanilla v_layers, v_width, v_heads, v_ffn; for a custom block
 b_lb, b_prefix, b_nb, b_nt, b_width, b_heads, b_ffn; for a blockified vanilla bf_lb; for
 efficiencies that override the hardware record's (`EFFICIENCY_FIELDS`) eff_mm, eff_bw, eff_ov,
-t_kernel_us, t_forward_us (absent = the record's own).
+t_kernel_us, t_forward_us (absent = the record's own); for precision (docs/precision.md, absent
+= bf16 everywhere) wdtype, kvdtype, cdtype and dtype_on (which side they apply to: both,
+vanilla or block).
 An uploaded config.json cannot travel in a URL: "vanilla=upload" asks for the file again.
 """
 
@@ -19,8 +21,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from costmodel.hardware import hardware_ids
+from costmodel.hardware import DTYPES, hardware_ids
 from costmodel.implementation import PROFILES
+from costmodel.precision import KV_DTYPES, resolve_kv, resolve_weight
 from costmodel.presets import PRESET_NAMES, get_preset, resolve_preset_name
 
 VANILLA_PRESETS: tuple[str, ...] = tuple(n for n in PRESET_NAMES if get_preset(n).kind == "vanilla")
@@ -32,6 +35,12 @@ VANILLA_CHOICES: tuple[str, ...] = (*VANILLA_PRESETS, CUSTOM, UPLOAD)
 BLOCK_CHOICES: tuple[str, ...] = (*BLOCK_PRESETS, BLOCKIFY, CUSTOM)
 PROFILE_CHOICES: tuple[str, ...] = tuple(PROFILES)
 BATCH_MODES: tuple[str, ...] = ("max", "fixed")
+# the sidebar's choices; a URL may name any valid format (int4-g64, presets)
+WEIGHT_DTYPE_CHOICES: tuple[str, ...] = ("bf16", "fp16", "fp32", "fp8", "int8", "int4-g128",
+                                         "int4-g32")
+KV_DTYPE_CHOICES: tuple[str, ...] = ("bf16", "fp16", "fp32", "fp8", "int8")
+COMPUTE_DTYPE_CHOICES: tuple[str, ...] = DTYPES
+DTYPE_SCOPES: tuple[str, ...] = ("both", "vanilla", "block")
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,11 @@ class WhatIf:
     eff_overlap: float | None = None
     kernel_overhead_us: float | None = None
     forward_overhead_us: float | None = None
+    # precision (costmodel.precision) and the side(s) it applies to
+    weight_dtype: str = "bf16"
+    kv_dtype: str = "bf16"
+    compute_dtype: str = "bf16"
+    dtype_scope: str = "both"
 
     def widget_values(self) -> dict[str, Any]:
         """Session-state values of the sidebar widgets (keys = field names)."""
@@ -93,8 +107,10 @@ EFFICIENCY_FIELDS: dict[str, tuple[str, float]] = {
     "eff_overlap": ("overlap", 1.0), "kernel_overhead_us": ("kernel_overhead_s", 1e-6),
     "forward_overhead_us": ("forward_overhead_s", 1e-6),
 }
+_PRECISION = {"wdtype": "weight_dtype", "kvdtype": "kv_dtype", "cdtype": "compute_dtype",
+              "dtype_on": "dtype_scope"}
 QUERY_KEYS: tuple[str, ...] = (*_MAIN, "batch", "reserve_gib", *_CUSTOM_VANILLA, *_CUSTOM_BLOCK,
-                               *_BLOCKIFY, *_EFFICIENCY)
+                               *_BLOCKIFY, *_EFFICIENCY, *_PRECISION)
 STREAMLIT_KEYS: tuple[str, ...] = ("embed", "embed_options")  # Streamlit's own; left alone
 
 
@@ -134,12 +150,29 @@ def _float(text: str) -> float:
         raise ValueError(f"expected a number, got {text!r}") from None
 
 
+def _weight_dtype(text: str) -> str:
+    key = text.strip().lower()
+    resolve_weight(key)  # raises "weight_dtype: unknown format ..."
+    return key
+
+
+def _kv_dtype(text: str) -> str:
+    key = text.strip().lower()
+    resolve_kv(key)
+    return key
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "vanilla": _model_choice("vanilla", VANILLA_CHOICES),
     "block": _model_choice("block", BLOCK_CHOICES),
     "hardware": _choice(hardware_ids),
     "profile": _choice(PROFILE_CHOICES),
+    "weight_dtype": _weight_dtype,
+    "kv_dtype": _kv_dtype,
+    "compute_dtype": _choice(COMPUTE_DTYPE_CHOICES),
+    "dtype_scope": _choice(DTYPE_SCOPES),
 }
+assert set(KV_DTYPE_CHOICES) <= set(KV_DTYPES)
 
 
 def _first(value: str | list[str]) -> str:
@@ -151,7 +184,7 @@ def from_query_params(params: Mapping[str, str | list[str]]) -> tuple[WhatIf, li
     changes: dict[str, Any] = {}
     warnings: list[str] = []
     types = {f.name: f.type for f in fields(WhatIf)}
-    mapping = _MAIN | _CUSTOM_VANILLA | _CUSTOM_BLOCK | _BLOCKIFY
+    mapping = _MAIN | _CUSTOM_VANILLA | _CUSTOM_BLOCK | _BLOCKIFY | _PRECISION
     for key, raw in params.items():
         text = _first(raw)
         try:
@@ -195,6 +228,8 @@ def to_query_params(w: WhatIf) -> dict[str, str]:
     out |= {key: str(getattr(w, name)) for key, name in extra.items()}
     out |= {key: f"{getattr(w, name):g}" for key, name in _EFFICIENCY.items()
             if getattr(w, name) is not None}
+    out |= {key: str(getattr(w, name)) for key, name in _PRECISION.items()
+            if getattr(w, name) != getattr(DEFAULT, name)}
     return out
 
 

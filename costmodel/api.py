@@ -94,7 +94,7 @@ def compute_rate(hw: Hardware, impl: Implementation) -> float:
     if impl.compute_dtype not in hw.supported_dtypes():
         raise ValueError(
             f"compute_dtype: hardware {hw.id!r} has no {impl.compute_dtype} rate; it has "
-            f"{', '.join(hw.supported_dtypes()) or 'none'} (choose one with --compute-dtype)")
+            f"{', '.join(hw.supported_dtypes()) or 'none'} (choose another compute dtype)")
     return hw.compute_flops_per_s(impl.compute_dtype)
 
 
