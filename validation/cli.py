@@ -204,7 +204,7 @@ def register(sub: Any) -> None:
 
     r = vs.add_parser("run", help="microbench -> measure -> calibrate -> report")
     r.add_argument("--device", required=True, choices=["cpu", "cuda"])
-    r.add_argument("--suite", required=True, choices=["tiny", "cpu", "gpu"])
+    r.add_argument("--suite", required=True, choices=["tiny", "cpu", "gpu", "cpu-quant", "gpu-quant"])
     r.add_argument("--out", required=True, help="run directory (resumed if it exists)")
     r.add_argument("--threads", type=int, default=None, help="CPU threads (torch; default: the suite's, else torch's)")
     r.add_argument("--limit", type=int, default=None, help="first N points of the suite only")
