@@ -145,3 +145,34 @@ def test_quality_of_a_trained_tiny_model(kind: str) -> None:
         diff = max((out.logits[i, : n + 1] - ref.logits[i, : n + 1]).abs().max().item()
                    for i, n in enumerate(rows))
         assert 0 < diff < tol, (weights, kv, diff)
+
+
+def test_quantised_suite_points_and_predictions() -> None:
+    """cpu-quant points carry their formats into ids, records and predictions; dense ids are
+    those of before; the vectorised Predictor binds the dequantisation rate like estimate."""
+    from costmodel import get_hardware
+    from validation.predict import Predictor, Rates, predict_record
+    from validation.suites import Point, get_suite
+
+    dense = Point("vanilla_70", "decode_step", 8, 1024)
+    assert "weight_dtype" not in dense.fields()
+    q = Point("vanilla_70", "decode_step", 8, 1024, weight_dtype="int4-g32", kv_dtype="int8")
+    assert q.fields()["weight_dtype"] == "int4-g32"
+    suite = get_suite("cpu-quant")
+    assert {(p.weight_dtype, p.kv_dtype) for p in suite.points} == {
+        (None, None), ("int8", None), ("int4-g32", None), (None, "int8")}
+    hw = get_hardware("a100-sxm-80gb")
+    base = {"phase": "decode_step", "spec": get_preset_dump("vanilla_70"),
+            "implementation": "static", "dtype": "bf16", "batch": 8, "prompt_tokens": 1024,
+            "generated_tokens": 1}
+    recs = [base, base | {"weight_dtype": "int4-g32", "kv_dtype": "int8"}]
+    single = [predict_record(r, hw) for r in recs]
+    assert single[1] < single[0]  # fewer bytes on a memory-bound step
+    vec = Predictor(recs, hw).predict(Rates.of(hw, "bf16"))
+    assert vec.tolist() == pytest.approx(single, rel=1e-12)
+
+
+def get_preset_dump(name: str) -> dict:
+    from costmodel import get_preset
+
+    return get_preset(name).model_dump()
