@@ -61,7 +61,7 @@ def derived_relative_costs(structure: str, profile: str, _vanilla: VanillaSpec
     return relative_costs.derive(_vanilla, profile)
 
 
-@st.cache_data(show_spinner="Predicting the paper's ten models (both profiles)…", max_entries=8)
+@st.cache_data(show_spinner="Predicting the paper's ten models (every profile)…", max_entries=8)
 def paper_tables(hardware_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`paper_table` and its `pair_ratios` on one device."""
     table = paper_table(hardware_id)

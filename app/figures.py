@@ -285,9 +285,9 @@ def op_profile_figure(table: pd.DataFrame, title: str, top: int = 16) -> go.Figu
 def paper_figure(table: pd.DataFrame, setting: str) -> go.Figure:
     """Measured (paper) vs predicted throughput per preset for one setting (log y)."""
     part = table[table["setting"] == setting]
-    series = [("paper_throughput_tok_s", "paper (measured)"),
-              ("static_throughput_tok_s", "predicted: static"),
-              ("hf-legacy_throughput_tok_s", "predicted: hf-legacy")]
+    series = [("paper_throughput_tok_s", "paper (measured)")]
+    series += [(c, "predicted: " + c.removesuffix("_throughput_tok_s")) for c in table.columns
+               if c.endswith("_throughput_tok_s") and not c.startswith("paper")]
     data = [{"type": "bar", "name": name, "x": part["paper_name"].tolist(),
              "y": _list(part[col]),
              "hovertemplate": "%{x}<br>" + name + " %{y:,.0f} tok/s<extra></extra>"}

@@ -41,8 +41,10 @@ UPLOAD_KEY = "vanilla_upload"
 _SPECIAL = {CUSTOM: "Custom (edit below)", UPLOAD: "Upload a config.json",
             BLOCKIFY: "Blockify the vanilla model"}
 _PROFILE_HELP = ("static: our reference (preallocated KV cache, fused attention, last-position "
-                 "logits). hf-legacy: the paper's official code (torch.cat KV cache, eager "
-                 "attention, all-position logits).")
+                 "logits). hf-legacy: torch.cat KV cache, eager attention, all-position "
+                 "logits. official: the released code (FA2 vanilla and block decoder, eager "
+                 "token decoder, fp32 keys). official-eager: the same with eager attention "
+                 "everywhere, what paper Table 1 measured (docs/published.md).")
 
 
 def _model_label(name: str) -> str:

@@ -26,6 +26,7 @@ PAGES = [
     st.Page("app_pages/roofline.py", title="Roofline", url_path="roofline"),
     st.Page("app_pages/formulas.py", title="Formulas", url_path="formulas"),
     st.Page("app_pages/capacity.py", title="Capacity planner", url_path="capacity"),
+    st.Page("app_pages/serving.py", title="Serving", url_path="serving"),
     st.Page("app_pages/validation.py", title="Validation", url_path="validation"),
     st.Page("app_pages/paper.py", title="Paper", url_path="paper"),
 ]

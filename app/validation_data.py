@@ -275,3 +275,58 @@ def load_op_profiles(root: Path | str | None = None) -> OpProfiles:
                            f"context={data['context']}, predicted on {data['hardware']}")
     return out
 
+
+
+# --- devices and published measurements (docs/published.md 5) ----------------------------------
+
+def device_record(device: str, database: dict, root: Path | str | None = None):
+    """The `Hardware` record a device's points belong on: the database entry of that id, else
+    the run's own measured record (``<results>/**/hardware/<device>.json``), else None (the
+    points are then shown without a roof; never on another device's roofline)."""
+    from costmodel.hardware import HardwareDataError, load_hardware_file
+
+    if device in database:
+        return database[device]
+    root = Path(root) if root is not None else results_dir()
+    for path in sorted(root.rglob(f"hardware/{device}.json")) if root.is_dir() else []:
+        try:
+            return load_hardware_file(path)
+        except (HardwareDataError, FileNotFoundError):
+            continue
+    return None
+
+
+PUBLISHED_DIR = "published"  # <results>/published/<run>/points.csv (validate published --out)
+
+
+def load_published(root: Path | str | None = None) -> dict[str, pd.DataFrame]:
+    """Per run name, the ``points.csv`` of each `blockroof validate published --out` run under
+    ``<results>/published/`` (columns of `validation.published.Scored.frame`)."""
+    root = Path(root) if root is not None else results_dir()
+    out: dict[str, pd.DataFrame] = {}
+    base = root / PUBLISHED_DIR
+    for path in sorted(base.glob(f"*/{REPORT_FILE}")) if base.is_dir() else []:
+        try:
+            out[path.parent.name] = pd.read_csv(path, keep_default_na=False,
+                                                na_values=["", "nan"])
+        except (OSError, ValueError, pd.errors.ParserError):
+            continue
+    return out
+
+
+def published_roofline_points(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per hardware id, the rows that can be placed on a roofline (positive FLOPs, bytes and
+    attained FLOP/s), in `figures.roofline_figure`'s columns."""
+    need = {"flops", "bytes", "attained_flops_per_s", "hardware"}
+    if df.empty or not need <= set(df.columns):
+        return {}
+    part = df[(pd.to_numeric(df["flops"], errors="coerce") > 0)
+              & (pd.to_numeric(df["bytes"], errors="coerce") > 0)
+              & (pd.to_numeric(df["attained_flops_per_s"], errors="coerce") > 0)].copy()
+    part["bytes_total"] = part["bytes"]
+    part["intensity_flops_per_byte"] = part["flops"] / part["bytes"]
+    part["side"] = part["kind"].astype(str)
+    part["name"] = part["model"].astype(str) + " " + part["setting"].astype(str)
+    part["phase"] = part["metric"].astype(str)
+    part["bound"] = part["split"].astype(str)
+    return {str(hw): g for hw, g in part.groupby("hardware", sort=False)}

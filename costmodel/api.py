@@ -85,6 +85,7 @@ def hardware_values(hw: Hardware, impl: Implementation) -> dict[sp.Symbol, float
         sy.t_forward: float(hw.efficiency.forward_overhead_s),
         sy.M_cap: hw.capacity_bytes(),
         sy.pi_v: vector_rate(hw, pi),
+        sy.t_generate: float(hw.efficiency.generate_call_overhead_s),
     }
 
 
@@ -281,7 +282,8 @@ def max_batch(model: ModelLike, memory_bytes: float, workload: Workload | None =
     vals |= {sy.B: 1.0, sy.S: float(workload.prompt_tokens),
              sy.G: float(workload.generated_tokens), sy.M_cap: float(memory_bytes),
              sy.M_res: float(workload.memory_reserve_bytes), sy.pi: 1.0, sy.beta: 1.0,
-             sy.eta_ov: 1.0, sy.t_kernel: 0.0, sy.t_forward: 0.0, sy.pi_v: 1.0}
+             sy.eta_ov: 1.0, sy.t_kernel: 0.0, sy.t_forward: 0.0, sy.t_generate: 0.0,
+             sy.pi_v: 1.0}
     return int(f.evaluate("max_batch", vals)[0])
 
 

@@ -1,4 +1,5 @@
-"""`blockroof` command line: presets, hardware, estimate, sweep, formula, paper, app, validate.
+"""`blockroof` command line: presets, hardware, estimate, sweep, formula, paper, app, simulate,
+validate.
 
 Bad input prints one line `error: <field>: <rule>` on stderr and exits with status 2; no
 tracebacks for users. `--json` prints machine-readable output on stdout.
@@ -19,6 +20,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from .errors import UserError, describe_validation_error
+from .implementation import PROFILES
 
 FLAG_FOR_FIELD = {"prompt_tokens": "--prompt", "generated_tokens": "--generate",
                   "batch": "--batch", "memory_reserve_bytes": "--reserve-gib"}
@@ -199,12 +201,18 @@ def cmd_hardware(args: argparse.Namespace) -> None:
 
 
 def cmd_estimate(args: argparse.Namespace) -> None:
-    from .api import estimate
+    from .calibration import expectation
 
     hw = _hardware(args)
-    est = estimate(_load_model(args.model), hw, _workload(args), _implementation(args))
+    exp = expectation(_load_model(args.model), hw, _workload(args), _implementation(args))
+    est = exp.bound
+    expected = None if args.bound else exp.expected
     if args.json:
         out = est.summary()
+        out["figures"] = "roofline bound"
+        if expected is not None:
+            out["expected"] = expected.summary()
+            out["calibration"] = exp.calibration.model_dump() if exp.calibration else None
         out["ops"] = [{"phase": r.phase, "name": r.name, "flops": r.flops,
                        "weight_bytes": r.weight_bytes, "activation_bytes": r.activation_bytes,
                        "kv_bytes": r.kv_bytes, "time_s": r.time_s, "bound": r.bound}
@@ -222,11 +230,19 @@ def cmd_estimate(args: argparse.Namespace) -> None:
         print("efficiencies: " + ", ".join(f"{k} {v:g}" for k, v in eff.items()))
     if not est.fits:
         print("warning: this batch does not fit in device memory")
+    if args.efficiency:
+        print("figures: this record's efficiencies as overridden (--efficiency)")
+    elif expected is None:
+        print(f"figures: roofline BOUNDS. {exp.statement if not args.bound else ''}".rstrip())
+    else:
+        print(exp.statement)
+    e = expected.summary() if expected is not None else None
+    print(f"  {'':32s} {'bound':>12s}" + (f" {'expected':>12s}" if e else ""))
     for key in ("ttft_s", "tpot_s", "request_time_s", "throughput_tokens_per_s",
                 "decode_step_time_s", "weights_bytes", "kv_cache_bytes_per_sample",
                 "memory_bytes_per_sample", "memory_bytes_total", "flops_total",
                 "compute_bound_batch", "kv_overtakes_weights_context"):
-        print(f"  {key:32s} {s[key]:.6g}")
+        print(f"  {key:32s} {s[key]:12.6g}" + (f" {e[key]:12.6g}" if e else ""))
     print()
     phases = est.phases()
     _print_table(phases.to_dict("records"), list(phases.columns))
@@ -286,20 +302,32 @@ def cmd_formula(args: argparse.Namespace) -> None:
 
 
 def cmd_paper(args: argparse.Namespace) -> None:
-    from .paper import pair_ratios, paper_table
+    from .calibration import calibration_for
+    from .paper import CALIBRATED, columns, mape, pair_ratios, paper_table, spearman
 
     table = paper_table(args.hardware)
     pairs = pair_ratios(table)
+    rho, err = spearman(table), mape(table)
+    records = {p: calibration_for(args.hardware, p) for p in CALIBRATED}
     if args.json:
-        _dump({"table": table.to_dict("records"), "pairs": pairs.to_dict("records")})
+        _dump({"table": table.to_dict("records"), "pairs": pairs.to_dict("records"),
+               "spearman": rho, "mape_pct": err,
+               "calibrations": {p: r.model_dump() for p, r in records.items() if r}})
         return
-    print(f"Paper v2 Table 1 (one H100, bf16, measured) vs roofline predictions on "
-          f"{args.hardware} at max batch (reserve 2 GiB)\n")
-    cols = ["paper_name", "setting", "paper_memory_MB", "paper_throughput_tok_s",
-            "static_max_batch", "static_memory_per_sample_MiB", "static_throughput_tok_s",
-            "hf-legacy_max_batch", "hf-legacy_memory_per_sample_MiB",
-            "hf-legacy_throughput_tok_s", "hf-legacy_over_paper"]
-    _print_table(table.to_dict("records"), cols)
+    print(f"Paper v2 Table 1 (one H100, bf16, measured) vs predictions on {args.hardware} at "
+          "max batch (reserve 2 GiB): profiles are roofline BOUNDS, calibrated-* columns the "
+          "calibrated expectation\n")
+    cols = ["paper_name", "setting", "paper_memory_MB", "paper_throughput_tok_s"]
+    cols += [f"{p}_throughput_tok_s" for p in columns(args.hardware)]
+    short = {c: c.replace("_throughput_tok_s", "") for c in cols}
+    _print_table([{short[c]: r[c] for c in cols} for r in table.to_dict("records")],
+                 [short[c] for c in cols])
+    print("\nThroughput over the 20 rows: Spearman rank agreement with the paper, MAPE")
+    _print_table([{"prediction": p, "spearman": rho[p], "mape_pct": err[p]} for p in rho],
+                 ["prediction", "spearman", "mape_pct"])
+    for p, rec in records.items():
+        if rec is not None:
+            print(f"calibrated-{p}: {rec.summary} (in-sample here: fitted on this table)")
     print("\nBlock / vanilla throughput ratios of matched pairs (SPEC.md 5.3)\n")
     _print_table(pairs.to_dict("records"), list(pairs.columns))
 
@@ -330,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     def workload_args(s: argparse.ArgumentParser, many: bool = False) -> None:
         s.add_argument("--hardware", default="h100-sxm-80gb", nargs="+" if many else None,
                        help="hardware id (see `blockroof hardware`) or a record .json")
-        s.add_argument("--implementation", default="static", choices=["static", "hf-legacy"])
+        s.add_argument("--implementation", default="static", choices=list(PROFILES))
         s.add_argument("--efficiency", nargs="+", metavar="NAME=VALUE", default=None,
                        help="override the hardware record's efficiencies, e.g. matmul=0.8 "
                             "overlap=0 kernel_overhead_s=5e-6 (costmodel.hardware.Efficiency)")
@@ -344,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--generate", type=int, required=True, help="generated tokens")
     s.add_argument("--batch", default="1", help="batch size or 'max'")
     s.add_argument("--reserve-gib", type=float, default=0.0, help="memory kept free, GiB")
+    s.add_argument("--bound", action="store_true",
+                   help="the pure roofline only (no calibrated expectation)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_estimate)
 
@@ -362,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("formula", help="print a formula (sympy or LaTeX)")
     s.add_argument("name", nargs="?")
     s.add_argument("--model", default="vanilla_410")
-    s.add_argument("--implementation", default="static", choices=["static", "hf-legacy"])
+    s.add_argument("--implementation", default="static", choices=list(PROFILES))
     s.add_argument("--latex", action="store_true")
     s.add_argument("--list", action="store_true", help="list formula names")
     precision_args(s)
@@ -378,6 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--address", default="127.0.0.1")
     s.add_argument("--headless", action="store_true")
     s.set_defaults(func=cmd_app)
+
+    # the serving simulator (its own package; imported here, when the parser is built, never
+    # when costmodel is imported)
+    from serving.cli import register as register_simulate
+
+    register_simulate(sub)
 
     try:  # validation commands need torch; registered only when it is importable
         from validation.cli import register

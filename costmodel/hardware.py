@@ -93,6 +93,9 @@ class Efficiency(BaseModel, frozen=True, extra="forbid"):
     forward_overhead_s: float = Field(
         default=0.0, ge=0, description="fixed time per model forward call"
     )
+    generate_call_overhead_s: float = Field(
+        default=0.0, ge=0, description="fixed time per HF generate() call (docs/published.md 1)"
+    )
     source: str = "pure roofline (no calibration)"
 
 
@@ -342,8 +345,15 @@ def save_hardware(hw: Hardware, path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         path = path / f"{hw.id}.json"
+    write_text_atomic(path, json.dumps(hw.model_dump(mode="json"), indent=2) + "\n")
+    load_database.cache_clear()
+    return path
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` via a temporary file in the same directory, fsync, then os.replace: an
+    existing file is never half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(hw.model_dump(mode="json"), indent=2) + "\n"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -354,5 +364,3 @@ def save_hardware(hw: Hardware, path: str | Path) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    load_database.cache_clear()
-    return path

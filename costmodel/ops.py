@@ -19,12 +19,12 @@ D -> F projections), LayerNorm 2D parameters, RMSNorm D.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import NamedTuple
 
 import sympy as sp
 
-from .implementation import Implementation
+from .implementation import SPLIT_K_CHUNK, STACK_ROLES, Implementation
 from .spec import StackSpec
 from .symbols import StackSymbols, V, q_kv, q_w, s_a, s_e, s_kv, s_kvs, s_w, s_wc
 
@@ -52,10 +52,21 @@ class ImplStructure(NamedTuple):
     logits: str
     attention: str
     skips_masked_tiles: bool
+    # attention kind per stack, in STACK_ROLES order (vanilla, block decoder, token decoder)
+    stack_attention: tuple[str, ...] = ("fused", "fused", "fused")
+    token_decoder_generate_per_block: bool = False
+    key_cache_fp32: bool = False
+    cat_keeps_previous_cache: bool = False
 
     @classmethod
     def of(cls, impl: Implementation) -> ImplStructure:
         return cls(*impl.structure_key)
+
+    def for_stack(self, prefix: str) -> ImplStructure:
+        """This structure with `attention` set to the kind of the stack named by an op prefix
+        ("" vanilla, "block_decoder.", "token_decoder.")."""
+        role = prefix.rstrip(".") or "vanilla"
+        return self._replace(attention=self.stack_attention[STACK_ROLES.index(role)])
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,21 @@ QUANTITIES = ("flops", "useful_flops", "weight_bytes", "act_read_bytes", "act_wr
               "kv_read_bytes", "kv_write_bytes", "kernels", "dequant_flops")
 
 
+FP32_BYTES = sp.Integer(4)
+
+
+def kv_pair_bytes(im: ImplStructure) -> sp.Expr:
+    """Bytes of one key element plus one value element in the cache: 2 s_kv, or 4 + s_kv when
+    keys are cached in fp32 (`Implementation.key_cache_fp32`, docs/published.md 1)."""
+    return (FP32_BYTES if im.key_cache_fp32 else s_kv) + s_kv
+
+
+def kv_position_bytes(im: ImplStructure, K: sp.Expr, d_h: sp.Expr) -> sp.Expr:
+    """Bytes of one cached position's k and v over K heads of one layer: d_h elements each,
+    plus an int8 cache's scale per vector, s_kvs (docs/precision.md 1)."""
+    return K * (d_h * kv_pair_bytes(im) + 2 * s_kvs)
+
+
 def _norm_params(st: StackStructure, D: sp.Expr) -> sp.Expr:
     return 2 * D if st.norm == "layernorm" else D
 
@@ -130,6 +156,7 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
     Bq = B*q rows. Returned costs are for one layer; `stack_ops` scales them by N.
     """
     N, D, H, K, d_h, F = x
+    im = im.for_stack(prefix)
     p = f"{prefix}layers."
     n_k = c + q  # keys attended: cached plus new
     ops = [
@@ -139,34 +166,55 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
         _elementwise(p + "attn.rotary", Bq * (H + K) * d_h, Bq * (H + K) * d_h),
     ]
     new_kv = 2 * Bq * K * d_h  # k and v elements of the new positions
-    # bytes of n cached positions' k and v: d_h elements plus an int8 scale per vector
-
-    def kv_bytes(n: sp.Expr) -> sp.Expr:
-        return 2 * B * K * n * (d_h * s_kv + s_kvs)
-
-    quantise = dict(kernels=sp.Integer(2), dequant_flops=q_kv * new_kv)
+    pos = kv_position_bytes(im, K, d_h)  # one cached position's k and v (with int8 scales)
+    quantise = dict(kernels=sp.Integer(2), dequant_flops=q_kv * new_kv)  # docs/precision.md 3
     if im.kv_cache == "static":
         # preallocated buffers written in place at positions c..c+q-1
         ops.append(OpCost(p + "attn.kv_cache", ZERO, ZERO, ZERO, new_kv * s_a, ZERO,
-                          ZERO, kv_bytes(q), **quantise))
+                          ZERO, Bq * pos, **quantise))
     else:
         # torch.cat(past, new): reads the old cache and writes the whole new one (SPEC.md 2.5.1)
         ops.append(OpCost(p + "attn.kv_cache", ZERO, ZERO, ZERO, new_kv * s_a, ZERO,
-                          kv_bytes(c), kv_bytes(n_k), **quantise))
+                          B * c * pos, B * n_k * pos, **quantise))
+    dequant = q_kv * 2 * B * K * d_h * n_k  # int8 KV: every element read is dequantised
     attn_flops = 4 * B * H * q * n_k * d_h
     causal_flops = 4 * B * H * d_h * (q * c + q * (q + 1) / 2)
     q_and_out = Bq * H * d_h
-    dequant = q_kv * 2 * B * K * d_h * n_k  # int8 KV: every element read is dequantised
-    if im.attention == "fused":
+    if im.attention == "split_k" and q == 1:
+        # flash-decoding (docs/published.md 1): the n_k keys split into chunks of SPLIT_K_CHUNK;
+        # each chunk writes a partial output and its log-sum-exp (d_h + 1 per head), which a
+        # second kernel reads and combines
+        partial = B * H * (d_h + 1) * n_k / SPLIT_K_CHUNK
+        core = OpCost(p + "attn.core", attn_flops, causal_flops, ZERO,
+                      (q_and_out + partial) * s_a, (q_and_out + partial) * s_a,
+                      B * n_k * pos, ZERO, kernels=sp.Integer(2),
+                      time_uses_useful=True, dequant_flops=dequant)
+    elif im.attention in ("fused", "split_k"):
         core = OpCost(p + "attn.core", attn_flops, causal_flops, ZERO, q_and_out * s_a,
-                      q_and_out * s_a, kv_bytes(n_k), ZERO,
+                      q_and_out * s_a, B * n_k * pos, ZERO,
                       time_uses_useful=im.skips_masked_tiles, dequant_flops=dequant)
+    elif im.key_cache_fp32:
+        # GPT-NeoX's eager attention in the released code (docs/published.md 1): q and k are
+        # fp32 after rotary, so the scores [B, H, q, n_k] are fp32 and pass through five
+        # kernels (zeros, baddbmm, causal where, + padding mask, softmax), each reading and
+        # writing them, then a cast to the compute dtype that AV reads
+        scores = B * H * q * n_k
+        core = OpCost(p + "attn.core", attn_flops, causal_flops, ZERO,
+                      q_and_out * s_a + scores * (5 * FP32_BYTES + s_a),
+                      q_and_out * s_a + scores * (5 * FP32_BYTES + s_a),
+                      B * n_k * pos, ZERO, kernels=sp.Integer(7), dequant_flops=dequant)
     else:
         # eager: scores [B, H, q, n_k] written by QK^T, read+written by mask/softmax, read by AV
         scores = B * H * q * n_k
         core = OpCost(p + "attn.core", attn_flops, causal_flops, ZERO,
                       (q_and_out + 2 * scores) * s_a, (q_and_out + 2 * scores) * s_a,
-                      kv_bytes(n_k), ZERO, kernels=sp.Integer(4), dequant_flops=dequant)
+                      B * n_k * pos, ZERO, kernels=sp.Integer(4), dequant_flops=dequant)
+    if im.key_cache_fp32 and im.attention != "materialized":
+        # the fp32 keys are cast to the compute dtype before the kernel (key.to(target_dtype)
+        # in the released code, docs/published.md 1): a copy written and read back
+        cast = B * K * d_h * n_k * s_a
+        core = replace(core, act_read_bytes=core.act_read_bytes + cast,
+                       act_write_bytes=core.act_write_bytes + cast, kernels=core.kernels + 1)
     ops += [
         core,
         _linear(p + "attn.dense", Bq, H * d_h, D, st.out_bias),

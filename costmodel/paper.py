@@ -2,19 +2,27 @@
 
 Measured values are copied from SPEC.md 5.2 (paper v2 Table 1: one H100, bf16, max batch,
 throughput in 1K generated tokens/s, memory in MB per sample). Predictions: the same presets and
-settings on `h100-sxm-80gb` at the predicted max batch, for both implementation profiles, with
+settings on `h100-sxm-80gb` at the predicted max batch, for every implementation profile, with
 the paper's batch-search stop rule as the memory reserve (it stops when less than 2 GiB is
 free, SPEC.md 6.6). A roofline is an upper bound on throughput: predicted / measured says how
 far the official code runs from the hardware's limits.
+
+Calibrated columns (``calibrated-<profile>``): the device with the efficiencies of its
+`costmodel.calibration` record for that profile (fitted on this very table, so these are
+in-sample; the record carries the held-out error of the seeded split, docs/published.md 3).
+`spearman` gives the rank agreement of predicted and measured throughput over the 20 rows.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from .api import estimate
+from .calibration import calibrated_hardware, calibration_for
+from .hardware import get_hardware
 from .presets import MATCHED_PAIRS, display_name
 from .workload import Workload
 
@@ -48,16 +56,29 @@ TABLE1: tuple[PaperRow, ...] = (
 
 # The paper's two settings (SPEC.md 5.1): name -> (prompt, generated)
 SETTINGS: dict[str, tuple[int, int]] = {"prefill-heavy": (2048, 128), "decode-heavy": (128, 2048)}
-PROFILES = ("static", "hf-legacy")
+PROFILES = ("static", "hf-legacy", "official", "official-eager")
+# profiles whose calibration record (if the device has one) gets a calibrated-<profile> column
+CALIBRATED = ("official", "official-eager")
+
+
+def columns(hardware: str = "h100-sxm-80gb") -> list[str]:
+    """The prediction columns of `paper_table` on this device: every profile's bound, then
+    ``calibrated-<profile>`` where the device has a calibration record for it."""
+    hw = get_hardware(hardware)
+    return [*PROFILES, *(f"calibrated-{p}" for p in CALIBRATED if calibration_for(hw, p))]
 
 
 def paper_table(hardware: str = "h100-sxm-80gb", reserve_bytes: float = 2 * GiB) -> pd.DataFrame:
-    """One row per (preset, setting): measured (paper) and predicted (both profiles).
+    """One row per (preset, setting): measured (paper) and predicted (`columns`).
 
     Columns: preset, paper_name, setting, loss, paper_memory_MB, paper_throughput_tok_s, then
-    per profile p: {p}_max_batch, {p}_memory_per_sample_MiB, {p}_throughput_tok_s,
+    per prediction column p: {p}_max_batch, {p}_memory_per_sample_MiB, {p}_throughput_tok_s,
     {p}_over_paper (predicted / measured throughput).
     """
+    hw = get_hardware(hardware)
+    runs = [(p, hw, p) for p in PROFILES]
+    runs += [(f"calibrated-{p}", calibrated_hardware(hw, p), p) for p in CALIBRATED
+             if calibration_for(hw, p)]
     records = []
     for row in TABLE1:
         for setting, (prompt, generated) in SETTINGS.items():
@@ -71,8 +92,8 @@ def paper_table(hardware: str = "h100-sxm-80gb", reserve_bytes: float = 2 * GiB)
             }
             wl = Workload(batch="max", prompt_tokens=prompt, generated_tokens=generated,
                           memory_reserve_bytes=reserve_bytes)
-            for profile in PROFILES:
-                est = estimate(row.preset, hardware, wl, profile)
+            for profile, device, impl in runs:
+                est = estimate(row.preset, device, wl, impl)
                 rec[f"{profile}_max_batch"] = est.max_batch
                 rec[f"{profile}_memory_per_sample_MiB"] = est.memory_bytes_per_sample / MiB
                 rec[f"{profile}_throughput_tok_s"] = est.throughput_tokens_per_s
@@ -86,14 +107,40 @@ def pair_ratios(table: pd.DataFrame) -> pd.DataFrame:
     """Block / vanilla throughput ratios of the matched pairs of SPEC.md 5.3, measured and
     predicted, per setting."""
     by = table.set_index(["preset", "setting"])
+    profiles = [c[: -len("_throughput_tok_s")] for c in table.columns
+                if c.endswith("_throughput_tok_s") and not c.startswith("paper")]
     records = []
     for vanilla, block in MATCHED_PAIRS:
         for setting in SETTINGS:
             v, b = by.loc[(vanilla, setting)], by.loc[(block, setting)]
             rec = {"vanilla": vanilla, "block": block, "setting": setting,
                    "paper_ratio": b["paper_throughput_tok_s"] / v["paper_throughput_tok_s"]}
-            for profile in PROFILES:
+            for profile in profiles:
                 col = f"{profile}_throughput_tok_s"
                 rec[f"{profile}_ratio"] = b[col] / v[col]
             records.append(rec)
     return pd.DataFrame(records)
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    return pd.Series(x).rank(method="average").to_numpy()
+
+
+def spearman(table: pd.DataFrame) -> dict[str, float]:
+    """Spearman rank correlation of predicted and measured throughput over every row, per
+    prediction column (1: the same order as the paper)."""
+    measured = _ranks(table["paper_throughput_tok_s"].to_numpy())
+    out = {}
+    for c in table.columns:
+        if c.endswith("_throughput_tok_s") and not c.startswith("paper"):
+            pred = _ranks(table[c].to_numpy())
+            out[c[: -len("_throughput_tok_s")]] = float(np.corrcoef(measured, pred)[0, 1])
+    return out
+
+
+def mape(table: pd.DataFrame) -> dict[str, float]:
+    """Mean absolute percentage error of predicted throughput, per prediction column."""
+    paper = table["paper_throughput_tok_s"]
+    return {c[: -len("_throughput_tok_s")]: float((100 * (table[c] / paper - 1)).abs().mean())
+            for c in table.columns
+            if c.endswith("_throughput_tok_s") and not c.startswith("paper")}

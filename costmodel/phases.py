@@ -39,6 +39,7 @@ class Phase:
     hi: sp.Expr = ONE
     repeat: sp.Expr = ONE
     forwards: sp.Expr = ONE  # forward calls per occurrence
+    generate_calls: sp.Expr = sp.Integer(0)  # HF generate() calls per occurrence
     # how much of this phase happens before the first generated token exists
     ttft: Literal["all", "one", "none"] = "none"
 
@@ -61,7 +62,8 @@ def vanilla_phases(st: StackStructure, im: ImplStructure) -> list[Phase]:
     prefill = stack_ops("", st, im, x, B, S, sp.Integer(0), embed=True, head_rows=head_rows)
     step = stack_ops("", st, im, x, B, ONE, c, embed=True, head_rows=ONE)
     return [
-        Phase("prefill", tuple(prefill), ttft="all"),
+        # the request is one generate() call (docs/published.md 1)
+        Phase("prefill", tuple(prefill), ttft="all", generate_calls=ONE),
         Phase("decode", tuple(step), index=c, lo=S, hi=S + G - 2),
     ]
 
@@ -83,9 +85,12 @@ def block_phases(sb: StackStructure, stt: StackStructure, im: ImplStructure) -> 
     tstep = tuple(stack_ops("token_decoder.", stt, im, xt, B, ONE, P + k - 2, embed=True,
                             head_rows=ONE))
     return [
-        Phase("prefill", tuple(prefill), ttft="all"),
+        Phase("prefill", tuple(prefill), ttft="all", generate_calls=ONE),
         Phase("block_decoder.step", tuple(bstep), index=j, lo=ONE, hi=n_g - 1),
-        Phase("token_decoder.prefix", tuple(prefix), repeat=n_g, ttft="one"),
+        # the official code calls the token decoder's generate() once per block (docs/model.md
+        # 2.2)
+        Phase("token_decoder.prefix", tuple(prefix), repeat=n_g, ttft="one",
+              generate_calls=ONE if im.token_decoder_generate_per_block else sp.Integer(0)),
         # full blocks, then the last (possibly shorter) block
         Phase("token_decoder.step", tstep, index=k, lo=sp.Integer(2), hi=L_B, repeat=n_g - 1),
         Phase("token_decoder.step", tstep, index=k, lo=sp.Integer(2), hi=g_last),

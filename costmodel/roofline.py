@@ -84,7 +84,8 @@ def phase_rows(phase: Phase) -> list[Row]:
     zero = sp.Integer(0)
     rows.append(Row(phase=phase.name, op="(forward calls)", ttft=phase.ttft,
                     quantities=dict.fromkeys(QUANTITIES, zero), t_math=zero, t_mem=zero,
-                    time=phase.forwards * phase.occurrences * sy.t_forward,
+                    time=phase.occurrences * (phase.forwards * sy.t_forward
+                                              + phase.generate_calls * sy.t_generate),
                     repeat_share=1 / phase.repeat))
     return rows
 

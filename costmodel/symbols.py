@@ -48,6 +48,8 @@ t_kernel = sp.Symbol("t_kernel", nonnegative=True)  # fixed time per kernel laun
 t_forward = sp.Symbol("t_forward", nonnegative=True)  # fixed time per forward call, s
 M_cap = _pos("M_cap")  # device memory capacity, bytes
 M_res = sp.Symbol("M_res", nonnegative=True)  # memory kept free (reserve), bytes
+# fixed time per HF generate() call (config checks, logits processors), s (docs/published.md 1)
+t_generate = sp.Symbol("t_generate", nonnegative=True)
 
 
 # Precision (costmodel.precision, docs/precision.md); appended after the symbols above
@@ -77,7 +79,7 @@ VANILLA = stack_symbols("")
 BLOCK_DEC = stack_symbols("b")
 TOKEN_DEC = stack_symbols("t")
 
-HARDWARE_SYMBOLS = (pi, beta, eta_ov, t_kernel, t_forward, M_cap, M_res)
+HARDWARE_SYMBOLS = (pi, beta, eta_ov, t_kernel, t_forward, M_cap, M_res, t_generate)
 BYTES_SYMBOLS = (s_w, s_a, s_kv)
 WORKLOAD_SYMBOLS = (B, S, G)
 PRECISION_SYMBOLS = (s_wc, s_e, s_kvs, q_w, q_kv, pi_v)
@@ -114,4 +116,5 @@ LEGEND: dict[str, str] = {
     "q_w": "dequantisation FLOPs per linear weight element",
     "q_kv": "(de)quantisation FLOPs per KV-cache element read or written",
     "pi_v": "achievable vector compute for dequantisation, FLOP/s",
+    "t_generate": "fixed time per generate() call (HF generation loop set-up), s",
 }

@@ -73,6 +73,7 @@ class AttentionCore(nn.Module):
     def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
         # q: [B, H, q, dh]; k, v: [B, K, n_k, dh]; mask: [q, n_k] bool or None (causal)
         n_q, n_k = q.shape[2], k.shape[2]
+        k = k.to(q.dtype)  # keys cached in fp32 (official profile) are read, then cast
         if mask is None and n_q > 1 and n_k > n_q:
             mask = causal_mask(n_q, n_k, q.device)
         if self.materialize:

@@ -196,8 +196,10 @@ class BlockLM(nn.Module):
         self, batch: int, n_prompt_blocks: int, n_gen_blocks: int, mode: InferenceMode = "static"
     ) -> None:
         self.mode = check_mode(mode)
-        self.block_decoder.setup_cache(mode, batch, n_prompt_blocks + n_gen_blocks - 1)
-        self.token_decoder.setup_cache(mode, batch, self.spec.local_cache_entries)
+        self.block_decoder.setup_cache(mode, batch, n_prompt_blocks + n_gen_blocks - 1,
+                                       role="block_decoder")
+        self.token_decoder.setup_cache(mode, batch, self.spec.local_cache_entries,
+                                       role="token_decoder")
 
     @torch.inference_mode()
     def embed(self, block_ids: Tensor) -> Tensor:

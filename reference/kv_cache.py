@@ -12,6 +12,9 @@ v in the model's dtype; ``"int8"`` quantises every written vector (one token, on
 symmetrically, ``q = round(x / s)`` with ``s = max|x| / 127``, and stores the scale's bytes next
 to its d_h int8 values: k and v become int8 ``[B, K, T, dh + bytes(s)]`` (docs/precision.md 1:
 ``1 + s_a / d_h`` bytes per element). Reads dequantise ``q * s`` into the model's dtype.
+``key_dtype`` (concat only): the dtype keys are cached in. The official profile caches keys in
+fp32, as GPT-NeoX's fp32 rotary tables and torch.cat's type promotion do in the released code
+(docs/published.md 1); attention then reads the fp32 keys.
 
 The cache never reads tensor values on the host: `c` is a Python int the caller counts.
 """
@@ -37,6 +40,7 @@ class KVCache(nn.Module):
         self.mode: CacheMode = "off"
         self.kv_dtype: str | None = None  # None: the model's dtype; "int8": quantised
         self.dtype: torch.dtype | None = None  # the model's dtype (what reads return)
+        self.key_dtype: torch.dtype | None = None
         self.register_buffer("k", None, persistent=False)
         self.register_buffer("v", None, persistent=False)
 
@@ -49,9 +53,11 @@ class KVCache(nn.Module):
         head_dim: int,
         device: torch.device,
         dtype: torch.dtype,
+        key_dtype: torch.dtype | None = None,
     ) -> None:
         """Prepare for a new request. Static buffers are reused when the shape is unchanged."""
         self.mode, self.dtype = mode, dtype
+        self.key_dtype = key_dtype if mode == "concat" else None
         if mode != "static":
             self.k = self.v = None
             return
@@ -68,6 +74,7 @@ class KVCache(nn.Module):
     def reset(self) -> None:
         """Drop the cache (mode ``off``)."""
         self.mode = "off"
+        self.key_dtype = None
         self.k = self.v = None
 
     def update(self, k: Tensor, v: Tensor, c: int) -> tuple[Tensor, Tensor]:
@@ -79,6 +86,8 @@ class KVCache(nn.Module):
         q = k.shape[2]
         k, v = self._store(k), self._store(v)
         if self.mode == "concat":
+            if self.key_dtype is not None and self.kv_dtype != "int8":
+                k = k.to(self.key_dtype)
             if c == 0:  # a fresh cache, written once as transformers' first torch.cat does
                 self.k = k.clone(memory_format=torch.contiguous_format)
                 self.v = v.clone(memory_format=torch.contiguous_format)

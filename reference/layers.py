@@ -9,9 +9,11 @@ positions ``c .. c+q-1``. Subclasses (the vanilla LM, the block decoder, the tok
 their own input and output modules beside them, so module paths stay flat
 (``layers.attn.qkv``, ``final_norm``, ``lm_head``) as the cost model names its operators.
 
-Caches: `setup_cache(mode, batch, max_entries)` prepares every layer's `KVCache` and selects the
-attention kind (``static``: preallocated, SDPA; ``hf-legacy``: torch.cat growth, materialised
-scores); `reset_cache()` drops them.
+Caches: `setup_cache(mode, batch, max_entries, role)` prepares every layer's `KVCache` and
+selects the attention kind (``static``: preallocated, SDPA; ``hf-legacy``: torch.cat growth,
+materialised scores; ``official``: torch.cat growth, and the attention kind the cost model's
+profile gives the stack's `role`: SDPA in the vanilla model and the block decoder, materialised
+scores in the token decoder, docs/published.md 1); `reset_cache()` drops them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from costmodel.implementation import PROFILES, get_implementation
 from costmodel.spec import StackSpec
 
 from .attention import Attention, Step
@@ -28,14 +31,21 @@ from .mlp import make_mlp
 from .norm import make_norm
 from .rotary import rotary_table
 
-InferenceMode = Literal["static", "hf-legacy"]
-INFERENCE_MODES: tuple[str, ...] = ("static", "hf-legacy")
+InferenceMode = Literal["static", "hf-legacy", "official", "official-eager"]
+INFERENCE_MODES: tuple[str, ...] = tuple(PROFILES)  # every cost-model profile
 
 
 def check_mode(mode: str) -> InferenceMode:
     if mode not in INFERENCE_MODES:
-        raise ValueError(f"mode: unknown inference mode {mode!r} (known: static, hf-legacy)")
+        raise ValueError(f"mode: unknown inference mode {mode!r} "
+                         f"(known: {', '.join(INFERENCE_MODES)})")
     return mode  # type: ignore[return-value]
+
+
+def materializes(mode: InferenceMode, role: str) -> bool:
+    """Whether `mode` runs the stack `role` with materialised scores: the cost model's profile
+    of the same name decides (one rule for both sides, docs/published.md 1)."""
+    return get_implementation(mode).attention_for(role) == "materialized"
 
 
 class DecoderLayer(nn.Module):
@@ -100,17 +110,21 @@ class DecoderStack(nn.Module):
         return rope
 
     # -- caches -----------------------------------------------------------------------------
-    def setup_cache(self, mode: InferenceMode, batch: int, max_entries: int) -> None:
-        """Caches for one request: static ``[B, K, max_entries, dh]`` buffers, or concat growth."""
+    def setup_cache(self, mode: InferenceMode, batch: int, max_entries: int,
+                    role: str = "vanilla") -> None:
+        """Caches for one request: static ``[B, K, max_entries, dh]`` buffers, or concat growth;
+        `role` (vanilla, block_decoder, token_decoder) picks the stack's attention kind."""
         check_mode(mode)
+        materialize = materializes(mode, role)
         ref = self.final_norm.weight
         s = self.stack_spec
+        key_dtype = torch.float32 if get_implementation(mode).key_cache_fp32 else None
         for layer in self.layers:
             layer.attn.kv_cache.setup(
                 "static" if mode == "static" else "concat",
-                batch, max_entries, s.kv_heads, s.dh, ref.device, ref.dtype,
+                batch, max_entries, s.kv_heads, s.dh, ref.device, ref.dtype, key_dtype,
             )
-            layer.attn.core.materialize = mode == "hf-legacy"
+            layer.attn.core.materialize = materialize
         self.rope(max_entries)
 
     def reset_cache(self) -> None:

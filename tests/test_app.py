@@ -551,6 +551,43 @@ def test_paper_tables_equal_the_api():
     assert shown["paper_throughput_tok_s"].tolist() == part["paper_throughput_tok_s"].tolist()
     assert shown["hf-legacy_throughput_tok_s"].tolist() == pytest.approx(
         part["hf-legacy_throughput_tok_s"].tolist(), rel=1e-12)
-    pairs = at.dataframe[1].value
+    agreement = at.dataframe[1].value  # Spearman and MAPE per prediction column
+    assert agreement["prediction"].tolist()[:4] == ["static", "hf-legacy", "official",
+                                                     "official-eager"]
+    assert (agreement["Spearman (rank agreement)"] > 0.9).all()
+    pairs = at.dataframe[2].value
     assert set(pairs["setting"]) == {"decode-heavy"} and len(pairs) == 5
     assert math.isclose(pairs.iloc[0]["paper_ratio"], 25.7 / 2.1)
+
+
+# --- Serving ------------------------------------------------------------------------------------
+
+def test_serving_max_rates_and_curves_equal_the_simulator():
+    from serving import SLO, SchedulerConfig, max_rate
+
+    at = run_app("serving")
+    at.number_input(key="srv_requests").set_value(100).run()
+    assert_clean(at)
+    assert errors(at) == []
+    assert at.title[0].value == "Serving"
+    slo = SLO(ttft_s=1.0, tpot_s=0.05, percentile=95)
+    shown = metrics(at)
+    for label, model in (("Vanilla", "vanilla_410"), ("Block", "block_main_b4_1.2b")):
+        res = max_rate(model, "h100-sxm-80gb", 2048, 128, slo, requests=100,
+                       scheduler=SchedulerConfig())
+        assert res.met
+        assert shown[f"{label} max rate per replica"] == f"{res.max_rate_per_s:.3g} req/s"
+    spec = chart_spec(at)
+    names = {t.get("name") for t in spec["data"]}
+    assert {"Vanilla", "Block"} <= names
+    # SLO lines at 1 s (TTFT panel) and 50 ms (TPOT panel)
+    ys = sorted(s["y0"] for s in spec["layout"]["shapes"] if s.get("y0") == s.get("y1"))
+    assert ys == [1.0, 50.0]
+
+
+def test_serving_bad_slo_is_an_error_naming_the_field():
+    at = run_app("serving")
+    at.number_input(key="srv_pct").set_value(0.0).run()
+    assert_clean(at)
+    [msg] = errors(at)
+    assert msg.startswith("Serving — percentile:")

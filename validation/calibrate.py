@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -94,13 +95,19 @@ def split(records: list[dict[str, Any]], test_fraction: float = 1 / 3
     train, test = [], []
     for idx in by_phase.values():
         idx = sorted(idx, key=lambda i: _hash_fraction(records[i]["point_id"]))
-        n_test = round(test_fraction * len(idx))
-        if len(idx) >= 3:
-            n_test = max(1, n_test)
-        n_test = min(n_test, len(idx) - 1) if len(idx) > 1 else 0
+        n_test = held_out_count(len(idx), test_fraction)
         test += idx[:n_test]
         train += idx[n_test:]
     return sorted(train), sorted(test)
+
+
+def held_out_count(n: int, test_fraction: float) -> int:
+    """How many of a group's n points to hold out: round(fraction x n), at least 1 when
+    n >= 3, always leaving one to train on."""
+    n_test = round(test_fraction * n)
+    if n >= 3:
+        n_test = max(1, n_test)
+    return min(n_test, n - 1) if n > 1 else 0
 
 
 @dataclass
@@ -133,31 +140,26 @@ def rates_for(base: Rates, params: dict[str, float]) -> Rates:
                  params.get("overlap", 1.0))
 
 
-def fit(records: list[dict[str, Any]], hw: Hardware, dtype: str,
-        train: list[int] | None = None, test: list[int] | None = None,
-        fixed: dict[str, float] | None = None) -> Calibration:
-    """Fit `PARAMS` (those not in `fixed`) on the train split of `records` (all of one device
-    and dtype)."""
+def fit_params(predict: Callable[[dict[str, float]], np.ndarray], measured: np.ndarray,
+               fixed: dict[str, float] | None = None
+               ) -> tuple[dict[str, float], float, list[str]]:
+    """Least squares on log(predict(params) / measured) over the free `PARAMS` (bounded as
+    `SPACE`, started from every `STARTS` entry): (params, cost, parameters at a bound).
+
+    `predict` maps a parameter dict to predictions in the units of `measured` (times, or any
+    quantity whose relative error is the objective). Shared by the CPU calibration (`fit`) and
+    the published-measurement fit (`validation.published`)."""
     fixed = dict(fixed or {})
     unknown = set(fixed) - set(PARAMS)
     if unknown:
         raise ValueError(f"fixed: unknown parameter(s) {sorted(unknown)} (known: {PARAMS})")
     free = [name for name in PARAMS if name not in fixed]
-    if train is None or test is None:
-        train, test = split(records)
-    if not train:
-        raise ValueError("calibrate: no training points")
-    base = base_rates(hw, dtype)
-    sub = [records[i] for i in train]
-    pred = Predictor(sub, hw)
-    measured = np.array([r["measured_s"] for r in sub], dtype=np.float64)
 
     def params_of(x: np.ndarray) -> dict[str, float]:
         return fixed | {n: SPACE[n].of_x(float(v)) for n, v in zip(free, x, strict=True)}
 
     def residuals(x: np.ndarray) -> np.ndarray:
-        p = pred.predict(rates_for(base, params_of(x)))
-        return np.log(np.maximum(p, 1e-12) / measured)
+        return np.log(np.maximum(predict(params_of(x)), 1e-12) / measured)
 
     lo = [SPACE[n].lo for n in free]
     hi = [SPACE[n].hi for n in free]
@@ -172,8 +174,26 @@ def fit(records: list[dict[str, Any]], hw: Hardware, dtype: str,
     params = {n: params_of(best.x)[n] for n in PARAMS}
     pinned = [name for name, v, a, b in zip(free, best.x, lo, hi, strict=True)
               if math.isclose(v, a, abs_tol=1e-6) or math.isclose(v, b, abs_tol=1e-6)]
-    cal = Calibration(params, list(train), list(test), float(best.cost), pinned,
-                      fixed=sorted(fixed))
+    return params, float(best.cost), pinned
+
+
+def fit(records: list[dict[str, Any]], hw: Hardware, dtype: str,
+        train: list[int] | None = None, test: list[int] | None = None,
+        fixed: dict[str, float] | None = None) -> Calibration:
+    """Fit `PARAMS` (those not in `fixed`) on the train split of `records` (all of one device
+    and dtype)."""
+    if train is None or test is None:
+        train, test = split(records)
+    if not train:
+        raise ValueError("calibrate: no training points")
+    base = base_rates(hw, dtype)
+    sub = [records[i] for i in train]
+    pred = Predictor(sub, hw)
+    measured = np.array([r["measured_s"] for r in sub], dtype=np.float64)
+    params, cost, pinned = fit_params(lambda p: pred.predict(rates_for(base, p)), measured,
+                                      fixed)
+    cal = Calibration(params, list(train), list(test), cost, pinned,
+                      fixed=sorted(fixed or {}))
     if test:
         held = [records[i] for i in test]
         p = Predictor(held, hw).predict(rates_for(base, params))

@@ -2,7 +2,7 @@
 
 count: the reference counted on the meta device against the cost model, op by op
 (`validation.count`); prints the per-op table and, last, ``count mismatches: K``.
-``--model all``, ``--implementation both`` and ``--paper-settings`` (2048/128 and 128/2048,
+``--model all``, ``--implementation both`` (static, hf-legacy) or ``all`` (every profile) and ``--paper-settings`` (2048/128 and 128/2048,
 SPEC.md 5.1) loop; the last line is then the total.
 
 run: the whole loop (`validation.pipeline`); last line ``held-out MAPE decode: X% prefill: Y%``.
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from costmodel.errors import UserError
+from costmodel.implementation import PROFILES
 
 PAPER_SETTINGS = ((2048, 128), (128, 2048))
 
@@ -43,8 +44,8 @@ def cmd_count(args: argparse.Namespace) -> None:
         if args.prompt < 1 or args.generate < 1:
             raise UserError("--prompt, --generate: must be >= 1")
         settings = [(args.prompt, args.generate)]
-    profiles = ["static", "hf-legacy"] if args.implementation == "both" else \
-        [args.implementation]
+    profiles = {"both": ["static", "hf-legacy"], "all": list(PROFILES)}.get(
+        args.implementation, [args.implementation])
     from .env import environment
 
     env = environment("cpu", "meta")  # before counting: the sources as they are imported
@@ -152,6 +153,27 @@ def cmd_ops(args: argparse.Namespace) -> None:
         print(format_profile(prof))
 
 
+def cmd_published(args: argparse.Namespace) -> None:
+    from . import published_report
+    from .published import FITTED_METRICS, fit_and_score
+
+    scored = fit_and_score(args.files, args.fit, seed=args.seed,
+                           implementation=args.implementation)
+    s = (published_report.write(scored, args.out, plot=not args.no_plots) if args.out
+         else published_report.summary(scored))
+    if args.save_calibration:
+        from costmodel.calibration import save_calibration
+
+        from .published import calibration_record
+
+        heldout = {m["metric"]: round(m["mape_calibrated_pct"], 2) for m in s["mape"]
+                   if m["metric"] in FITTED_METRICS}
+        rec = calibration_record(scored, heldout)
+        path = save_calibration(rec)
+        print(f"saved {rec.summary} to {path}")
+    print(published_report.text(s))
+
+
 def register(sub: Any) -> None:
     """Add the ``validate`` command group to the `blockroof` parser's subparsers."""
     v = sub.add_parser("validate", help="count, time and calibrate the reference vs the model")
@@ -166,7 +188,7 @@ def register(sub: Any) -> None:
                         "--generate)")
     c.add_argument("--batch", type=int, default=1)
     c.add_argument("--implementation", default="static",
-                   choices=["static", "hf-legacy", "both"])
+                   choices=[*PROFILES, "both", "all"])
     c.add_argument("--dtype", default="bf16", choices=["bf16", "fp32", "fp16"])
     c.add_argument("--weight-dtype", default=None, metavar="FORMAT",
                    help="quantise the reference's linears: int8 (w8a16) or int4-g<N> "
@@ -188,7 +210,7 @@ def register(sub: Any) -> None:
                         "multiple of L_B for block models)")
     o.add_argument("--generate", type=int, default=1, help="generated tokens (generate)")
     o.add_argument("--block-length", type=int, default=None, help="re-block a block preset")
-    o.add_argument("--implementation", default="static", choices=["static", "hf-legacy"])
+    o.add_argument("--implementation", default="static", choices=list(PROFILES))
     o.add_argument("--hardware", required=True,
                    help="hardware id or record .json for the predictions, e.g. a calibrated "
                         "record: validation/results/cpu/hardware/*-calibrated.json")
@@ -201,6 +223,27 @@ def register(sub: Any) -> None:
     o.add_argument("--plot", help="also draw measured vs predicted per op to this PNG")
     o.add_argument("--json", action="store_true")
     o.set_defaults(func=cmd_ops)
+
+    pb = vs.add_parser("published", help="published measurements (CSV, validation/published/"
+                                         "README.md): fit efficiencies, score held-out rows")
+    pb.add_argument("files", nargs="+", help="published CSV files to score")
+    pb.add_argument("--fit", action="append", default=None, metavar="FILE",
+                    help="fit on every row of FILE (repeat for several) and hold out all of "
+                         "FILES (else a seeded split of FILES)")
+    pb.add_argument("--seed", type=int, default=0, help="seed of the train/held-out split")
+    pb.add_argument("--out", help="write points.csv, summary.json, report.md and plots here")
+    pb.add_argument("--no-plots", action="store_true")
+    pb.add_argument("--implementation", default=None, choices=list(PROFILES),
+                    help="score every row under this profile instead of the file's")
+    pb.add_argument("--save-calibration", action="store_true",
+                    help="refit on every row and store the result as the calibration record "
+                         "of the rows' (hardware, implementation) in costmodel/data/"
+                         "calibrations.json")
+    pb.set_defaults(func=cmd_published)
+
+    from .serve import register as register_serve
+
+    register_serve(vs)
 
     r = vs.add_parser("run", help="microbench -> measure -> calibrate -> report")
     r.add_argument("--device", required=True, choices=["cpu", "cuda"])

@@ -26,15 +26,15 @@ Two documented adjustments, both memory-only (no FLOP or traffic count is adjust
 - hf-legacy block models: the cost model holds the official code's unused block-decoder
   ``embed_in`` (V x D_b, SPEC.md 1.3, `BlockSpec.params_unused_embed_in`); the reference does
   not allocate it, so it is subtracted before comparing parameter bytes.
-- concat (hf-legacy) caches: `costmodel.memory` adds one layer's K tensor for the transient of
-  ``torch.cat`` (old and new copies coexist); the reference's caches are measured at rest
-  after each forward, so that term is subtracted (`concat_transient_bytes`).
+- concat (hf-legacy, official) caches: `costmodel.memory` adds the transient of ``torch.cat``
+  (old and new copies coexist: one layer's K, or the official profile's whole previous tuple);
+  the reference's caches are measured at rest after each forward, so that term (the formulas'
+  ``kv_transient_bytes_per_sample``) is subtracted.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -110,7 +110,8 @@ def _exact_fn(key: Any) -> tuple[list[tuple[str, str]], Any]:
     f = formulas(key)
     rows = [(r.phase, r.op) for r in f.rows]
     exprs = [[r.quantities[q] for q in COMPARED] for r in f.rows]
-    exprs.append([f.metrics["weights_bytes"], f.metrics["kv_cache_bytes_per_sample"]])
+    exprs.append([f.metrics["weights_bytes"], f.metrics["kv_cache_bytes_per_sample"],
+                  f.metrics["kv_transient_bytes_per_sample"]])
     return rows, sp.lambdify(ARGS, exprs, modules="sympy")
 
 
@@ -131,9 +132,10 @@ def exact_values(spec: VanillaSpec | BlockSpec, impl: Implementation, batch: int
 
 
 def predicted_counts(spec: VanillaSpec | BlockSpec, impl: Implementation, batch: int,
-                     prompt_tokens: int, generated_tokens: int
+                     prompt_tokens: int, generated_tokens: int, at_rest: bool = False
                      ) -> tuple[dict[tuple[str, str], dict[str, int]], int, int]:
-    """Exact cost-model counts per (phase, op), weights bytes and KV-cache bytes per sample."""
+    """Exact cost-model counts per (phase, op), weights bytes and KV-cache bytes per sample
+    (``kv_cache_bytes_per_sample``; `at_rest`: without the ``torch.cat`` transient)."""
     rows, fn = _exact_fn(structure_key(spec, impl))
     vals = exact_values(spec, impl, batch, prompt_tokens, generated_tokens)
     out = fn(*[vals[a] for a in ARGS])
@@ -143,26 +145,10 @@ def predicted_counts(spec: VanillaSpec | BlockSpec, impl: Implementation, batch:
             continue
         counts[(phase, op)] = {name: _as_int(v, f"{phase}/{op}/{name}")
                                for name, v in zip(COMPARED, q, strict=True)}
-    weights, kv = out[-1]
+    weights, kv, transient = out[-1]
+    if at_rest:
+        kv -= transient
     return counts, _as_int(weights, "weights_bytes"), _as_int(kv, "kv_cache_bytes_per_sample")
-
-
-def concat_transient_bytes(spec: VanillaSpec | BlockSpec, impl: Implementation,
-                           prompt_tokens: int, generated_tokens: int) -> int:
-    """The extra K tensor `costmodel.memory` holds for a ``torch.cat`` growth, per sample:
-    K d_h s_kv bytes per entry of the final cache, of the stack where that is largest."""
-    if impl.kv_cache != "concat":
-        return 0
-    if isinstance(spec, VanillaSpec):
-        caches = [(spec.stack, prompt_tokens + generated_tokens - 1)]
-    else:
-        lb = spec.block_length
-        blocks = math.ceil(prompt_tokens / lb) + math.ceil(generated_tokens / lb) - 1
-        local = spec.prefix_length + min(lb, generated_tokens) - 1
-        caches = [(spec.block_decoder, blocks), (spec.token_decoder, local)]
-    return int(max(st.kv_heads * (st.dh * impl.kv_bytes_per_element
-                                  + impl.kv_scale_bytes_per_vector) * entries
-                   for st, entries in caches))
 
 
 # --- counting and comparing -----------------------------------------------------------------
@@ -206,7 +192,7 @@ def compare(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
     counted = count_request(spec, batch, prompt_tokens, generated_tokens, implementation,
                             dtype, device, weight_dtype, kv_dtype)
     predicted, weights, kv_per_sample = predicted_counts(spec, impl, batch, prompt_tokens,
-                                                         generated_tokens)
+                                                         generated_tokens, at_rest=True)
     rows = []
     keys = list(predicted) + [k for k in counted.counts if k not in predicted]
     for key in keys:
@@ -219,10 +205,9 @@ def compare(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
         unused = int(spec.params_unused_embed_in * impl.dense_weight_bytes_per_element)
     rows.append(CountRow(REQUEST_PHASE, "(parameters)",
                          {"bytes": counted.parameter_bytes}, {"bytes": weights - unused}))
-    transient = concat_transient_bytes(spec, impl, prompt_tokens, generated_tokens)
     rows.append(CountRow(REQUEST_PHASE, "(kv cache)",
                          {"bytes": sum(counted.kv_cache_peak_bytes.values())},
-                         {"bytes": batch * (kv_per_sample - transient)}))
+                         {"bytes": batch * kv_per_sample}))
     return CountReport(spec.name, implementation, dtype, batch, prompt_tokens,
                        generated_tokens, rows, impl.weight_dtype, impl.kv_dtype)
 

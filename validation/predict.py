@@ -79,12 +79,13 @@ class Rates:
     t_kernel_s: float
     t_forward_s: float
     overlap: float = 1.0
+    t_generate_s: float = 0.0
 
     @classmethod
     def of(cls, hw: Hardware, dtype: str) -> Rates:
         return cls(hw.compute_flops_per_s(dtype), hw.bandwidth_bytes_per_s(),
                    hw.efficiency.kernel_overhead_s, hw.efficiency.forward_overhead_s,
-                   hw.efficiency.overlap)
+                   hw.efficiency.overlap, hw.efficiency.generate_call_overhead_s)
 
 
 class Predictor:
@@ -114,7 +115,8 @@ class Predictor:
         out = np.empty(self.n, dtype=np.float64)
         hwv = {sy.pi: rates.pi_flops_per_s, sy.beta: rates.beta_bytes_per_s,
                sy.eta_ov: rates.overlap, sy.t_kernel: rates.t_kernel_s,
-               sy.t_forward: rates.t_forward_s, sy.M_cap: self.hw_capacity}
+               sy.t_forward: rates.t_forward_s, sy.M_cap: self.hw_capacity,
+               sy.t_generate: rates.t_generate_s}
         for f, metric, idx, arrays in self.groups:
             pi_v = {sy.pi_v: arrays[sy.pi_v] * rates.pi_flops_per_s}
             out[idx] = f.evaluate(metric, arrays | hwv | pi_v)

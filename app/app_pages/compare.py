@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import figures, fmt, inputs, tables, ui
+from app import compute, figures, fmt, inputs, tables, ui
 
 ctx = inputs.context()
 st.title("Compare")
@@ -26,6 +26,16 @@ for col, (label, est) in zip(cols, ests.items(), strict=False):
         if not est.fits:
             st.warning(f"{label}: batch {est.batch} does not fit the device memory "
                        f"(max batch {est.max_batch}).")
+statement, expected = compute.expectations(ctx)
+if statement:
+    st.info(statement)
+if expected:
+    ecols = st.columns(len(expected))
+    for col, (label, exp) in zip(ecols, expected.items(), strict=False):
+        col.metric(f"{label} expected throughput (calibrated)",
+                   f"{exp.throughput_tokens_per_s:,.0f} tok/s",
+                   help=f"bound {ests[label].throughput_tokens_per_s:,.0f} tok/s; expected "
+                        f"request time {exp.request_time_s:.4g} s at batch {exp.batch:,}")
 table = tables.compare_table(ests)
 if len(ests) == 2:
     with cols[2]:

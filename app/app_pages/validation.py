@@ -68,20 +68,54 @@ if points.empty:
     st.caption("These datasets carry no per-point FLOPs and bytes, so their points cannot be "
                "placed on a roofline.")
 else:
+    # each device's points on that device's own record, never on another's (docs/published.md)
     db = cache.hardware_database()
-    ids = [d for d in points["device"].unique() if d in db]
-    hw = db[ids[0]] if len(ids) == 1 else ctx.hardware
-    if hw is None:
-        st.info("Choose a valid hardware in the sidebar for the roofline.")
-    else:
-        dtype = get_implementation(ctx.profile).compute_dtype
+    dtype = get_implementation(ctx.profile).compute_dtype
+    for device, dev_points in points.groupby("device", sort=True):
+        hw = validation_data.device_record(str(device), db)
+        if hw is None:
+            st.caption(f"{device}: no hardware record (database or the run's measured "
+                       "record), so its points are listed without a roof.")
+            st.dataframe(dev_points[["model", "phase", "intensity_flops_per_byte",
+                                     "attained_flops_per_s"]], hide_index=True)
+            continue
         try:
-            pi = hw.compute_flops_per_s(dtype)
             st.plotly_chart(
-                figures.roofline_figure(pi, hw.bandwidth_bytes_per_s(), points,
-                                        f"Measured points on the {hw.name} roofline",
+                figures.roofline_figure(hw.compute_flops_per_s(dtype), hw.bandwidth_bytes_per_s(),
+                                        dev_points, f"Measured points on the {hw.name} roofline",
                                         legend_format="{side} · {bound}"),
-                width="stretch", key="val_roofline")
+                width="stretch", key=f"val_roofline_{device}")
+        except ValueError as e:
+            st.error(str(e))
+
+st.subheader("Published measurements")
+published = validation_data.load_published()
+if not published:
+    st.caption("No scored published datasets: `blockroof validate published FILE.csv --out "
+               "validation/results/published/<name>` (validation/published/README.md).")
+db = cache.hardware_database()
+for run, pts in published.items():
+    held = pts[pts["split"] == "test"]
+    st.markdown(f"**{run}**: {len(pts)} rows, {len(held)} held out")
+    if len(held):
+        summary = (held.assign(abs_err=held["error_calibrated_pct"].abs(),
+                               abs_bound=held["error_bound_pct"].abs())
+                   .groupby("metric")[["abs_err", "abs_bound"]].mean().reset_index()
+                   .rename(columns={"abs_err": "held-out MAPE % (calibrated)",
+                                    "abs_bound": "MAPE % (bound)"}))
+        st.dataframe(summary, hide_index=True)
+    for hw_id, hw_points in validation_data.published_roofline_points(pts).items():
+        hw = db.get(hw_id)
+        if hw is None:
+            st.caption(f"{hw_id}: not in the hardware database; rows listed without a roof.")
+            continue
+        try:
+            st.plotly_chart(
+                figures.roofline_figure(hw.compute_flops_per_s("bf16"),
+                                        hw.bandwidth_bytes_per_s(), hw_points,
+                                        f"{run} on the {hw.name} datasheet roofline",
+                                        legend_format="{side} · {bound}"),
+                width="stretch", key=f"pub_roofline_{run}_{hw_id}")
         except ValueError as e:
             st.error(str(e))
 
