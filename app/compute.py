@@ -8,6 +8,7 @@ from costmodel.api import Estimate, estimate
 from costmodel.api import symbol_values as costmodel_symbol_values
 from costmodel.hardware import Hardware
 from costmodel.implementation import get_implementation
+from costmodel.parallel import Parallelism
 from costmodel.spec import BlockSpec, VanillaSpec
 from costmodel.workload import Workload
 
@@ -23,17 +24,20 @@ def estimates(ctx: Context) -> tuple[dict[str, Estimate], list[str]]:
         return out, problems
     for label, spec in ctx.models().items():
         try:
-            out[label] = estimate(spec, ctx.hardware, ctx.workload, ctx.implementation(label))
+            out[label] = estimate(spec, ctx.hardware, ctx.workload, ctx.implementation(label),
+                                  parallelism=ctx.parallelism)
         except ValueError as e:
             problems.append(f"{label} model — {e}")
     return out, problems
 
 
 def symbol_values(spec: VanillaSpec | BlockSpec, hardware: Hardware, workload: Workload,
-                  profile: str, batch: int) -> dict[sp.Symbol, float]:
+                  profile: str, batch: int,
+                  parallelism: Parallelism | None = None) -> dict[sp.Symbol, float]:
     """Every formula argument (`costmodel.metrics.ARGS`) at the given inputs, as `estimate`
     binds them."""
-    return costmodel_symbol_values(spec, hardware, get_implementation(profile), workload, batch)
+    return costmodel_symbol_values(spec, hardware, get_implementation(profile), workload, batch,
+                                   parallelism)
 
 
 def expectations(ctx: Context) -> tuple[str, dict[str, Estimate]]:
@@ -56,7 +60,8 @@ def expectations(ctx: Context) -> tuple[str, dict[str, Estimate]]:
     out = {}
     for label, spec in ctx.models().items():
         try:
-            out[label] = estimate(spec, cal, ctx.workload, ctx.profile)
+            out[label] = estimate(spec, cal, ctx.workload, ctx.profile,
+                                  parallelism=ctx.parallelism)
         except ValueError:
             continue
     return (f"Figures above are roofline BOUNDS; expected (calibrated): {rec.summary}."), out

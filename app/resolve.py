@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from costmodel.hardware import Hardware, get_hardware
 from costmodel.hf_config import spec_from_hf_config
 from costmodel.implementation import Implementation, get_implementation
+from costmodel.parallel import Parallelism
 from costmodel.presets import blockify, get_preset
 from costmodel.spec import BlockSpec, VanillaSpec
 from costmodel.workload import Workload
@@ -50,6 +51,7 @@ class Context:
     workload: Workload | None
     profile: str
     errors: tuple[InputError, ...] = field(default=())
+    parallelism: Parallelism = field(default_factory=Parallelism)
     # per side ("Vanilla", "Block"): the profile with the sidebar's precision, where it applies
     implementations: dict[str, Implementation] = field(default_factory=dict)
 
@@ -204,6 +206,14 @@ def _hardware(w: WhatIf) -> tuple[Hardware | None, list[InputError]]:
         return None, validation_errors(e, "Hardware efficiency")
 
 
+def _parallelism(w: WhatIf) -> tuple[Parallelism, list[InputError]]:
+    """tp x pp GPUs per replica; a bad value falls back to one GPU with an error."""
+    try:
+        return Parallelism(tp=w.tp, pp=w.pp), []
+    except ValidationError as e:
+        return Parallelism(), validation_errors(e, "Parallelism")
+
+
 def resolve(w: WhatIf, upload: tuple[str, bytes] | None = None) -> Context:
     """Validate every part of `w`; `upload` is (file name, bytes) of an uploaded config.json."""
     errors: list[InputError] = []
@@ -222,9 +232,12 @@ def resolve(w: WhatIf, upload: tuple[str, bytes] | None = None) -> Context:
         errors.append(InputError("Implementation", "profile",
                                  str(e).removeprefix("implementation: ")))
         profile = "static"
+    parallelism, errs = _parallelism(w)
+    errors += errs
     impls, errs = _implementations(w, profile)
     errors += errs
-    return Context(w, vanilla, block, hardware, workload, profile, tuple(errors), impls)
+    return Context(w, vanilla, block, hardware, workload, profile, tuple(errors), parallelism,
+                   impls)
 
 
 def _implementations(w: WhatIf, profile: str) -> tuple[dict[str, Implementation],

@@ -11,7 +11,7 @@ b_lb, b_prefix, b_nb, b_nt, b_width, b_heads, b_ffn; for a blockified vanilla bf
 efficiencies that override the hardware record's (`EFFICIENCY_FIELDS`) eff_mm, eff_bw, eff_ov,
 t_kernel_us, t_forward_us (absent = the record's own); for precision (docs/precision.md, absent
 = bf16 everywhere) wdtype, kvdtype, cdtype and dtype_on (which side they apply to: both,
-vanilla or block).
+vanilla or block); for parallelism tp, pp (absent = 1; docs/parallelism.md).
 An uploaded config.json cannot travel in a URL: "vanilla=upload" asks for the file again.
 """
 
@@ -21,10 +21,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from costmodel.hardware import DTYPES, hardware_ids
+from pydantic import BaseModel
+
+from costmodel.errors import UserError, check_field
+from costmodel.hardware import DTYPES, Efficiency, hardware_ids
 from costmodel.implementation import PROFILES
 from costmodel.precision import KV_DTYPES, resolve_kv, resolve_weight
 from costmodel.presets import PRESET_NAMES, get_preset, resolve_preset_name
+from costmodel.spec import BlockSpec, StackSpec
+from costmodel.workload import Workload
 
 VANILLA_PRESETS: tuple[str, ...] = tuple(n for n in PRESET_NAMES if get_preset(n).kind == "vanilla")
 BLOCK_PRESETS: tuple[str, ...] = tuple(n for n in PRESET_NAMES if get_preset(n).kind == "block")
@@ -82,6 +87,9 @@ class WhatIf:
     kv_dtype: str = "bf16"
     compute_dtype: str = "bf16"
     dtype_scope: str = "both"
+    # parallelism: GPUs per replica = tp x pp (docs/parallelism.md)
+    tp: int = 1
+    pp: int = 1
 
     def widget_values(self) -> dict[str, Any]:
         """Session-state values of the sidebar widgets (keys = field names)."""
@@ -99,6 +107,7 @@ _CUSTOM_BLOCK = {"b_lb": "b_block_length", "b_prefix": "b_prefix", "b_nb": "b_la
                  "b_nt": "b_layers_token", "b_width": "b_width", "b_heads": "b_heads",
                  "b_ffn": "b_ffn"}
 _BLOCKIFY = {"bf_lb": "bf_block_length"}
+_PARALLEL = {"tp": "tp", "pp": "pp"}
 _EFFICIENCY = {"eff_mm": "eff_matmul", "eff_bw": "eff_bandwidth", "eff_ov": "eff_overlap",
                "t_kernel_us": "kernel_overhead_us", "t_forward_us": "forward_overhead_us"}
 # WhatIf field -> (costmodel.hardware.Efficiency field, factor from the widget's unit to SI)
@@ -109,8 +118,38 @@ EFFICIENCY_FIELDS: dict[str, tuple[str, float]] = {
 }
 _PRECISION = {"wdtype": "weight_dtype", "kvdtype": "kv_dtype", "cdtype": "compute_dtype",
               "dtype_on": "dtype_scope"}
+# WhatIf field -> (model, field, factor to SI) whose rule a URL value must meet before it
+# reaches a widget (widgets clamp out-of-range values silently); docs/reliability.md
+RULES: dict[str, tuple[type[BaseModel], str, float]] = {
+    "batch": (Workload, "batch", 1.0), "prompt_tokens": (Workload, "prompt_tokens", 1.0),
+    "generated_tokens": (Workload, "generated_tokens", 1.0),
+    "reserve_GiB": (Workload, "memory_reserve_bytes", 2.0**30),
+    "v_layers": (StackSpec, "n_layers", 1), "v_width": (StackSpec, "d_model", 1),
+    "v_heads": (StackSpec, "n_heads", 1), "v_ffn": (StackSpec, "d_ffn", 1),
+    "b_block_length": (BlockSpec, "block_length", 1), "b_prefix": (BlockSpec, "prefix_length", 1),
+    "b_layers_block": (StackSpec, "n_layers", 1), "b_layers_token": (StackSpec, "n_layers", 1),
+    "b_width": (StackSpec, "d_model", 1), "b_heads": (StackSpec, "n_heads", 1),
+    "b_ffn": (StackSpec, "d_ffn", 1), "bf_block_length": (BlockSpec, "block_length", 1),
+} | {k: (Efficiency, name, f) for k, (name, f) in EFFICIENCY_FIELDS.items()}
+
+
+def check_value(field: str, value: Any, text: str) -> Any:
+    """`value` (of WhatIf `field`) if it meets its model's rule (`RULES`), else ValueError
+    quoting `text`, the value as the URL gave it."""
+    model, name, to_si = RULES[field]
+    try:
+        check_field(model, name, value * to_si if to_si != 1 else value, name, shown=text)
+    except UserError as e:
+        raise ValueError(str(e)) from None
+    return value
+
+
 QUERY_KEYS: tuple[str, ...] = (*_MAIN, "batch", "reserve_gib", *_CUSTOM_VANILLA, *_CUSTOM_BLOCK,
-                               *_BLOCKIFY, *_EFFICIENCY, *_PRECISION)
+                               *_BLOCKIFY, *_EFFICIENCY, *_PARALLEL, *_PRECISION)
+# query parameter -> WhatIf field, every parameter
+QUERY_FIELD: dict[str, str] = _MAIN | {"batch": "batch", "reserve_gib": "reserve_GiB"} \
+    | _CUSTOM_VANILLA | _CUSTOM_BLOCK | _BLOCKIFY | _EFFICIENCY | _PARALLEL \
+    | _PRECISION
 STREAMLIT_KEYS: tuple[str, ...] = ("embed", "embed_options")  # Streamlit's own; left alone
 
 
@@ -184,23 +223,26 @@ def from_query_params(params: Mapping[str, str | list[str]]) -> tuple[WhatIf, li
     changes: dict[str, Any] = {}
     warnings: list[str] = []
     types = {f.name: f.type for f in fields(WhatIf)}
-    mapping = _MAIN | _CUSTOM_VANILLA | _CUSTOM_BLOCK | _BLOCKIFY | _PRECISION
+    mapping = _MAIN | _CUSTOM_VANILLA | _CUSTOM_BLOCK | _BLOCKIFY | _PARALLEL | _PRECISION
     for key, raw in params.items():
         text = _first(raw)
         try:
             if key in _EFFICIENCY:
-                changes[_EFFICIENCY[key]] = _float(text)
+                name = _EFFICIENCY[key]
+                changes[name] = check_value(name, _float(text), text)
             elif key in mapping:
                 name = mapping[key]
                 parser = _PARSERS.get(name) or (_int if types[name] in (int, "int") else _float)
-                changes[name] = parser(text)
+                value = parser(text)
+                changes[name] = check_value(name, value, text) if name in RULES else value
             elif key == "batch":
                 if text.strip().lower() == "max":
                     changes["batch_mode"] = "max"
                 else:
-                    changes |= {"batch_mode": "fixed", "batch": _int(text)}
+                    changes |= {"batch_mode": "fixed",
+                                "batch": check_value("batch", _int(text), text)}
             elif key == "reserve_gib":
-                changes["reserve_GiB"] = _float(text)
+                changes["reserve_GiB"] = check_value("reserve_GiB", _float(text), text)
             elif key in STREAMLIT_KEYS:
                 continue
             else:
@@ -230,6 +272,8 @@ def to_query_params(w: WhatIf) -> dict[str, str]:
             if getattr(w, name) is not None}
     out |= {key: str(getattr(w, name)) for key, name in _PRECISION.items()
             if getattr(w, name) != getattr(DEFAULT, name)}
+    out |= {key: str(getattr(w, name)) for key, name in _PARALLEL.items()
+            if getattr(w, name) != 1}
     return out
 
 

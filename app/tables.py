@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -99,3 +99,14 @@ def summaries_json(estimates: Mapping[str, Estimate]) -> str:
 
 def frame_csv(df: pd.DataFrame) -> str:
     return df.to_csv(index=False)
+
+
+def layouts_table(plan: Any) -> pd.DataFrame:
+    """One row per (tp, pp) layout a capacity plan considered, with its verdict
+    (costmodel.capacity.LayoutOption; docs/parallelism.md 5)."""
+    rows = [{"tp": o.tp, "pp": o.pp, "GPUs per replica": o.gpus_per_replica,
+             "batch": o.batch, "TPOT (ms)": None if o.tpot_s is None else o.tpot_s * 1e3,
+             "tokens/s per replica": o.throughput_tokens_per_s_per_replica,
+             "replicas": o.replicas, "GPUs": o.gpus, "verdict": o.verdict}
+            for o in plan.layouts]
+    return pd.DataFrame(rows)

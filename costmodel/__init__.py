@@ -8,6 +8,7 @@ from .api import Estimate, Formula, OpRow, estimate, formula, formula_names, max
 from .hardware import Hardware, get_hardware, hardware_ids
 from .hf_config import load_hf_config, spec_from_hf_config
 from .implementation import HF_LEGACY, STATIC, Implementation, get_implementation
+from .parallel import Parallelism
 from .presets import PRESET_NAMES, blockify, get_preset, with_block_length
 from .spec import BlockSpec, StackSpec, VanillaSpec
 from .workload import DECODE_HEAVY, PREFILL_HEAVY, Workload
@@ -17,6 +18,6 @@ __all__ = [
     "Implementation", "OpRow", "PREFILL_HEAVY", "PRESET_NAMES", "STATIC", "StackSpec",
     "VanillaSpec", "Workload", "blockify", "estimate", "formula", "formula_names",
     "get_hardware", "get_implementation", "get_preset", "hardware_ids", "load_hf_config",
-    "max_batch",
+    "max_batch", "Parallelism",
     "sweep", "spec_from_hf_config", "with_block_length",
 ]

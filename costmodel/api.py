@@ -14,23 +14,26 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import sympy as sp
+from pandas.api.types import union_categoricals
 from pydantic import BaseModel
 
 from . import symbols as sy
+from .errors import UserError, finite
 from .hardware import Hardware, get_hardware
 from .implementation import Implementation, get_implementation
 from .metrics import ARGS, METRICS, ROW_FIELDS, StructureKey, formulas
 from .ops import ImplStructure, StackStructure
+from .parallel import Parallelism, check_parallelism, get_parallelism
 from .precision import check_group_size
 from .presets import get_preset, with_block_length
 from .spec import BlockSpec, StackSpec, VanillaSpec
-from .workload import Workload
+from .workload import MAX_WHOLE, Workload
 
 ModelLike = VanillaSpec | BlockSpec | str
 HardwareLike = Hardware | str
@@ -43,16 +46,43 @@ def resolve_model(model: ModelLike) -> VanillaSpec | BlockSpec:
         return model
     if isinstance(model, str):
         return get_preset(model)
-    raise TypeError(f"model: expected a preset name or a spec, got {type(model).__name__}")
+    raise UserError(f"model: expected a preset name or a spec, got {type(model).__name__} "
+                    f"{model!r}")
 
 
-def structure_key(spec: VanillaSpec | BlockSpec, impl: Implementation) -> StructureKey:
+def structure_key(spec: VanillaSpec | BlockSpec, impl: Implementation,
+                  parallelism: Parallelism | None = None) -> StructureKey:
     im = ImplStructure.of(impl)
+    par = get_parallelism(parallelism)
+    flags = {"sharded": par.sharded, "pipelined": par.pipelined}
     if isinstance(spec, VanillaSpec):
-        return StructureKey("vanilla", (StackStructure.of(spec.stack),), im, spec.tie_embeddings)
+        return StructureKey("vanilla", (StackStructure.of(spec.stack),), im, spec.tie_embeddings,
+                            **flags)
     return StructureKey("block", (StackStructure.of(spec.block_decoder),
                                   StackStructure.of(spec.token_decoder)), im,
-                        unused_embedding=impl.allocates_unused_block_embedding)
+                        unused_embedding=impl.allocates_unused_block_embedding, **flags)
+
+
+def parallel_values(parallelism: Parallelism | None = None, hw: Hardware | None = None,
+                    spec: VanillaSpec | BlockSpec | None = None) -> dict[sp.Symbol, float]:
+    """tp, pp and the interconnect (beta_link, alpha_link) of `hw`.
+
+    Without parallelism the values are neutral (tp = pp = 1; formulas of such structures do
+    not contain the link symbols). tp > 1 or pp > 1 needs a device with interconnect figures.
+    Raises UserError naming the field and the rule (costmodel.parallel).
+    """
+    par = get_parallelism(parallelism)
+    vals = {sy.tp: float(par.tp), sy.pp: float(par.pp), sy.beta_link: 1.0, sy.alpha_link: 0.0}
+    if spec is not None:
+        check_parallelism(spec, par)
+    if par.gpus_per_replica > 1 and hw is not None:
+        if hw.interconnect_GBps_per_direction is None or hw.interconnect_latency_us is None:
+            raise UserError(
+                f"hardware: {hw.id} has no interconnect figures (interconnect_GBps_per_direction"
+                f" and interconnect_latency_us), so tp/pp > 1 cannot be modelled on it")
+        vals[sy.beta_link] = hw.interconnect_GBps_per_direction * 1e9
+        vals[sy.alpha_link] = hw.interconnect_latency_us * 1e-6
+    return vals
 
 
 def _stack_values(x: sy.StackSymbols, st: StackSpec | None) -> dict[sp.Symbol, float]:
@@ -72,7 +102,7 @@ def model_values(spec: VanillaSpec | BlockSpec) -> dict[sp.Symbol, float]:
         vals |= _stack_values(sy.BLOCK_DEC, spec.block_decoder)
         vals |= _stack_values(sy.TOKEN_DEC, spec.token_decoder)
     vals[sy.V] = float(spec.vocab_size)
-    return vals
+    return vals | parallel_values()
 
 
 def hardware_values(hw: Hardware, impl: Implementation) -> dict[sp.Symbol, float]:
@@ -93,7 +123,7 @@ def compute_rate(hw: Hardware, impl: Implementation) -> float:
     """The matmul rate of the implementation's compute dtype; a device without it gets one line
     naming the field and the dtypes it has (docs/precision.md 4)."""
     if impl.compute_dtype not in hw.supported_dtypes():
-        raise ValueError(
+        raise UserError(
             f"compute_dtype: hardware {hw.id!r} has no {impl.compute_dtype} rate; it has "
             f"{', '.join(hw.supported_dtypes()) or 'none'} (choose another compute dtype)")
     return hw.compute_flops_per_s(impl.compute_dtype)
@@ -117,7 +147,7 @@ def check_precision(spec: VanillaSpec | BlockSpec, impl: Implementation) -> None
         stacks = {"": spec.stack}
         dims = {"lm_head": spec.stack.d_model}
         if spec.tie_embeddings and impl.weight_dtype not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"weight_dtype: {impl.weight_dtype!r} needs an untied LM head; "
+            raise UserError(f"weight_dtype: {impl.weight_dtype!r} needs an untied LM head; "
                              f"{spec.name} ties it to the embedding table")
     else:
         stacks = {"block_decoder.": spec.block_decoder, "token_decoder.": spec.token_decoder}
@@ -148,7 +178,9 @@ class OpRow(BaseModel, frozen=True):
     t_math_s: float
     t_mem_s: float
     time_s: float
-    bound: Literal["compute", "memory", "overhead", "none"]
+    bound: Literal["compute", "memory", "overhead", "none", "network"]
+    collective_bytes: float = 0.0  # tensor bytes handed to collectives (per rank)
+    collective_time_s: float = 0.0
 
     @property
     def intensity_flops_per_byte(self) -> float:
@@ -188,6 +220,14 @@ class Estimate(BaseModel, frozen=True):
     kv_bytes_total: float
     compute_bound_batch: float
     kv_overtakes_weights_context: float
+    # parallelism (docs/parallelism.md): one replica spans gpus = tp x pp devices
+    tp: int = 1
+    pp: int = 1
+    gpus: int = 1
+    weights_bytes_per_gpu: float = 0.0
+    memory_bytes_per_gpu: float = 0.0
+    collective_bytes_total: float = 0.0  # all ranks' sends over the request
+    collective_time_s: float = 0.0  # on one rank's path
     ops: list[OpRow]
 
     def breakdown(self) -> pd.DataFrame:
@@ -205,16 +245,20 @@ class Estimate(BaseModel, frozen=True):
         return self.model_dump(exclude={"ops"})
 
 
-def _bound(t_math: float, t_mem: float, time: float) -> str:
+def _bound(t_math: float, t_mem: float, time: float, t_comm: float = 0.0) -> str:
+    if t_comm > 0 and t_comm >= max(t_math, t_mem):
+        return "network"
     if t_math == 0 and t_mem == 0:
         return "overhead" if time > 0 else "none"
     return "compute" if t_math >= t_mem else "memory"
 
 
 def symbol_values(spec: VanillaSpec | BlockSpec, hw: Hardware, impl: Implementation,
-                  workload: Workload, batch: float) -> dict[sp.Symbol, float]:
+                  workload: Workload, batch: float,
+                  parallelism: Parallelism | None = None) -> dict[sp.Symbol, float]:
     """Every argument symbol of the compiled formulas (`metrics.ARGS`) bound to a number."""
     vals = model_values(spec) | impl_values(impl) | hardware_values(hw, impl)
+    vals |= parallel_values(parallelism, hw, spec)
     vals |= {sy.B: float(batch), sy.S: float(workload.prompt_tokens),
              sy.G: float(workload.generated_tokens), sy.M_res: float(workload.memory_reserve_bytes)}
     return vals
@@ -225,26 +269,30 @@ def estimate(
     hardware: HardwareLike,
     workload: Workload | None = None,
     implementation: str | Implementation = "static",
+    *,
+    parallelism: Parallelism | None = None,
 ) -> Estimate:
     """Predict latency, throughput and memory of one request batch.
 
     `workload.batch = "max"` uses the largest batch that fits the device memory (minus
     `workload.memory_reserve_bytes`); if not even one sequence fits, batch is 1 and
-    `fits` is False.
+    `fits` is False. With `parallelism` the batch is per replica, the memory limit per GPU,
+    and per-op rows are one rank's (docs/parallelism.md).
     """
     spec = resolve_model(model)
     hw = get_hardware(hardware)
     impl = get_implementation(implementation)
+    par = get_parallelism(parallelism)
     workload = workload or Workload()
     check_precision(spec, impl)
-    f = formulas(structure_key(spec, impl))
-    vals = symbol_values(spec, hw, impl, workload, 1.0)
+    f = formulas(structure_key(spec, impl, par))
+    vals = symbol_values(spec, hw, impl, workload, 1.0, par)
     pi, pi_v = vals[sy.pi], vals[sy.pi_v]
     metrics, rows = f.evaluate_all(vals)
     max_batch = int(metrics["max_batch"])
     batch = max(max_batch, 1) if workload.batch == "max" else workload.batch
     if batch != 1:
-        metrics, rows = f.evaluate_all(symbol_values(spec, hw, impl, workload, batch))
+        metrics, rows = f.evaluate_all(symbol_values(spec, hw, impl, workload, batch, par))
     ops = []
     for row, vals in zip(f.rows, rows, strict=True):
         v = dict(zip(ROW_FIELDS, map(float, vals), strict=True))
@@ -256,7 +304,8 @@ def estimate(
             time_flops=v["t_math_s"] * pi - v["dequant_flops"] * pi / pi_v,
             dequant_flops=v["dequant_flops"],
             t_math_s=v["t_math_s"], t_mem_s=v["t_mem_s"], time_s=v["time_s"],
-            bound=_bound(v["t_math_s"], v["t_mem_s"], v["time_s"]),
+            bound=_bound(v["t_math_s"], v["t_mem_s"], v["time_s"], v["comm_time"]),
+            collective_bytes=v["comm_bytes"], collective_time_s=v["comm_time"],
         ))
     return Estimate(
         model=spec.name, kind=spec.kind, hardware=hw.id, implementation=impl.name,
@@ -265,20 +314,24 @@ def estimate(
         prompt_tokens=workload.prompt_tokens, generated_tokens=workload.generated_tokens,
         **{m: metrics[m] for m in METRICS if m != "max_batch"},
         max_batch=max_batch, fits=batch <= max_batch, ops=ops,
+        tp=par.tp, pp=par.pp, gpus=par.gpus_per_replica,
     )
 
 
 def max_batch(model: ModelLike, memory_bytes: float, workload: Workload | None = None,
-              implementation: str | Implementation = "static") -> int:
+              implementation: str | Implementation = "static", *,
+              parallelism: Parallelism | None = None) -> int:
     """Largest batch whose weights, KV cache and workspace fit in `memory_bytes` (the closed
-    form of `costmodel.memory`: floor((M - M_res - weights) / per-sequence memory))."""
+    form of `costmodel.memory`: floor((M - M_res - weights) / per-sequence memory)). With
+    `parallelism`: per replica, `memory_bytes` being one GPU's memory."""
     if not memory_bytes > 0:
-        raise ValueError(f"memory_bytes: must be > 0, got {memory_bytes!r}")
+        raise UserError(f"memory_bytes: must be > 0, got {memory_bytes!r}")
     spec, impl = resolve_model(model), get_implementation(implementation)
+    par = get_parallelism(parallelism)
     workload = workload or Workload()
     check_precision(spec, impl)
-    f = formulas(structure_key(spec, impl))
-    vals = model_values(spec) | impl_values(impl)
+    f = formulas(structure_key(spec, impl, par))
+    vals = model_values(spec) | impl_values(impl) | parallel_values(par, None, spec)
     vals |= {sy.B: 1.0, sy.S: float(workload.prompt_tokens),
              sy.G: float(workload.generated_tokens), sy.M_cap: float(memory_bytes),
              sy.M_res: float(workload.memory_reserve_bytes), sy.pi: 1.0, sy.beta: 1.0,
@@ -296,15 +349,57 @@ def _as_list(x: Any) -> list:
 
 
 def _positive_array(name: str, values: Iterable[Any]) -> np.ndarray:
-    arr = np.asarray(list(values), dtype=np.float64)
+    """Whole numbers 1..MAX_WHOLE (`workload.MAX_WHOLE`: float64 holds them exactly)."""
+    rule = f"{name}: every value must be a whole number from 1 to {MAX_WHOLE:.3g}"
+    values = list(values)
+    big = [v for v in values if isinstance(v, int | np.integer) and v > MAX_WHOLE]
+    if big:  # before the cast, which would round 2^53 + 1 down to 2^53
+        raise UserError(f"{rule}, got {big[0]}")
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise UserError(f"{rule}, got {values!r:.60}") from None
     if arr.size == 0:
-        raise ValueError(f"{name}: needs at least one value")
-    if not np.all(np.isfinite(arr)) or np.any(arr < 1) or np.any(arr != np.floor(arr)):
-        raise ValueError(f"{name}: every value must be a whole number >= 1")
+        raise UserError(f"{name}: needs at least one value")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 1) or np.any(arr != np.floor(arr)) \
+            or np.any(arr > MAX_WHOLE):
+        bad = arr[~(np.isfinite(arr) & (arr >= 1) & (arr == np.floor(arr)) & (arr <= MAX_WHOLE))]
+        raise UserError(f"{rule}, got {bad[0]:g}")
     return arr
 
 
-def sweep(
+DEFAULT_SWEEP_METRICS = ("throughput_tokens_per_s", "request_time_s", "ttft_s", "tpot_s",
+                         "memory_bytes_per_sample", "max_batch")
+# A sweep held in memory costs ~250 bytes per design point (13 float64 columns plus pandas'
+# copies: 10^7 points took 2.5 GB). Above this, `sweep` refuses and `sweep_chunks` or
+# `blockroof sweep --out FILE.parquet` stream the grid (docs/reliability.md).
+MAX_SWEEP_POINTS = 10_000_000
+SWEEP_CHUNK_POINTS = 1 << 20
+
+
+class SweepPlan(BaseModel, frozen=True, arbitrary_types_allowed=True):
+    """A validated sweep: the cartesian product it stands for, not yet evaluated."""
+
+    # (spec, hardware, layout, implementation with its precision) per structure
+    variants: list[tuple[Any, Hardware, Parallelism, Implementation]]
+    implementation: Implementation  # the profile before the dtype axes
+    batch: Any  # np.ndarray of batch sizes, or None for "max"
+    prompt_tokens: Any  # np.ndarray
+    generated_tokens: Any  # np.ndarray
+    metrics: tuple[str, ...]
+    memory_reserve_bytes: float
+
+    @property
+    def points_per_variant(self) -> int:
+        nb = 1 if self.batch is None else len(self.batch)
+        return nb * len(self.prompt_tokens) * len(self.generated_tokens)
+
+    @property
+    def points(self) -> int:
+        return len(self.variants) * self.points_per_variant
+
+
+def plan_sweep(
     models: ModelLike | Sequence[ModelLike],
     hardware: HardwareLike | Sequence[HardwareLike] = "h100-sxm-80gb",
     batch: int | str | Sequence[int] = 1,
@@ -312,85 +407,134 @@ def sweep(
     generated_tokens: int | Sequence[int] = 128,
     block_length: int | Sequence[int] | None = None,
     implementation: str | Implementation = "static",
-    metrics: Sequence[str] = ("throughput_tokens_per_s", "request_time_s", "ttft_s", "tpot_s",
-                              "memory_bytes_per_sample", "max_batch"),
+    metrics: Sequence[str] = DEFAULT_SWEEP_METRICS,
     memory_reserve_bytes: float = 0.0,
     weight_dtype: str | Sequence[str] | None = None,
     kv_dtype: str | Sequence[str] | None = None,
     compute_dtype: str | Sequence[str] | None = None,
-) -> pd.DataFrame:
-    """Evaluate metrics over the cartesian product of the inputs in vectorised calls.
-
-    One row per design point: model, kind, hardware, block_length, weight_dtype, compute_dtype,
-    kv_dtype, batch, prompt_tokens, generated_tokens, then the requested metrics.
-    `batch="max"` uses each point's max batch. `block_length` re-blocks every Block
-    Transformer model (vanilla rows ignore it). The dtypes (`costmodel.precision`; presets such
-    as ``w8a16`` and ``kv-fp8`` allowed) are axes too; None keeps the implementation's.
-    """
+    *,
+    parallelism: Parallelism | Sequence[Parallelism] | None = None,
+) -> SweepPlan:
+    """Check every input of a sweep (the arguments of `sweep`) without evaluating anything.
+    `parallelism`: one layout or several (a sweep axis; docs/parallelism.md). The dtypes
+    (`costmodel.precision`; presets such as ``w8a16`` and ``kv-fp8`` allowed) are axes too;
+    None keeps the implementation's."""
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    metrics = list(metrics)
+    if not metrics:
+        raise UserError("metrics: needs at least one metric name")
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
-        raise ValueError(f"metrics: unknown {unknown} (known: {', '.join(METRICS)})")
-    base = get_implementation(implementation)
-    impls = [base.with_precision(w, kv, c) for w, kv, c in itertools.product(
-        *(_as_list(a) if a is not None else [None]
-          for a in (weight_dtype, kv_dtype, compute_dtype)))]
-    specs = [resolve_model(m) for m in _as_list(models)]
-    hws = [get_hardware(h) for h in _as_list(hardware)]
+        raise UserError(f"metrics: unknown {unknown} (known: {', '.join(METRICS)})")
+    reserve = finite("memory_reserve_bytes", memory_reserve_bytes, lo=0)
+    impl = get_implementation(implementation)
+    axes = []
+    for name, axis in (("weight_dtype", weight_dtype), ("kv_dtype", kv_dtype),
+                       ("compute_dtype", compute_dtype)):
+        values = [None] if axis is None else _as_list(axis)
+        if not values:
+            raise UserError(f"{name}: needs at least one dtype (or None for the profile's)")
+        axes.append(values)
+    impls = [impl.with_precision(w, kv, c) for w, kv, c in itertools.product(*axes)]
+    model_list, hw_list = _as_list(models), _as_list(hardware)
+    if not model_list:
+        raise UserError("models: needs at least one model (a preset name or a spec)")
+    if not hw_list:
+        raise UserError("hardware: needs at least one device (an id or a Hardware)")
+    specs = [resolve_model(m) for m in model_list]
+    hws = [get_hardware(h) for h in hw_list]
     use_max = isinstance(batch, str)
     if use_max and batch != "max":
-        raise ValueError(f"batch: expected whole numbers >= 1 or 'max', got {batch!r}")
-    b_arr = np.array([1.0]) if use_max else _positive_array("batch", _as_list(batch))
+        raise UserError(f"batch: expected whole numbers >= 1 or 'max', got {batch!r}")
+    b_arr = None if use_max else _positive_array("batch", _as_list(batch))
     s_arr = _positive_array("prompt_tokens", _as_list(prompt_tokens))
     g_arr = _positive_array("generated_tokens", _as_list(generated_tokens))
     lb_list = None if block_length is None else list(_positive_array(
         "block_length", _as_list(block_length)).astype(int))
-
-    parts: list[dict[str, Any]] = []
-    for spec, hw, impl in itertools.product(specs, hws, impls):
-        variants = [spec]
-        if isinstance(spec, BlockSpec) and lb_list is not None:
-            variants = [with_block_length(spec, lb) for lb in lb_list]
-        for var in variants:
-            check_precision(var, impl)
-            parts.append(_sweep_one(var, hw, impl, b_arr, s_arr, g_arr, use_max,
-                                    tuple(metrics), memory_reserve_bytes))
-    return _frame(parts)
-
-
-def _sweep_one(spec, hw, impl, b_arr, s_arr, g_arr, use_max, metrics, reserve) -> dict[str, Any]:
-    f = formulas(structure_key(spec, impl))
-    B, S, G = (a.ravel() for a in np.meshgrid(b_arr, s_arr, g_arr, indexing="ij"))
-    values = model_values(spec) | impl_values(impl) | hardware_values(hw, impl)
-    values |= {sy.M_res: float(reserve), sy.B: B, sy.S: S, sy.G: G}
-    if use_max:
-        values[sy.B] = np.maximum(f.evaluate("max_batch", values), 1.0)
-    out = {"model": spec.name, "kind": spec.kind, "hardware": hw.id,
-           "block_length": float(getattr(spec, "block_length", np.nan)),
-           "weight_dtype": impl.weight_dtype, "compute_dtype": impl.compute_dtype,
-           "kv_dtype": impl.kv_dtype, "batch": values[sy.B], "prompt_tokens": S, "generated_tokens": G}
-    return out | {m: f.evaluate(m, values) for m in metrics}
+    if parallelism is None or isinstance(parallelism, Parallelism):
+        pars = [get_parallelism(parallelism)]
+    else:
+        pars = [get_parallelism(p) for p in parallelism]
+    if not pars:
+        raise UserError("parallelism: needs at least one layout")
+    variants = []
+    for spec, hw, im, par in itertools.product(specs, hws, impls, pars):
+        blocked = isinstance(spec, BlockSpec) and lb_list is not None
+        for var in [with_block_length(spec, lb) for lb in lb_list] if blocked else [spec]:
+            check_precision(var, im)
+            compute_rate(hw, im)  # the device must have the compute dtype's rate
+            variants.append((var, hw, par, im))
+    return SweepPlan(variants=variants, implementation=impl, batch=b_arr, prompt_tokens=s_arr,
+                     generated_tokens=g_arr, metrics=tuple(metrics),
+                     memory_reserve_bytes=reserve)
 
 
-_LABELS = ("model", "kind", "hardware", "block_length", "weight_dtype", "compute_dtype",
-           "kv_dtype")
+_LABELS = ("model", "kind", "hardware", "weight_dtype", "compute_dtype", "kv_dtype")
 
 
-def _frame(parts: list[dict[str, Any]]) -> pd.DataFrame:
-    """One DataFrame from per-structure parts; label columns as categoricals (cheap at 1M rows)."""
-    sizes = [len(p["prompt_tokens"]) for p in parts]
-    cols: dict[str, Any] = {}
-    for label in _LABELS:
-        values = [p[label] for p in parts]
-        cats = list(dict.fromkeys(values))
-        codes = np.repeat([cats.index(v) for v in values], sizes)
-        if label == "block_length":
-            cols[label] = np.asarray(cats, dtype=np.float64)[codes]
-        else:
-            cols[label] = pd.Categorical.from_codes(codes, categories=cats)
-    for name in parts[0]:
-        if name not in _LABELS:
-            cols[name] = np.concatenate([p[name] for p in parts])
-    return pd.DataFrame(cols)
+def sweep(models: ModelLike | Sequence[ModelLike],
+          hardware: HardwareLike | Sequence[HardwareLike] = "h100-sxm-80gb", *,
+          max_points: int = MAX_SWEEP_POINTS, **grid: Any) -> pd.DataFrame:
+    """Evaluate metrics over the cartesian product of the inputs in vectorised calls.
+
+    `grid` takes `plan_sweep`'s keywords: batch (sizes or "max"), prompt_tokens,
+    generated_tokens, block_length, implementation, metrics, memory_reserve_bytes,
+    weight_dtype, kv_dtype, compute_dtype, parallelism.
+    One row per design point: model, kind, hardware, block_length, weight_dtype,
+    compute_dtype, kv_dtype, batch, prompt_tokens, generated_tokens, tp, pp, gpus, then the
+    requested metrics. `batch="max"` uses each point's max batch.
+    `block_length` re-blocks every Block Transformer model (vanilla rows ignore it).
+    A grid larger than `max_points` is refused (it would not fit in memory); stream it with
+    `sweep_chunks` instead.
+    """
+    plan = plan_sweep(models, hardware, **grid)
+    if plan.points > max_points:
+        raise UserError(
+            f"sweep: {plan.points:,} design points exceed the in-memory limit of "
+            f"{max_points:,} (about 250 bytes each); raise it with max_points=N, or stream "
+            "the grid to a file with `sweep_chunks` / `blockroof sweep --out FILE.parquet`")
+    parts = list(sweep_chunks(plan, chunk_points=max(plan.points, 1)))
+    df = pd.concat(parts, ignore_index=True)
+    for label in _LABELS:  # categories in order of appearance
+        df[label] = union_categoricals([p[label] for p in parts])
+    return df
+
+
+def sweep_chunks(plan: SweepPlan, chunk_points: int = SWEEP_CHUNK_POINTS) -> Iterator[pd.DataFrame]:
+    """The rows of `plan` as DataFrames of at most `chunk_points` rows each, in order (per
+    structure, then batch, prompt, generated). Memory stays bounded by one chunk."""
+    b_axis = np.array([1.0]) if plan.batch is None else plan.batch
+    shape = (len(b_axis), len(plan.prompt_tokens), len(plan.generated_tokens))
+    n = shape[0] * shape[1] * shape[2]
+    for spec, hw, par, impl in plan.variants:
+        f = formulas(structure_key(spec, impl, par))
+        base = model_values(spec) | impl_values(impl) | hardware_values(hw, impl)
+        base |= parallel_values(par, hw, spec)
+        base[sy.M_res] = plan.memory_reserve_bytes
+        cats = {"model": spec.name, "kind": spec.kind, "hardware": hw.id}
+        dtypes = {"weight_dtype": impl.weight_dtype, "compute_dtype": impl.compute_dtype,
+                  "kv_dtype": impl.kv_dtype}
+        for start in range(0, n, chunk_points):
+            ib, i_s, ig = np.unravel_index(np.arange(start, min(start + chunk_points, n)), shape)
+            B, S, G = b_axis[ib], plan.prompt_tokens[i_s], plan.generated_tokens[ig]
+            values = base | {sy.B: B, sy.S: S, sy.G: G}
+            if plan.batch is None:
+                values[sy.B] = np.maximum(f.evaluate("max_batch", values), 1.0)
+            rows = len(S)
+            cols: dict[str, Any] = {
+                k: pd.Categorical.from_codes(np.zeros(rows, np.int8), [v])
+                for k, v in cats.items()}
+            cols["block_length"] = np.full(rows, float(getattr(spec, "block_length", np.nan)))
+            cols |= {k: pd.Categorical.from_codes(np.zeros(rows, np.int8), [v])
+                     for k, v in dtypes.items()}
+            cols |= {"batch": np.broadcast_to(values[sy.B], (rows,)).astype(np.float64),
+                     "prompt_tokens": S, "generated_tokens": G, "tp": np.full(rows, float(par.tp)),
+                     "pp": np.full(rows, float(par.pp)),
+                     "gpus": np.full(rows, float(par.gpus_per_replica))}
+            cols |= {m: np.broadcast_to(f.evaluate(m, values), (rows,)).astype(np.float64)
+                     for m in plan.metrics}
+            yield pd.DataFrame(cols)
 
 
 # --- formulas -----------------------------------------------------------------------------------
@@ -404,11 +548,12 @@ class Formula(BaseModel, frozen=True, arbitrary_types_allowed=True):
     symbols: dict[str, str]  # symbol -> meaning (legend)
     impl: Implementation | None = None  # the profile with its precision (None: by name)
 
-    def evaluate(self, model: ModelLike, hardware: HardwareLike, workload: Workload) -> float:
+    def evaluate(self, model: ModelLike, hardware: HardwareLike, workload: Workload,
+                 parallelism: Parallelism | None = None) -> float:
         spec, hw = resolve_model(model), get_hardware(hardware)
         impl = self.impl or get_implementation(self.implementation)
         batch = 1 if workload.batch == "max" else workload.batch
-        vals = symbol_values(spec, hw, impl, workload, batch)
+        vals = symbol_values(spec, hw, impl, workload, batch, parallelism)
         return float(_compiled(self.expr)(*[np.float64(vals[a]) for a in ARGS]))
 
 
@@ -425,21 +570,28 @@ def _legend(name: str) -> str:
     return sy.LEGEND.get(name, "")
 
 
-def formula_names(model: ModelLike = "vanilla_410", implementation: str = "static") -> list[str]:
+def formula_names(model: ModelLike = "vanilla_410",
+                  implementation: str | Implementation = "static", *,
+                  parallelism: Parallelism | None = None) -> list[str]:
     """Metric names, then `<phase>/<op>/<quantity>` names of every row."""
     spec = resolve_model(model)
-    f = formulas(structure_key(spec, get_implementation(implementation)))
+    f = formulas(structure_key(spec, get_implementation(implementation), parallelism))
     rows = [f"{r.phase}/{r.op}/{q}" for r in f.rows for q in (*r.quantities, "time")]
     return list(METRICS) + rows
 
 
 def formula(name: str, model: ModelLike = "vanilla_410",
-            implementation: str | Implementation = "static") -> Formula:
+            implementation: str | Implementation = "static", *,
+            parallelism: Parallelism | None = None) -> Formula:
     """The sympy expression of a metric (e.g. ``"ttft_s"``) or of one row quantity
-    (``"decode/layers.attn.core/kv_read_bytes"``), for the structure of `model`."""
+    (``"decode/layers.attn.core/kv_read_bytes"``), for the structure of `model` (sharded /
+    pipelined when `parallelism` has tp / pp > 1: ``decode/layers.attn.allreduce/time``)."""
+    if not isinstance(name, str):
+        raise UserError(f"name: expected a formula name (str), got {type(name).__name__} "
+                        f"{name!r} (see `blockroof formula --list`)")
     spec = resolve_model(model)
     impl = get_implementation(implementation)
-    f = formulas(structure_key(spec, impl))
+    f = formulas(structure_key(spec, impl, parallelism))
     if name in f.metrics:
         expr = f.metrics[name]
     else:
@@ -448,7 +600,7 @@ def formula(name: str, model: ModelLike = "vanilla_410",
         row = next((r for r in f.rows if len(head) == 2 and (r.phase, r.op) == tuple(head)),
                    None)
         if row is None or parts[1] not in (*row.quantities, "time"):
-            raise ValueError(
+            raise UserError(
                 f"name: unknown formula {name!r} for a {spec.kind} model; known metrics: "
                 f"{', '.join(METRICS)}; rows as '<phase>/<op>/<quantity>' "
                 "(see `blockroof formula --list`)"

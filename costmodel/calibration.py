@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field, ValidationError
 from .api import Estimate, ModelLike, estimate
 from .hardware import Efficiency, Hardware, HardwareDataError, get_hardware, write_text_atomic
 from .implementation import Implementation, get_implementation
+from .parallel import Parallelism
 from .workload import Workload
 
 CALIBRATIONS_PATH = Path(__file__).parent / "data" / "calibrations.json"
@@ -127,15 +128,18 @@ class Expectation(BaseModel, frozen=True):
 
 
 def expectation(model: ModelLike, hardware: str | Hardware, workload: Workload | None = None,
-                implementation: str | Implementation = "static") -> Expectation:
-    """`estimate` on the pure roofline (the bound) and on the calibrated record if any."""
+                implementation: str | Implementation = "static", *,
+                parallelism: Parallelism | None = None) -> Expectation:
+    """`estimate` on the pure roofline (the bound) and on the calibrated record if any
+    (`parallelism`: as `estimate`'s, docs/parallelism.md)."""
     hw = get_hardware(hardware)
     impl = get_implementation(implementation)
-    bound = estimate(model, hw, workload, impl)
+    bound = estimate(model, hw, workload, impl, parallelism=parallelism)
     cal_hw = calibrated_hardware(hw, impl) if is_pure_roofline(hw) else None
     if cal_hw is None:
         return Expectation(bound=bound)
-    return Expectation(bound=bound, expected=estimate(model, cal_hw, workload, impl),
+    return Expectation(bound=bound, expected=estimate(model, cal_hw, workload, impl,
+                                                      parallelism=parallelism),
                        calibration=calibration_for(hw, impl))
 
 

@@ -1,5 +1,5 @@
-"""`blockroof` command line: presets, hardware, estimate, sweep, formula, paper, app, simulate,
-validate.
+"""`blockroof` command line: presets, hardware, estimate, sweep, formula, plan, paper, app,
+simulate, validate.
 
 Bad input prints one line `error: <field>: <rule>` on stderr and exits with status 2; no
 tracebacks for users. `--json` prints machine-readable output on stdout.
@@ -19,7 +19,8 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from .errors import UserError, describe_validation_error
+from .errors import UserError, check_field, describe_validation_error, finite, user_message
+from .flags import OnceParser, conflict, whole_list
 from .implementation import PROFILES
 
 FLAG_FOR_FIELD = {"prompt_tokens": "--prompt", "generated_tokens": "--generate",
@@ -57,7 +58,8 @@ def _workload(args: argparse.Namespace):
             raise UserError(f"--batch: expected a whole number >= 1 or 'max', got {args.batch!r}")
     try:
         return Workload(batch=batch, prompt_tokens=args.prompt, generated_tokens=args.generate,
-                        memory_reserve_bytes=args.reserve_gib * 2**30)
+                        memory_reserve_bytes=finite("--reserve-gib", args.reserve_gib, lo=0)
+                        * 2**30)
     except ValidationError as e:
         raise UserError(describe_validation_error(e, rename=FLAG_FOR_FIELD)) from None
 
@@ -77,10 +79,11 @@ def _hardware(args: argparse.Namespace) -> Any:
         if not sep or name not in known:
             raise UserError(f"--efficiency: expected NAME=VALUE with NAME one of "
                             f"{', '.join(known)}, got {item!r}")
-        try:
-            changes[name] = float(value)
-        except ValueError:
-            raise UserError(f"--efficiency: {name}: expected a number, got {value!r}") from None
+        if name in changes:
+            raise UserError(f"--efficiency: {name} given twice ({changes[name]:g} and "
+                            f"{value}); give each NAME once")
+        changes[name] = check_field(Efficiency, name, finite(f"--efficiency {name}", value),
+                                    f"--efficiency {name}")
     try:
         out = [get_hardware(h).with_efficiency(**changes, source="--efficiency") for h in ids]
     except ValidationError as e:
@@ -122,6 +125,18 @@ def precision_args(s: argparse.ArgumentParser, many: bool = False) -> None:
                    help="KV cache: fp32, bf16, fp16, fp8, int8, or kv-fp8, kv-int8" + lists)
     s.add_argument("--compute-dtype", default=None, metavar="DTYPE",
                    help="dtype the matmuls run in: fp32, tf32, bf16, fp16, fp8, int8" + lists)
+
+
+def _parallelism(args: argparse.Namespace):
+    """--tp/--pp as one `Parallelism` (None when both are 1, i.e. not given)."""
+    from .parallel import Parallelism
+
+    try:
+        par = Parallelism(tp=args.tp, pp=args.pp)
+    except ValidationError as e:
+        raise UserError(describe_validation_error(e, rename={"tp": "--tp", "pp": "--pp"})) \
+            from None
+    return par
 
 
 def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
@@ -204,7 +219,8 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     from .calibration import expectation
 
     hw = _hardware(args)
-    exp = expectation(_load_model(args.model), hw, _workload(args), _implementation(args))
+    exp = expectation(_load_model(args.model), hw, _workload(args), _implementation(args),
+                      parallelism=_parallelism(args))
     est = exp.bound
     expected = None if args.bound else exp.expected
     if args.json:
@@ -215,14 +231,15 @@ def cmd_estimate(args: argparse.Namespace) -> None:
             out["calibration"] = exp.calibration.model_dump() if exp.calibration else None
         out["ops"] = [{"phase": r.phase, "name": r.name, "flops": r.flops,
                        "weight_bytes": r.weight_bytes, "activation_bytes": r.activation_bytes,
-                       "kv_bytes": r.kv_bytes, "time_s": r.time_s, "bound": r.bound}
+                       "kv_bytes": r.kv_bytes, "collective_bytes": r.collective_bytes,
+                       "time_s": r.time_s, "bound": r.bound}
                       for r in est.ops]
         _dump(out)
         return
     s = est.summary()
     print(f"{est.model} ({est.kind}) on {est.hardware}, profile {est.implementation}: "
           f"batch {est.batch} (max {est.max_batch}), prompt {est.prompt_tokens}, "
-          f"generate {est.generated_tokens}")
+          f"generate {est.generated_tokens}, tp {est.tp}, pp {est.pp} ({est.gpus} GPUs)")
     print(f"precision: weights {est.weight_dtype}, compute {est.compute_dtype}, "
           f"KV cache {est.kv_dtype}")
     if args.efficiency:
@@ -241,7 +258,8 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     for key in ("ttft_s", "tpot_s", "request_time_s", "throughput_tokens_per_s",
                 "decode_step_time_s", "weights_bytes", "kv_cache_bytes_per_sample",
                 "memory_bytes_per_sample", "memory_bytes_total", "flops_total",
-                "compute_bound_batch", "kv_overtakes_weights_context"):
+                "compute_bound_batch", "kv_overtakes_weights_context", "weights_bytes_per_gpu",
+                "memory_bytes_per_gpu", "collective_bytes_total", "collective_time_s"):
         print(f"  {key:32s} {s[key]:12.6g}" + (f" {e[key]:12.6g}" if e else ""))
     print()
     phases = est.phases()
@@ -249,46 +267,49 @@ def cmd_estimate(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from .api import sweep
+    from .api import DEFAULT_SWEEP_METRICS, plan_sweep
+    from .parallel import Parallelism
+    from .sweep_file import write_sweep
 
-    def ints(flag: str, text: str) -> list[int]:
-        try:
-            return [int(v) for v in text.split(",")]
-        except ValueError:
-            raise UserError(f"{flag}: expected comma-separated whole numbers, got {text!r}") \
-                from None
+    reserve = finite("--reserve-gib", args.reserve_gib, lo=0) * 2**30
+    plan = plan_sweep(
+        [_load_model(m) for m in args.model], _hardware(args),
+        batch="max" if args.batch == "max" else whole_list("--batch", args.batch),
+        prompt_tokens=whole_list("--prompt", args.prompt),
+        generated_tokens=whole_list("--generate", args.generate),
+        block_length=whole_list("--block-length", args.block_length) if args.block_length
+        else None, implementation=args.implementation,
+        metrics=args.metrics.split(",") if args.metrics else DEFAULT_SWEEP_METRICS,
+        memory_reserve_bytes=reserve, **_dtype_axes(args),
+        parallelism=[Parallelism(tp=tp, pp=pp) for tp in whole_list("--tp", args.tp)
+                     for pp in whole_list("--pp", args.pp)])
+    show = sys.stderr.isatty() and not args.no_progress
 
-    batch: Any = "max" if args.batch == "max" else ints("--batch", args.batch)
-    models = [_load_model(m) for m in args.model]
-    df = sweep(models, _hardware(args), batch=batch, prompt_tokens=ints("--prompt", args.prompt),
-               generated_tokens=ints("--generate", args.generate),
-               block_length=ints("--block-length", args.block_length) if args.block_length
-               else None, implementation=args.implementation, **_dtype_axes(args),
-               metrics=args.metrics.split(",") if args.metrics else
-               ("throughput_tokens_per_s", "request_time_s", "ttft_s", "tpot_s",
-                "memory_bytes_per_sample", "max_batch"))
-    out = Path(args.out)
-    if out.suffix not in (".csv", ".json"):
-        raise UserError(f"--out: file name must end in .csv or .json, got {out.name!r}")
-    tmp = out.with_name(out.name + ".tmp")
-    if out.suffix == ".csv":
-        df.to_csv(tmp, index=False)
-    else:
-        df.to_json(tmp, orient="records")
-    os.replace(tmp, out)  # never leave a half-written result
-    print(f"wrote {len(df)} design points to {out}")
+    def progress(done: int, total: int) -> None:
+        if show:
+            bar = "#" * (30 * done // total)
+            print(f"\rsweep [{bar:30s}] {done:,}/{total:,} points", end="", file=sys.stderr,
+                  flush=True)
+
+    rows = write_sweep(plan, args.out, progress=progress)
+    if show:
+        print(file=sys.stderr)
+    print(f"wrote {rows} design points to {args.out}")
 
 
 def cmd_formula(args: argparse.Namespace) -> None:
     from .api import formula, formula_names
 
+    conflict("formula NAME", bool(args.name), "--list", args.list)
+    par = _parallelism(args)
     if args.list:
-        print("\n".join(formula_names(_load_model(args.model), args.implementation)))
+        print("\n".join(formula_names(_load_model(args.model), _implementation(args),
+                                       parallelism=par)))
         return
     if not args.name:
         raise UserError("formula: give a NAME (or --list to see them)")
     impl = _implementation(args)
-    f = formula(args.name, _load_model(args.model), impl)
+    f = formula(args.name, _load_model(args.model), impl, parallelism=par)
     expr = f.expr
     if not isinstance(impl, str):  # a dtype flag: bind the precision's bytes and FLOPs
         import sympy as sp
@@ -333,6 +354,8 @@ def cmd_paper(args: argparse.Namespace) -> None:
 
 
 def cmd_app(args: argparse.Namespace) -> None:
+    if not 1 <= args.port <= 65535:
+        raise UserError(f"--port: must be a TCP port 1-65535, got {args.port}")
     script = Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py"
     if not script.exists():
         raise UserError(f"app: {script} not found (is the package installed from a checkout?)")
@@ -344,7 +367,7 @@ def cmd_app(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="blockroof", description=__doc__.splitlines()[0])
+    p = OnceParser(prog="blockroof", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("presets", help="the paper's ten models with parameter counts")
@@ -359,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--hardware", default="h100-sxm-80gb", nargs="+" if many else None,
                        help="hardware id (see `blockroof hardware`) or a record .json")
         s.add_argument("--implementation", default="static", choices=list(PROFILES))
-        s.add_argument("--efficiency", nargs="+", metavar="NAME=VALUE", default=None,
+        s.add_argument("--efficiency", nargs="+", action="extend", metavar="NAME=VALUE",
+                       default=None,
                        help="override the hardware record's efficiencies, e.g. matmul=0.8 "
                             "overlap=0 kernel_overhead_s=5e-6 (costmodel.hardware.Efficiency)")
 
@@ -372,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--generate", type=int, required=True, help="generated tokens")
     s.add_argument("--batch", default="1", help="batch size or 'max'")
     s.add_argument("--reserve-gib", type=float, default=0.0, help="memory kept free, GiB")
+    s.add_argument("--tp", type=int, default=1, help="tensor-parallel degree (GPUs per layer)")
+    s.add_argument("--pp", type=int, default=1, help="pipeline stages")
     s.add_argument("--bound", action="store_true",
                    help="the pure roofline only (no calibrated expectation)")
     s.add_argument("--json", action="store_true")
@@ -386,7 +412,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--generate", default="128", help="comma-separated generated lengths")
     s.add_argument("--block-length", default=None, help="comma-separated block lengths")
     s.add_argument("--metrics", default=None, help="comma-separated metric names")
-    s.add_argument("--out", required=True, help="FILE.csv or FILE.json")
+    s.add_argument("--tp", default="1", help="comma-separated tensor-parallel degrees (an axis)")
+    s.add_argument("--pp", default="1", help="comma-separated pipeline stage counts (an axis)")
+    s.add_argument("--reserve-gib", type=float, default=0.0,
+                   help="memory kept free when sizing the max batch, GiB")
+    s.add_argument("--out", required=True,
+                   help="FILE.csv or FILE.parquet (streamed in chunks: any size), or FILE.json "
+                        "(in memory, up to 10^7 points)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("formula", help="print a formula (sympy or LaTeX)")
@@ -396,7 +429,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--latex", action="store_true")
     s.add_argument("--list", action="store_true", help="list formula names")
     precision_args(s)
+    s.add_argument("--tp", type=int, default=1, help="formulas of a tensor-parallel layout")
+    s.add_argument("--pp", type=int, default=1, help="formulas of a pipelined layout")
     s.set_defaults(func=cmd_formula)
+
+    from .cli_plan import register as register_plan
+
+    register_plan(sub, workload_args)
 
     s = sub.add_parser("paper", help="paper Table 1 vs predictions, matched-pair ratios")
     s.add_argument("--hardware", default="h100-sxm-80gb")
@@ -425,20 +464,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command. A user's mistake (costmodel.errors.user_message: UserError, pydantic's
+    ValidationError, the OS refusing a file) prints one line `error: ...` and returns 2; any
+    other exception is a bug in blockroof and propagates with its traceback."""
+    args = build_parser().parse_args(argv)  # usage errors: argparse prints them, exits 2
     try:
         args.func(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ValidationError as e:
-        print(f"error: {describe_validation_error(e)}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # output piped into `head`
         sys.stderr.close()
         return 0
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        msg = e.args[0] if e.args else str(e)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        msg = user_message(e)
+        if msg is None:
+            raise
         print(f"error: {msg}", file=sys.stderr)
         return 2
     return 0

@@ -6,19 +6,19 @@ those classes' defaults where a key is absent.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from .errors import UserError, read_json
 from .spec import StackSpec, VanillaSpec
 
 NEOX_TYPES = {"gpt_neox"}
 LLAMA_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "olmo", "olmo2"}
 
 
-class ConfigImportError(ValueError):
+class ConfigImportError(UserError):
     pass
 
 
@@ -87,15 +87,12 @@ def spec_from_hf_config(cfg: dict[str, Any], name: str | None = None) -> Vanilla
 
 
 def read_json_file(path: str | Path, field: str = "config file") -> Any:
-    """Parsed JSON of a user's file; errors name `field` and say what is wrong."""
-    path = Path(path)
+    """Parsed JSON of a user's file; errors name `field` and say what is wrong
+    (`costmodel.errors.read_json`)."""
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigImportError(f"{field}: {path} does not exist") from None
-    except json.JSONDecodeError as e:
-        raise ConfigImportError(
-            f"{field}: {path} is not valid JSON ({e.msg}, line {e.lineno})") from None
+        return read_json(path, field)
+    except UserError as e:
+        raise ConfigImportError(str(e)) from None
 
 
 def load_hf_config(path: str | Path, name: str | None = None) -> VanillaSpec:

@@ -43,6 +43,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from . import precision
+from .errors import UserError
 
 ComputeDtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8"]
 
@@ -222,7 +223,7 @@ def get_implementation(name_or_impl: str | Implementation, dtype: ComputeDtype |
         try:
             impl = PROFILES[name_or_impl]
         except KeyError:
-            raise ValueError(
+            raise UserError(
                 f"implementation: unknown profile {name_or_impl!r} (known: {', '.join(PROFILES)})"
             ) from None
     if dtype:

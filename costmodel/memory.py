@@ -19,6 +19,14 @@
   and scores (q (H + 2K) d_h, plus H q n_k when scores are materialised), the MLP intermediate
   (q F, 2 q F gated) and the logits (rows x V).
 - Max batch: floor((M_cap - M_res - weights) / per-sequence memory).
+- Per GPU (docs/parallelism.md 4): with tensor parallelism one rank holds its shard of every
+  matrix, the replicated norms and row-parallel biases, KV of its KV heads (at least one), and a
+  workspace whose head- and MLP-sized transients shrink by tp (the all-gathered logits do not):
+  the formulas above on the rank's stack sizes (`ops.rank_symbols`). With pipeline stages each
+  GPU holds its stage's layers (vanilla: first stage ceil(N/pp) layers plus the embedding, last
+  stage floor(N/pp) plus final norm and LM head, a tied embedding stored on both; block: block
+  decoder and embedder | the rest). The per-GPU figures are the largest stage's; the max batch
+  is the smallest over stages.
 """
 
 from __future__ import annotations
@@ -29,8 +37,11 @@ from . import symbols as sy
 from .ops import (
     ImplStructure,
     StackStructure,
+    final_norm_weight_bytes,
     kv_position_bytes,
+    layer_weight_bytes,
     linear_weight_bytes,
+    rank_symbols,
     stack_weight_bytes,
 )
 from .phases import n_generated_blocks, n_prompt_blocks
@@ -66,7 +77,8 @@ def _forward_workspace(st: StackStructure, im: ImplStructure, x: StackSymbols, q
     return sy.s_a * 2 * q * x.D + sp.Max(attn, mlp, head_rows * sy.V * sy.s_a)
 
 
-def vanilla_memory(st: StackStructure, im: ImplStructure, tied: bool) -> dict[str, sp.Expr]:
+def vanilla_memory(st: StackStructure, im: ImplStructure, tied: bool,
+                   tp: sp.Expr | None = None, pp: sp.Expr | None = None) -> dict[str, sp.Expr]:
     x, S, G = sy.VANILLA, sy.S, sy.G
     # embedding table dense (s_e); an untied LM head is a linear in the weight format
     weights = stack_weight_bytes(st, x) + sy.V * x.D * sy.s_e
@@ -77,11 +89,33 @@ def vanilla_memory(st: StackStructure, im: ImplStructure, tied: bool) -> dict[st
     kv = kv_bytes_per_entry(x, im) * entries + transient
     head_rows = sp.Integer(1) if im.logits == "last" else S
     work = _forward_workspace(st, im.for_stack(""), x, S, S, head_rows)
-    return _finish(weights, kv, work, transient)
+    out = _finish(weights, kv, work, transient)
+    if tp is None and pp is None:
+        return out
+    # one GPU's share (docs/parallelism.md 4): the same formulas on one rank's sizes; weights in
+    # their stored format, each linear's scales sharded with its rows or columns
+    t = 1 if tp is None else tp
+    xr = rank_symbols(x, tp)
+    kv_gpu = kv_bytes_per_entry(xr, im) * entries
+    tr_gpu = _cat_transient(im, [(xr, entries)])
+    work_gpu = _forward_workspace(st, im.for_stack(""), xr, S, S, head_rows)
+    embed = sy.V * x.D / t * sy.s_e  # vocab-parallel lookup table, dense
+    head = embed if tied else linear_weight_bytes(x.D, sy.V / t, bias=False)
+    if pp is None:
+        w = stack_weight_bytes(st, x, tp) + embed + (0 if tied else head)
+        return out | _per_gpu([(w, kv_gpu, tr_gpu, work_gpu)])
+    first_n, last_n = sp.ceiling(x.N / pp), sp.floor(x.N / pp)
+    lw = layer_weight_bytes(st, x, tp)
+    first = embed + first_n * lw
+    last = last_n * lw + final_norm_weight_bytes(st, x) + head
+    kv_layer = kv_gpu / x.N
+    return out | _per_gpu([(first, first_n * kv_layer, tr_gpu, work_gpu),
+                           (last, last_n * kv_layer, tr_gpu, work_gpu)])
 
 
 def block_memory(sb: StackStructure, stt: StackStructure, im: ImplStructure,
-                 unused_embedding: bool) -> dict[str, sp.Expr]:
+                 unused_embedding: bool, tp: sp.Expr | None = None,
+                 pp: sp.Expr | None = None) -> dict[str, sp.Expr]:
     xb, xt, P, L_B = sy.BLOCK_DEC, sy.TOKEN_DEC, sy.P, sy.L_B
     # lookup tables dense (s_e); expansion and LM head are linears in the weight format
     weights = (sy.V * xb.D / L_B * sy.s_e + stack_weight_bytes(sb, xb)
@@ -100,7 +134,28 @@ def block_memory(sb: StackStructure, stt: StackStructure, im: ImplStructure,
         _forward_workspace(sb, im.for_stack("block_decoder."), xb, n_p, n_p, sp.Integer(0)),
         _forward_workspace(stt, im.for_stack("token_decoder."), xt, P, P, sp.Integer(1)),
     )
-    return _finish(weights, kv, work, transient)
+    out = _finish(weights, kv, work, transient)
+    if tp is None and pp is None:
+        return out
+    t = 1 if tp is None else tp
+    xbr, xtr = rank_symbols(xb, tp), rank_symbols(xt, tp)
+    # stage 0: embedder + block decoder; stage 1: expansion, token decoder, its embed_in and head
+    # (stored formats as above, sharded per rank)
+    w0 = sy.V * xb.D / L_B / t * sy.s_e + stack_weight_bytes(sb, xb, tp)
+    if unused_embedding:
+        w0 += sy.V * xb.D / t * sy.s_e
+    w1 = (linear_weight_bytes(xb.D, P * xt.D / t, bias=True) + stack_weight_bytes(stt, xt, tp)
+          + sy.V * xt.D / t * sy.s_e + linear_weight_bytes(xt.D, sy.V / t, bias=False))
+    kv0 = kv_bytes_per_entry(xbr, im) * blocks
+    kv1 = kv_bytes_per_entry(xtr, im) * local
+    work0 = _forward_workspace(sb, im.for_stack("block_decoder."), xbr, n_p, n_p, sp.Integer(0))
+    work1 = _forward_workspace(stt, im.for_stack("token_decoder."), xtr, P, P, sp.Integer(1))
+    if pp is None:
+        return out | _per_gpu([(w0 + w1, kv0 + kv1,
+                                _cat_transient(im, [(xbr, blocks), (xtr, local)]),
+                                sp.Max(work0, work1))])
+    return out | _per_gpu([(w0, kv0, _cat_transient(im, [(xbr, blocks)]), work0),
+                           (w1, kv1, _cat_transient(im, [(xtr, local)]), work1)])
 
 
 def _finish(weights: sp.Expr, kv: sp.Expr, work: sp.Expr, transient: sp.Expr
@@ -114,4 +169,23 @@ def _finish(weights: sp.Expr, kv: sp.Expr, work: sp.Expr, transient: sp.Expr
         "memory_bytes_per_sample": per_sample,
         "memory_bytes_total": weights + sy.B * per_sample,
         "max_batch": sp.Max(0, sp.floor((sy.M_cap - sy.M_res - weights) / per_sample)),
+        "weights_bytes_per_gpu": weights,
+        "memory_bytes_per_gpu": weights + sy.B * per_sample,
+        "kv_cache_bytes_per_sample_per_gpu": kv,
+        "kv_transient_bytes_per_sample_per_gpu": transient,
+    }
+
+
+def _per_gpu(stages: list[tuple[sp.Expr, sp.Expr, sp.Expr, sp.Expr]]) -> dict[str, sp.Expr]:
+    """Per-GPU memory of (weights, KV cache per sequence at rest, its ``torch.cat`` transient,
+    workspace per sequence) per pipeline stage: the largest stage, and the max batch of the
+    tightest one (every stage holds all B sequences' caches)."""
+    per = [(w, kv + tr, tr, work) for w, kv, tr, work in stages]
+    fits = [sp.floor((sy.M_cap - sy.M_res - w) / (kv + work)) for w, kv, _, work in per]
+    return {
+        "weights_bytes_per_gpu": sp.Max(*[w for w, _, _, _ in per]),
+        "memory_bytes_per_gpu": sp.Max(*[w + sy.B * (kv + work) for w, kv, _, work in per]),
+        "kv_cache_bytes_per_sample_per_gpu": sp.Max(*[kv for _, kv, _, _ in per]),
+        "kv_transient_bytes_per_sample_per_gpu": sp.Max(*[tr for _, _, tr, _ in per]),
+        "max_batch": sp.Max(0, sp.Min(*fits)),
     }

@@ -37,7 +37,7 @@ from .roofline import Row, phase_rows, request_rows, ttft_expr
 
 ARGS: tuple[sp.Symbol, ...] = (
     *sy.WORKLOAD_SYMBOLS, sy.V, sy.L_B, sy.P, *sy.VANILLA, *sy.BLOCK_DEC, *sy.TOKEN_DEC,
-    *sy.BYTES_SYMBOLS, *sy.HARDWARE_SYMBOLS, *sy.PRECISION_SYMBOLS,
+    *sy.BYTES_SYMBOLS, *sy.HARDWARE_SYMBOLS, *sy.PARALLEL_SYMBOLS, *sy.PRECISION_SYMBOLS,
 )
 
 METRICS: tuple[str, ...] = (
@@ -46,6 +46,7 @@ METRICS: tuple[str, ...] = (
     "memory_bytes_per_sample", "memory_bytes_total", "max_batch", "flops_total",
     "useful_flops_total", "weight_bytes_total", "activation_bytes_total", "kv_bytes_total",
     "compute_bound_batch", "kv_overtakes_weights_context",
+    "weights_bytes_per_gpu", "memory_bytes_per_gpu", "collective_bytes_total", "collective_time_s",
 )
 
 
@@ -55,6 +56,8 @@ class StructureKey(NamedTuple):
     impl: ImplStructure
     tied: bool = False
     unused_embedding: bool = False
+    sharded: bool = False  # tensor parallel (tp > 1): symbol tp in the ops, collectives added
+    pipelined: bool = False  # pp > 1: stage sends and the pipeline schedule (docs/parallelism.md 2)
 
 
 def _step_lists(key: StructureKey) -> tuple[list[Phase], list[Any], sp.Symbol, sp.Expr]:
@@ -64,17 +67,18 @@ def _step_lists(key: StructureKey) -> tuple[list[Phase], list[Any], sp.Symbol, s
     unit of cc).
     """
     cc = sp.Symbol("c_cross", nonnegative=True)
+    tp, pp = _degrees(key)
     if key.kind == "vanilla":
-        (_, decode) = vanilla_phases(key.stacks[0], key.impl)
+        (_, decode) = vanilla_phases(key.stacks[0], key.impl, tp, pp)
         one = [replace(decode, lo=sy.S, hi=sy.S)]
         ops = stack_ops("", key.stacks[0], key.impl, sy.VANILLA, sy.B, sp.Integer(1), cc,
-                        embed=True, head_rows=sp.Integer(1))
+                        embed=True, head_rows=sp.Integer(1), tp=tp)
         return one, ops, cc, sp.Integer(1)
-    _, bstep, prefix, tstep_full, _ = block_phases(*key.stacks, key.impl)
+    _, bstep, prefix, tstep_full, _ = block_phases(*key.stacks, key.impl, tp, pp)
     one = [replace(bstep, lo=sp.Integer(1), hi=sp.Integer(1)), replace(prefix, repeat=1),
            replace(tstep_full, repeat=1)]
     ops = stack_ops("block_decoder.", key.stacks[0], key.impl, sy.BLOCK_DEC, sy.B,
-                    sp.Integer(1), cc, embed=False, head_rows=None)
+                    sp.Integer(1), cc, embed=False, head_rows=None, tp=tp)
     # the rest of the block's decode does not depend on the block context
     rest = [r for p in one[1:] for r in phase_rows(p)]
     return one, ops + rest, cc, sy.L_B
@@ -90,19 +94,30 @@ def _quantity(obj: Any, name: str) -> sp.Expr:
     return getattr(obj, name)
 
 
+def _degrees(key: StructureKey) -> tuple[sp.Symbol | None, sp.Symbol | None]:
+    return (sy.tp if key.sharded else None), (sy.pp if key.pipelined else None)
+
+
 def _build(key: StructureKey) -> tuple[list[Row], dict[str, sp.Expr]]:
+    tp, pp = _degrees(key)
     if key.kind == "vanilla":
-        phases = vanilla_phases(key.stacks[0], key.impl)
-        mem = vanilla_memory(key.stacks[0], key.impl, key.tied)
+        phases = vanilla_phases(key.stacks[0], key.impl, tp, pp)
+        mem = vanilla_memory(key.stacks[0], key.impl, key.tied, tp, pp)
     else:
-        phases = block_phases(*key.stacks, key.impl)
-        mem = block_memory(*key.stacks, key.impl, key.unused_embedding)
+        phases = block_phases(*key.stacks, key.impl, tp, pp)
+        mem = block_memory(*key.stacks, key.impl, key.unused_embedding, tp, pp)
     rows = request_rows(phases)
     request = sum((r.time for r in rows), sp.Integer(0))
     ttft = ttft_expr(rows)
     step_phases, cross_ops, cc, tokens_per_cc = _step_lists(key)
     step_rows = request_rows(step_phases)
     step_time = sum((r.time for r in step_rows), sp.Integer(0))
+    if key.pipelined:
+        # up to the first token a one-way pass, then the cyclic decode (docs/parallelism.md 2)
+        ttft = pipeline_time(key.kind, rows, _ttft_share, cyclic=False)
+        request = ttft + pipeline_time(key.kind, rows, lambda r: r.time - _ttft_share(r),
+                                       cyclic=True)
+        step_time = pipeline_time(key.kind, step_rows, lambda r: r.time, cyclic=True)
 
     # compute-bound batch: T_math = t0 + B f / pi (t0: weight dequantisation, batch-free),
     # T_mem = (W + B m) / beta
@@ -135,8 +150,62 @@ def _build(key: StructureKey) -> tuple[list[Row], dict[str, sp.Expr]]:
         "kv_bytes_total": _sum(rows, "kv_read_bytes") + _sum(rows, "kv_write_bytes"),
         "compute_bound_batch": bound_batch,
         "kv_overtakes_weights_context": cross,
+        "collective_bytes_total": _sum(rows, "comm_sent_bytes"),
+        "collective_time_s": _sum(rows, "comm_time"),
     }
     return rows, metrics
+
+
+def _ttft_share(r: Row) -> sp.Expr:
+    return r.time if r.ttft == "all" else (r.time * r.repeat_share if r.ttft == "one" else 0)
+
+
+def _stage(kind: str, r: Row) -> str:
+    """Where a row runs in the pipeline (docs/parallelism.md 2): vanilla 'pre' (first stage),
+    'layer' (split over the stages), 'post' (last stage), 'send', 'fwd' (every stage);
+    block '0' (block decoder) or '1' (token decoder), 'send', 'fwd0'/'fwd1'."""
+    if r.op.endswith(".send"):
+        return "send"
+    if kind == "vanilla":
+        if r.op == "(forward calls)":
+            return "fwd"
+        if r.op.startswith("embed_in"):
+            return "pre"
+        return "layer" if r.op.startswith("layers") else "post"
+    if r.op == "(forward calls)":
+        return "fwd0" if r.phase in ("prefill", "block_decoder.step") else "fwd1"
+    return "0" if r.op.startswith(("embedder", "block_decoder.")) else "1"
+
+
+def pipeline_time(kind: str, rows: list[Row], time_of, cyclic: bool) -> sp.Expr:
+    """Time of `rows` on a pipeline of pp stages with m = min(B, pp) micro-batches of B/m
+    sequences (docs/parallelism.md 2). sum: one micro-batch's serial path through every stage
+    and send; slowest: the busiest stage per micro-batch. Decode (cyclic: the next token needs
+    the last stage's output) takes max(sum, m * slowest); a one-way pass (the prefill up to the
+    first token) takes sum + (m - 1) * slowest (the last micro-batch's wait)."""
+    m = sp.Min(sy.B, sy.pp)
+    # evaluate=False: sympy would otherwise try to order these large sums (tens of seconds)
+    mx = functools.partial(sp.Max, evaluate=False)
+    per: dict[str, sp.Expr] = {}
+    for r in rows:
+        with sp.evaluate(False):  # plain substitution, no re-simplification (seconds saved)
+            t = sp.sympify(time_of(r)).xreplace({sy.B: sy.B / m})
+        per[_stage(kind, r)] = per.get(_stage(kind, r), sp.Integer(0)) + t
+    g = lambda name: per.get(name, sp.Integer(0))  # noqa: E731
+    if kind == "vanilla":
+        N = sy.VANILLA.N
+        one_send = g("send") / (sy.pp - 1)
+        total = g("pre") + g("layer") + g("post") + g("send") + sy.pp * g("fwd")
+        first = g("pre") + sp.ceiling(N / sy.pp) * g("layer") / N + one_send + g("fwd")
+        last = sp.floor(N / sy.pp) * g("layer") / N + g("post") + g("fwd")
+        slowest = mx(first, last)
+    else:
+        s0, s1 = g("0") + g("fwd0"), g("1") + g("fwd1")
+        total = s0 + s1 + g("send")
+        slowest = mx(s0 + g("send"), s1)
+    if cyclic:
+        return mx(total, m * slowest)
+    return total + (m - 1) * slowest
 
 
 ROW_FIELDS = (*QUANTITIES, "t_math_s", "t_mem_s", "time_s")

@@ -24,11 +24,13 @@ from typing import NamedTuple
 
 import sympy as sp
 
+from .collectives import allgather_sent_bytes, allgather_time, allreduce_sent_bytes, allreduce_time
 from .implementation import SPLIT_K_CHUNK, STACK_ROLES, Implementation
 from .spec import StackSpec
 from .symbols import StackSymbols, V, q_kv, q_w, s_a, s_e, s_kv, s_kvs, s_w, s_wc
 
 ZERO = sp.Integer(0)
+ONE = sp.Integer(1)
 
 
 class StackStructure(NamedTuple):
@@ -84,6 +86,11 @@ class OpCost:
     kernels: sp.Expr = sp.Integer(1)  # kernel launches
     time_uses_useful: bool = False  # roofline time from useful FLOPs (flash-style attention)
     dequant_flops: sp.Expr = ZERO  # (de)quantisation, at the vector rate (docs/precision.md 3)
+    # collectives (costmodel.collectives): the tensor bytes one rank hands to the collective,
+    # the bytes all ranks send, and the alpha-beta time
+    comm_bytes: sp.Expr = ZERO
+    comm_sent_bytes: sp.Expr = ZERO
+    comm_time: sp.Expr = ZERO
 
     @property
     def bytes(self) -> sp.Expr:
@@ -97,15 +104,58 @@ class OpCost:
     def scaled(self, n: sp.Expr) -> OpCost:
         """The same op repeated n times (n layers)."""
         vals = {f.name: getattr(self, f.name) for f in fields(self)}
-        for key in ("flops", "useful_flops", "weight_bytes", "act_read_bytes", "act_write_bytes",
-                    "kv_read_bytes", "kv_write_bytes", "kernels", "dequant_flops"):
+        for key in QUANTITIES:
             vals[key] = vals[key] * n
         return OpCost(**vals)
 
 
 # The numeric fields of OpCost, in the order compiled functions return them.
 QUANTITIES = ("flops", "useful_flops", "weight_bytes", "act_read_bytes", "act_write_bytes",
-              "kv_read_bytes", "kv_write_bytes", "kernels", "dequant_flops")
+              "kv_read_bytes", "kv_write_bytes", "kernels", "dequant_flops", "comm_bytes",
+              "comm_sent_bytes", "comm_time")
+
+
+class Shard(NamedTuple):
+    """What one tensor-parallel rank holds of a stack (costmodel.parallel; docs/parallelism.md 1).
+
+    t: the tp degree (1: unsharded); H, K, F: query heads, KV heads (one, replicated, when
+    K < t) and MLP columns per rank.
+    """
+
+    t: sp.Expr
+    H: sp.Expr
+    K: sp.Expr
+    F: sp.Expr
+
+    @property
+    def sharded(self) -> bool:
+        return self.t != 1
+
+
+def shard(x: StackSymbols, tp: sp.Expr | None = None) -> Shard:
+    if tp is None:
+        return Shard(ONE, x.H, x.K, x.F)
+    return Shard(tp, x.H / tp, sp.Max(x.K / tp, 1), x.F / tp)
+
+
+def rank_symbols(x: StackSymbols, tp: sp.Expr | None) -> StackSymbols:
+    """The stack's sizes as one tensor-parallel rank holds them (H, K, F per rank)."""
+    sh = shard(x, tp)
+    return x._replace(H=sh.H, K=sh.K, F=sh.F)
+
+
+def allreduce_op(name: str, payload_bytes: sp.Expr, t: sp.Expr) -> OpCost:
+    """A ring all-reduce of `payload_bytes` per rank (costmodel.collectives)."""
+    return OpCost(name, ZERO, ZERO, ZERO, ZERO, ZERO, comm_bytes=payload_bytes,
+                  comm_sent_bytes=allreduce_sent_bytes(payload_bytes, t),
+                  comm_time=allreduce_time(payload_bytes, t))
+
+
+def allgather_op(name: str, gathered_bytes: sp.Expr, t: sp.Expr) -> OpCost:
+    """A ring all-gather whose result is `gathered_bytes` (comm_bytes: the result's size)."""
+    return OpCost(name, ZERO, ZERO, ZERO, ZERO, ZERO, comm_bytes=gathered_bytes,
+                  comm_sent_bytes=allgather_sent_bytes(gathered_bytes, t),
+                  comm_time=allgather_time(gathered_bytes, t))
 
 
 FP32_BYTES = sp.Integer(4)
@@ -150,12 +200,17 @@ def _norm(name: str, st: StackStructure, rows: sp.Expr, D: sp.Expr) -> OpCost:
 
 
 def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbols,
-              Bq: sp.Expr, B: sp.Expr, q: sp.Expr, c: sp.Expr) -> list[OpCost]:
+              Bq: sp.Expr, B: sp.Expr, q: sp.Expr, c: sp.Expr,
+              tp: sp.Expr | None = None) -> list[OpCost]:
     """Ops of ONE decoder layer (SPEC.md 1.6) for a forward of q new positions after c cached.
 
-    Bq = B*q rows. Returned costs are for one layer; `stack_ops` scales them by N.
+    Bq = B*q rows. Returned costs are for one layer; `stack_ops` scales them by N. With `tp`
+    (a symbol) they are one rank's share of a Megatron-sharded layer plus its two all-reduces
+    (docs/parallelism.md 1).
     """
-    N, D, H, K, d_h, F = x
+    D, d_h = x.D, x.d_h
+    sh = shard(x, tp)
+    H, K, F = sh.H, sh.K, sh.F
     im = im.for_stack(prefix)
     p = f"{prefix}layers."
     n_k = c + q  # keys attended: cached plus new
@@ -215,11 +270,10 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
         cast = B * K * d_h * n_k * s_a
         core = replace(core, act_read_bytes=core.act_read_bytes + cast,
                        act_write_bytes=core.act_write_bytes + cast, kernels=core.kernels + 1)
-    ops += [
-        core,
-        _linear(p + "attn.dense", Bq, H * d_h, D, st.out_bias),
-        _norm(p + "ln_mlp", st, Bq, D),
-    ]
+    ops += [core, _linear(p + "attn.dense", Bq, H * d_h, D, st.out_bias)]
+    if sh.sharded:  # row-parallel output: partial sums of [B, q, D] all-reduced
+        ops.append(allreduce_op(p + "attn.allreduce", Bq * D * s_a, sh.t))
+    ops.append(_norm(p + "ln_mlp", st, Bq, D))
     if st.mlp == "gelu":
         ops += [
             _linear(p + "mlp.up", Bq, D, F, st.mlp_bias),
@@ -232,6 +286,8 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
             _elementwise(p + "mlp.act", 2 * Bq * F, Bq * F),  # silu(gate) * up
         ]
     ops.append(_linear(p + "mlp.down", Bq, F, D, st.mlp_bias))
+    if sh.sharded:
+        ops.append(allreduce_op(p + "mlp.allreduce", Bq * D * s_a, sh.t))
     # residual: x + attn + mlp (parallel), or two sequential adds
     if st.parallel_residual:
         ops.append(_elementwise(prefix + "layers", 3 * Bq * D, Bq * D))
@@ -242,42 +298,88 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
 
 def stack_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbols,
               B: sp.Expr, q: sp.Expr, c: sp.Expr, *, embed: bool,
-              head_rows: sp.Expr | None) -> list[OpCost]:
+              head_rows: sp.Expr | None, tp: sp.Expr | None = None) -> list[OpCost]:
     """One forward of a stack: optional token embedding, N layers, final norm, optional LM head.
 
-    head_rows: LM-head rows per sequence (None: no head, as in the block decoder).
+    head_rows: LM-head rows per sequence (None: no head, as in the block decoder). With `tp`
+    the embedding and LM head are vocab-parallel (docs/parallelism.md 1): the masked lookup is
+    all-reduced, the V/tp logits of each rank all-gathered.
     """
     Bq = B * q
+    t = ONE if tp is None else tp
     ops: list[OpCost] = []
     if embed:
-        # gather: reads only the Bq rows it looks up
+        # gather: reads only the Bq rows it looks up (sharded: every rank gathers Bq rows of
+        # its shard, out-of-range ids clamped and masked to zero)
         ops.append(OpCost(prefix + "embed_in", ZERO, ZERO, Bq * x.D * s_e, ZERO, Bq * x.D * s_a))
-    ops += [op.scaled(x.N) for op in layer_ops(prefix, st, im, x, Bq, B, q, c)]
+        if tp is not None:
+            ops.append(allreduce_op(prefix + "embed_in.allreduce", Bq * x.D * s_a, t))
+    ops += [op.scaled(x.N) for op in layer_ops(prefix, st, im, x, Bq, B, q, c, tp)]
     ops.append(_norm(prefix + "final_norm", st, Bq, x.D))
     if head_rows is not None:
-        ops.append(_linear(prefix + "lm_head", B * head_rows, x.D, V, bias=False))
+        ops.append(_linear(prefix + "lm_head", B * head_rows, x.D, V / t, bias=False))
+        if tp is not None:
+            ops.append(allgather_op(prefix + "lm_head.allgather", B * head_rows * V * s_a, t))
     return ops
 
 
-def embedder_op(B: sp.Expr, n_blocks: sp.Expr, D_b: sp.Expr) -> OpCost:
-    """Lookup + concat embedder (SPEC.md 1.2): L_B rows of width D_b/L_B per block = D_b."""
+def embedder_ops(B: sp.Expr, n_blocks: sp.Expr, D_b: sp.Expr,
+                 tp: sp.Expr | None = None) -> list[OpCost]:
+    """Lookup + concat embedder (SPEC.md 1.2): L_B rows of width D_b/L_B per block = D_b.
+
+    With `tp`: vocab-parallel like ``embed_in`` (masked lookup, then an all-reduce)."""
     rows = B * n_blocks
-    return OpCost("embedder", ZERO, ZERO, rows * D_b * s_e, ZERO, rows * D_b * s_a)
+    ops = [OpCost("embedder", ZERO, ZERO, rows * D_b * s_e, ZERO, rows * D_b * s_a)]
+    if tp is not None:
+        ops.append(allreduce_op("embedder.allreduce", rows * D_b * s_a, tp))
+    return ops
+
+
+def expansion_ops(B: sp.Expr, D_b: sp.Expr, P: sp.Expr, D_t: sp.Expr,
+                  tp: sp.Expr | None = None) -> list[OpCost]:
+    """Expansion Linear D_b -> P*D_t with bias, on one context embedding (SPEC.md 1.4).
+
+    With `tp`: column-parallel (P*D_t/tp outputs per rank), then all-gathered."""
+    t = ONE if tp is None else tp
+    ops = [_linear("token_decoder.expansion", B, D_b, P * D_t / t, bias=True)]
+    if tp is not None:
+        ops.append(allgather_op("token_decoder.expansion.allgather", B * P * D_t * s_a, t))
+    return ops
+
+
+def layer_weight_bytes(st: StackStructure, x: StackSymbols, tp: sp.Expr | None = None
+                       ) -> sp.Expr:
+    """Stored bytes of one layer: `linear_weight_bytes` of every linear, norms at s_e (SPEC.md
+    1.8: 12D^2 + 13D parameters per NeoX layer, each at its precision's bytes). With `tp`, what
+    one rank holds (docs/parallelism.md 1): column-parallel linears keep their sharded output
+    columns with those columns' scales and biases; row-parallel ones a slice of the inputs and
+    every output channel's scale and bias; norms replicated."""
+    D, d_h = x.D, x.d_h
+    sh = shard(x, tp)
+    H, K, F = sh.H, sh.K, sh.F
+    n_up = 1 if st.mlp == "gelu" else 2
+    return (linear_weight_bytes(D, (H + 2 * K) * d_h, st.qkv_bias)
+            + linear_weight_bytes(H * d_h, D, st.out_bias)
+            + n_up * linear_weight_bytes(D, F, st.mlp_bias)
+            + linear_weight_bytes(F, D, st.mlp_bias)
+            + 2 * _norm_params(st, D) * s_e)
+
+
+def final_norm_weight_bytes(st: StackStructure, x: StackSymbols) -> sp.Expr:
+    return _norm_params(st, x.D) * s_e
+
+
+def stack_weight_bytes(st: StackStructure, x: StackSymbols, tp: sp.Expr | None = None
+                       ) -> sp.Expr:
+    """Stored bytes of a stack's layers and final norm (per rank with `tp`)."""
+    return x.N * layer_weight_bytes(st, x, tp) + final_norm_weight_bytes(st, x)
+
+
+def embedder_op(B: sp.Expr, n_blocks: sp.Expr, D_b: sp.Expr) -> OpCost:
+    """The unsharded embedder alone (`embedder_ops` without tensor parallelism)."""
+    return embedder_ops(B, n_blocks, D_b)[0]
 
 
 def expansion_op(B: sp.Expr, D_b: sp.Expr, P: sp.Expr, D_t: sp.Expr) -> OpCost:
-    """Expansion Linear D_b -> P*D_t with bias, on one context embedding (SPEC.md 1.4)."""
-    return _linear("token_decoder.expansion", B, D_b, P * D_t, bias=True)
-
-
-def stack_weight_bytes(st: StackStructure, x: StackSymbols) -> sp.Expr:
-    """Stored bytes of a stack's layers and final norm: `linear_weight_bytes` of every
-    linear, norms at s_e (SPEC.md 1.8: 12D^2 + 13D parameters per NeoX layer, each at its precision's bytes)."""
-    N, D, H, K, d_h, F = x
-    n_up = 1 if st.mlp == "gelu" else 2
-    layer = (linear_weight_bytes(D, (H + 2 * K) * d_h, st.qkv_bias)
-             + linear_weight_bytes(H * d_h, D, st.out_bias)
-             + n_up * linear_weight_bytes(D, F, st.mlp_bias)
-             + linear_weight_bytes(F, D, st.mlp_bias)
-             + 2 * _norm_params(st, D) * s_e)
-    return N * layer + _norm_params(st, D) * s_e
+    """The unsharded expansion Linear alone (`expansion_ops` without tensor parallelism)."""
+    return expansion_ops(B, D_b, P, D_t)[0]

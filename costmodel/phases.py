@@ -23,7 +23,8 @@ from typing import Literal
 import sympy as sp
 
 from . import symbols as sy
-from .ops import ImplStructure, OpCost, StackStructure, embedder_op, expansion_op, stack_ops
+from .collectives import send_time
+from .ops import ImplStructure, OpCost, StackStructure, embedder_ops, expansion_ops, stack_ops
 
 ONE = sp.Integer(1)
 
@@ -56,11 +57,26 @@ def n_generated_blocks() -> sp.Expr:
     return sp.ceiling(sy.G / sy.L_B)
 
 
-def vanilla_phases(st: StackStructure, im: ImplStructure) -> list[Phase]:
+def send_op(name: str, payload_bytes: sp.Expr, sends: sp.Expr = ONE) -> OpCost:
+    """`sends` point-to-point sends of `payload_bytes` between pipeline stages (one forward)."""
+    zero = sp.Integer(0)
+    return OpCost(name, zero, zero, zero, zero, zero, kernels=sends,
+                  comm_bytes=sends * payload_bytes, comm_sent_bytes=sends * payload_bytes,
+                  comm_time=sends * send_time(payload_bytes))
+
+
+def vanilla_phases(st: StackStructure, im: ImplStructure, tp: sp.Expr | None = None,
+                   pp: sp.Expr | None = None) -> list[Phase]:
+    """`tp`: tensor-parallel ops (docs/parallelism.md 1); `pp`: adds the hidden states'
+    sends between the pp stages (``pipeline.send``, pp - 1 per forward)."""
     x, B, S, G, c = sy.VANILLA, sy.B, sy.S, sy.G, sy.c
     head_rows = ONE if im.logits == "last" else S  # HF 4.39 computes logits on every position
-    prefill = stack_ops("", st, im, x, B, S, sp.Integer(0), embed=True, head_rows=head_rows)
-    step = stack_ops("", st, im, x, B, ONE, c, embed=True, head_rows=ONE)
+    prefill = stack_ops("", st, im, x, B, S, sp.Integer(0), embed=True, head_rows=head_rows,
+                        tp=tp)
+    step = stack_ops("", st, im, x, B, ONE, c, embed=True, head_rows=ONE, tp=tp)
+    if pp is not None:
+        prefill.append(send_op("pipeline.send", B * S * x.D * sy.s_a, pp - 1))
+        step.append(send_op("pipeline.send", B * x.D * sy.s_a, pp - 1))
     return [
         # the request is one generate() call (docs/published.md 1)
         Phase("prefill", tuple(prefill), ttft="all", generate_calls=ONE),
@@ -68,22 +84,30 @@ def vanilla_phases(st: StackStructure, im: ImplStructure) -> list[Phase]:
     ]
 
 
-def block_phases(sb: StackStructure, stt: StackStructure, im: ImplStructure) -> list[Phase]:
+def block_phases(sb: StackStructure, stt: StackStructure, im: ImplStructure,
+                 tp: sp.Expr | None = None, pp: sp.Expr | None = None) -> list[Phase]:
+    """`tp` as in `vanilla_phases`; `pp` (= 2): the block decoder sends each new context
+    embedding [B, D_b] to the token decoder's stage (``block_decoder.send``)."""
     xb, xt, B = sy.BLOCK_DEC, sy.TOKEN_DEC, sy.B
     P, L_B, j, k = sy.P, sy.L_B, sy.j, sy.k
     n_p, n_g = n_prompt_blocks(), n_generated_blocks()
     g_last = sy.G - (n_g - 1) * L_B
     zero = sp.Integer(0)
 
-    prefill = [embedder_op(B, n_p, xb.D)]
-    prefill += stack_ops("block_decoder.", sb, im, xb, B, n_p, zero, embed=False, head_rows=None)
-    bstep = [embedder_op(B, ONE, xb.D)]
+    prefill = embedder_ops(B, n_p, xb.D, tp)
+    prefill += stack_ops("block_decoder.", sb, im, xb, B, n_p, zero, embed=False, head_rows=None,
+                         tp=tp)
+    bstep = embedder_ops(B, ONE, xb.D, tp)
     bstep += stack_ops("block_decoder.", sb, im, xb, B, ONE, n_p + j - 1, embed=False,
-                       head_rows=None)
-    prefix = [expansion_op(B, xb.D, P, xt.D)]
-    prefix += stack_ops("token_decoder.", stt, im, xt, B, P, zero, embed=False, head_rows=ONE)
+                       head_rows=None, tp=tp)
+    if pp is not None:
+        prefill.append(send_op("block_decoder.send", B * xb.D * sy.s_a))
+        bstep.append(send_op("block_decoder.send", B * xb.D * sy.s_a))
+    prefix = expansion_ops(B, xb.D, P, xt.D, tp)
+    prefix += stack_ops("token_decoder.", stt, im, xt, B, P, zero, embed=False, head_rows=ONE,
+                        tp=tp)
     tstep = tuple(stack_ops("token_decoder.", stt, im, xt, B, ONE, P + k - 2, embed=True,
-                            head_rows=ONE))
+                            head_rows=ONE, tp=tp))
     return [
         Phase("prefill", tuple(prefill), ttft="all", generate_calls=ONE),
         Phase("block_decoder.step", tuple(bstep), index=j, lo=ONE, hi=n_g - 1),

@@ -32,6 +32,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .errors import UserError
+
 DENSE_BYTES: dict[str, float] = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
 FLOAT_ACTIVATIONS = ("fp32", "tf32", "bf16", "fp16")
 
@@ -77,13 +79,13 @@ def weight_format(name: str) -> WeightFormat:
     if m:
         # (q - zero) * scale: two FLOPs per element
         return WeightFormat(name, 4, int(m.group(1)), False, 2)
-    raise ValueError(f"weight_dtype: unknown format {name!r} (known: {', '.join(WEIGHT_DTYPES)}, "
+    raise UserError(f"weight_dtype: unknown format {name!r} (known: {', '.join(WEIGHT_DTYPES)}, "
                      f"presets {', '.join(WEIGHT_PRESETS)})")
 
 
 def kv_check(name: str) -> str:
     if name not in KV_DTYPES:
-        raise ValueError(f"kv_dtype: unknown format {name!r} (known: {', '.join(KV_DTYPES)}, "
+        raise UserError(f"kv_dtype: unknown format {name!r} (known: {', '.join(KV_DTYPES)}, "
                          f"presets {', '.join(KV_PRESETS)})")
     return name
 
@@ -142,5 +144,5 @@ def check_group_size(weight_dtype: str, input_dims: dict[str, int]) -> None:
         return
     for name, d_in in input_dims.items():
         if d_in % g:
-            raise ValueError(f"weight_dtype: group size {g} of {weight_dtype!r} does not divide "
+            raise UserError(f"weight_dtype: group size {g} of {weight_dtype!r} does not divide "
                              f"the input width {d_in} of {name}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 
+from .errors import UserError
 from .spec import BlockSpec, StackSpec, VanillaSpec
 
 ModelSpecT = VanillaSpec | BlockSpec
@@ -76,7 +77,7 @@ for _name, (_display, _) in _PRESETS.items():
     _ALIASES[_key(_display)] = _name
 
 
-class UnknownPresetError(ValueError):
+class UnknownPresetError(UserError):
     pass
 
 
@@ -116,11 +117,11 @@ def blockify(
     n = vanilla.stack.n_layers
     if layer_split is None:
         if n < 2:
-            raise ValueError(f"layer_split: a {n}-layer stack cannot be split; give layer_split")
+            raise UserError(f"layer_split: a {n}-layer stack cannot be split; give layer_split")
         layer_split = (n - n // 2, n // 2)
     n_b, n_t = layer_split
     if n_b < 1 or n_t < 1:
-        raise ValueError(f"layer_split: both parts must have at least 1 layer, got {layer_split}")
+        raise UserError(f"layer_split: both parts must have at least 1 layer, got {layer_split}")
     return BlockSpec(
         name=name or f"{vanilla.name}-block{block_length}",
         vocab_size=vanilla.vocab_size,

@@ -77,7 +77,8 @@ def phase_rows(phase: Phase) -> list[Row]:
             phase=phase.name, op=op.name, ttft=phase.ttft,
             quantities={name: _phase_sum(phase, getattr(op, name)) for name in QUANTITIES},
             t_math=t_math, t_mem=t_mem,
-            time=sy.eta_ov * t_max + (1 - sy.eta_ov) * (t_math + t_mem) + kernels * sy.t_kernel,
+            time=(sy.eta_ov * t_max + (1 - sy.eta_ov) * (t_math + t_mem) + kernels * sy.t_kernel
+                  + _phase_sum(phase, op.comm_time)),
             repeat_share=1 / phase.repeat,
         ))
     # fixed cost of the forward calls themselves
@@ -120,7 +121,7 @@ def op_time(op) -> sp.Expr:
     """Time of one op in one forward (module docstring), kernel launches included."""
     t_math, t_mem = _t_math(op), op.bytes / sy.beta
     return (sp.Max(t_math, t_mem) + (1 - sy.eta_ov) * sp.Min(t_math, t_mem)
-            + op.kernels * sy.t_kernel)
+            + op.kernels * sy.t_kernel + op.comm_time)
 
 
 def forward_time(ops, forwards: int | sp.Expr = 1) -> sp.Expr:

@@ -118,3 +118,17 @@ LEGEND: dict[str, str] = {
     "pi_v": "achievable vector compute for dequantisation, FLOP/s",
     "t_generate": "fixed time per generate() call (HF generation loop set-up), s",
 }
+
+# Parallelism (docs/parallelism.md): degrees and the interconnect of the alpha-beta model
+tp = _int("tp")  # tensor-parallel degree (ranks sharing every layer)
+pp = _int("pp")  # pipeline stages
+beta_link = _pos("beta_link")  # interconnect bandwidth per direction, bytes/s
+alpha_link = sp.Symbol("alpha_link", nonnegative=True)  # latency per collective step, s
+
+PARALLEL_SYMBOLS = (tp, pp, beta_link, alpha_link)
+LEGEND |= {
+    "tp": "tensor-parallel degree (GPUs sharing each layer)",
+    "pp": "pipeline-parallel stages",
+    "beta_link": "interconnect bandwidth per direction, bytes/s",
+    "alpha_link": "interconnect latency per collective step, s",
+}

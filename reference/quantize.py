@@ -117,6 +117,7 @@ def quantize_model(model: nn.Module, weight_dtype: str) -> nn.Module:
                 raise ValueError(f"weight_dtype: {name} shares its weight with an embedding")
             new = Int8Linear(child) if fmt.group_size is None else Int4Linear(child,
                                                                                fmt.group_size)
+            new._forward_hooks.update(child._forward_hooks)  # a TP shard's collective hooks
             setattr(parent, name, new)
     return model
 

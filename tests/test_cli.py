@@ -75,11 +75,11 @@ def test_estimate_text_and_spec_file(capsys, tmp_path):
     (["sweep", "--model", "vanilla_70", "--batch", "1,x", "--out", "x.csv"], "--batch"),
     (["formula", "nonsense"], "unknown formula"),
     (["estimate", "--model", "vanilla_70", "--prompt", "5", "--generate", "2", "--efficiency",
-      "overlap=1.5"], "--efficiency: efficiency.overlap: Input should be less than or equal"),
+      "overlap=1.5"], "--efficiency overlap: Input should be less than or equal to 1 (got 1.5)"),
     (["estimate", "--model", "vanilla_70", "--prompt", "5", "--generate", "2", "--efficiency",
       "speed=2"], "--efficiency: expected NAME=VALUE with NAME one of matmul, bandwidth"),
     (["sweep", "--model", "vanilla_70", "--out", "x.csv", "--efficiency", "matmul=fast"],
-     "--efficiency: matmul: expected a number, got 'fast'"),
+     "--efficiency matmul: expected a number, got 'fast'"),
 ])
 def test_bad_input_is_one_line(capsys, argv, needle):
     rc, out, err = run(capsys, *argv)

@@ -63,7 +63,7 @@ def test_plot_and_cli(tmp_path, capsys) -> None:
 
 @pytest.mark.parametrize(("argv", "needle"), [
     (["--batch", "0", "--context", "16"], "batch: expected a whole number >= 1"),
-    (["--batch", "1", "--context", "16", "--threads", "0"], "--threads: must be >= 1"),
+    (["--batch", "1", "--context", "16", "--threads", "0"], "--threads: must be a whole number >= 1, got 0"),
     (["--batch", "1", "--context", "16", "--block-length", "2"],
      "block_length: vanilla_31 is not a block model"),
 ])

@@ -43,8 +43,10 @@ import torch
 
 from costmodel import symbols as sy
 from costmodel.api import impl_values, model_values, structure_key
+from costmodel.errors import UserError
 from costmodel.implementation import Implementation, get_implementation
 from costmodel.metrics import ARGS, formulas
+from costmodel.parallel import Parallelism
 from costmodel.spec import BlockSpec, VanillaSpec
 from reference import build_model
 from reference.quantize import quantize_kv_cache, quantize_model
@@ -53,6 +55,8 @@ from .microbench import TORCH_DTYPE
 from .tracing import RequestCounts, trace_request
 
 COMPARED: tuple[str, ...] = ("flops", "weight_bytes", "kv_read_bytes", "kv_write_bytes")
+# with tensor parallelism also the tensor bytes of every collective (validation/collectives.py)
+COMPARED_ALL: tuple[str, ...] = (*COMPARED, "comm_bytes")
 REQUEST_PHASE = "(request)"
 
 
@@ -109,9 +113,10 @@ def _exact(value: float) -> sp.Rational:
 def _exact_fn(key: Any) -> tuple[list[tuple[str, str]], Any]:
     f = formulas(key)
     rows = [(r.phase, r.op) for r in f.rows]
-    exprs = [[r.quantities[q] for q in COMPARED] for r in f.rows]
-    exprs.append([f.metrics["weights_bytes"], f.metrics["kv_cache_bytes_per_sample"],
-                  f.metrics["kv_transient_bytes_per_sample"]])
+    exprs = [[r.quantities[q] for q in COMPARED_ALL] for r in f.rows]
+    # one GPU's share (= the whole model without tensor parallelism)
+    exprs.append([f.metrics["weights_bytes_per_gpu"], f.metrics["kv_cache_bytes_per_sample_per_gpu"],
+                  f.metrics["kv_transient_bytes_per_sample_per_gpu"]])
     return rows, sp.lambdify(ARGS, exprs, modules="sympy")
 
 
@@ -123,8 +128,10 @@ def _as_int(x: sp.Expr, what: str) -> int:
 
 
 def exact_values(spec: VanillaSpec | BlockSpec, impl: Implementation, batch: int,
-                 prompt_tokens: int, generated_tokens: int) -> dict[sp.Symbol, sp.Rational]:
+                 prompt_tokens: int, generated_tokens: int,
+                 tp: int = 1) -> dict[sp.Symbol, sp.Rational]:
     vals: dict[sp.Symbol, Any] = dict(model_values(spec)) | dict(impl_values(impl))
+    vals[sy.tp] = tp
     vals |= {sy.B: batch, sy.S: prompt_tokens, sy.G: generated_tokens, sy.M_res: 0}
     vals |= {s: 1 for s in sy.HARDWARE_SYMBOLS if s is not sy.M_res}  # rates: irrelevant here
     vals[sy.pi_v] = 1
@@ -132,19 +139,20 @@ def exact_values(spec: VanillaSpec | BlockSpec, impl: Implementation, batch: int
 
 
 def predicted_counts(spec: VanillaSpec | BlockSpec, impl: Implementation, batch: int,
-                     prompt_tokens: int, generated_tokens: int, at_rest: bool = False
-                     ) -> tuple[dict[tuple[str, str], dict[str, int]], int, int]:
+                     prompt_tokens: int, generated_tokens: int, at_rest: bool = False,
+                     tp: int = 1) -> tuple[dict[tuple[str, str], dict[str, int]], int, int]:
     """Exact cost-model counts per (phase, op), weights bytes and KV-cache bytes per sample
-    (``kv_cache_bytes_per_sample``; `at_rest`: without the ``torch.cat`` transient)."""
-    rows, fn = _exact_fn(structure_key(spec, impl))
-    vals = exact_values(spec, impl, batch, prompt_tokens, generated_tokens)
+    (``kv_cache_bytes_per_sample``; `at_rest`: without the ``torch.cat`` transient); with
+    tensor parallelism over `tp` ranks, one rank's (collectives' bytes included)."""
+    rows, fn = _exact_fn(structure_key(spec, impl, Parallelism(tp=tp)))
+    vals = exact_values(spec, impl, batch, prompt_tokens, generated_tokens, tp)
     out = fn(*[vals[a] for a in ARGS])
     counts = {}
     for (phase, op), q in zip(rows, out[:-1], strict=True):
         if op == "(forward calls)":
             continue
         counts[(phase, op)] = {name: _as_int(v, f"{phase}/{op}/{name}")
-                               for name, v in zip(COMPARED, q, strict=True)}
+                               for name, v in zip(COMPARED_ALL, q, strict=True)}
     weights, kv, transient = out[-1]
     if at_rest:
         kv -= transient
@@ -156,12 +164,17 @@ def predicted_counts(spec: VanillaSpec | BlockSpec, impl: Implementation, batch:
 def count_request(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
                   generated_tokens: int, implementation: str = "static", dtype: str = "bf16",
                   device: str = "meta", weight_dtype: str | None = None,
-                  kv_dtype: str | None = None) -> RequestCounts:
-    """Build the reference (on `device`, default meta: no memory, no arithmetic), quantise its
-    linears / KV cache if asked (`reference.quantize`) and count one `generate` request."""
+                  kv_dtype: str | None = None, tp: int = 1) -> RequestCounts:
+    """Build the reference (on `device`, default meta: no memory, no arithmetic), shard it
+    (rank 0 of `tp`, collectives recorded), quantise its linears / KV cache if asked
+    (`reference.quantize`, on the rank's shards) and count one `generate` request."""
     if dtype not in TORCH_DTYPE:
-        raise ValueError(f"dtype: expected one of {', '.join(TORCH_DTYPE)}, got {dtype!r}")
+        raise UserError(f"dtype: expected one of {', '.join(TORCH_DTYPE)}, got {dtype!r}")
     model = build_model(spec, device=device, dtype=TORCH_DTYPE[dtype], seed=0)
+    if tp > 1:
+        from reference.tp import shard_model
+
+        shard_model(model, 0, tp)
     if weight_dtype or kv_dtype:
         impl = get_implementation(implementation, dtype=dtype,  # type: ignore[arg-type]
                                   weight_dtype=weight_dtype, kv_dtype=kv_dtype)
@@ -172,37 +185,41 @@ def count_request(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
         ids = torch.zeros(batch, prompt_tokens, dtype=torch.long, device="meta")
     else:
         ids = torch.randint(0, vocab, (batch, prompt_tokens), device=device)
-    return trace_request(model, ids, generated_tokens, implementation)
+    return trace_request(model, ids, generated_tokens, implementation,
+                         collectives=tp > 1)
 
 
 def compare(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
             generated_tokens: int, implementation: str = "static", dtype: str = "bf16",
             device: str = "meta", weight_dtype: str | None = None,
-            kv_dtype: str | None = None) -> CountReport:
+            kv_dtype: str | None = None, tp: int = 1) -> CountReport:
     """Count the reference and compare with the cost model (module docstring).
 
     `weight_dtype` / `kv_dtype` (docs/precision.md; presets allowed): quantised linears and an
     int8 KV cache on the reference, the same formats in the cost model; activations and
-    scales stay in `dtype`."""
+    scales stay in `dtype`. With `tp`, rank 0 of the sharded reference against one rank's
+    rows, collectives' bytes included."""
     impl = get_implementation(implementation, dtype=dtype,  # type: ignore[arg-type]
                               weight_dtype=weight_dtype, kv_dtype=kv_dtype)
     if impl.compute_dtype != dtype:
-        raise ValueError(f"weight_dtype: {weight_dtype!r} changes the compute dtype; the "
-                         f"reference computes in {dtype} (weight-only formats only)")
+        raise UserError(f"weight_dtype: {weight_dtype!r} changes the compute dtype; the "
+                        f"reference computes in {dtype} (weight-only formats only)")
     counted = count_request(spec, batch, prompt_tokens, generated_tokens, implementation,
-                            dtype, device, weight_dtype, kv_dtype)
+                            dtype, device, weight_dtype, kv_dtype, tp)
     predicted, weights, kv_per_sample = predicted_counts(spec, impl, batch, prompt_tokens,
-                                                         generated_tokens, at_rest=True)
+                                                         generated_tokens, at_rest=True, tp=tp)
+    compared = COMPARED_ALL if tp > 1 else COMPARED
     rows = []
     keys = list(predicted) + [k for k in counted.counts if k not in predicted]
     for key in keys:
         c = counted.counts.get(key, {})
         p = predicted.get(key, {})
-        rows.append(CountRow(key[0], key[1], {q: int(c.get(q, 0)) for q in COMPARED},
-                             {q: int(p.get(q, 0)) for q in COMPARED}))
+        rows.append(CountRow(key[0], key[1], {q: int(c.get(q, 0)) for q in compared},
+                             {q: int(p.get(q, 0)) for q in compared}))
     unused = 0
     if isinstance(spec, BlockSpec) and impl.allocates_unused_block_embedding:
-        unused = int(spec.params_unused_embed_in * impl.dense_weight_bytes_per_element)
+        # vocab-parallel like every table: one rank holds 1/tp of it
+        unused = int(spec.params_unused_embed_in * impl.dense_weight_bytes_per_element) // tp
     rows.append(CountRow(REQUEST_PHASE, "(parameters)",
                          {"bytes": counted.parameter_bytes}, {"bytes": weights - unused}))
     rows.append(CountRow(REQUEST_PHASE, "(kv cache)",

@@ -19,6 +19,8 @@
 #    on a GPU yet), and leaves in $OUT: gpu_run.tar.gz
 #    (the whole run directory), run.log, summary.json, report.md, nvidia-smi.txt (5 files:
 #    the device tool brings back at most 8).
+# With more than one GPU it also runs an NCCL all-reduce sweep (`validate allreduce --device
+# cuda`, into gpu/multi/) and a TP=2 reference run (torchrun -m reference.tp); skipped otherwise.
 # Unpack here with: tar -xzf gpu_run.tar.gz -C validation/results/  (-> validation/results/gpu/)
 #
 # Dry run on a CPU (checks the script end to end, not the GPU):
@@ -89,6 +91,26 @@ if [ -n "$CAL" ]; then
             --out "$RUN/ops/${model}_decode_b${batch}_c${context}.json" 2>&1 \
             | tee -a "$OUT/run.log" || true
     done
+fi
+
+# multi-GPU case (docs/parallelism.md 6): only with more than one GPU, else skipped
+NGPU=$(python3 -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
+if [ "$DEVICE" = cuda ] && [ "${NGPU:-0}" -gt 1 ]; then
+    left=$(( ${BLOCKROOF_GPU_TOTAL_S:-570} - SECONDS - 15 ))
+    if [ "$left" -ge 40 ]; then
+        mkdir -p "$RUN/multi"
+        timeout $(( left / 2 )) python3 -m costmodel.cli validate allreduce --device cuda \
+            --world 2 --base "${BLOCKROOF_GPU_BASE:-h100-sxm-80gb}" --out "$RUN/multi" 2>&1 \
+            | tee -a "$OUT/run.log" || true
+        left=$(( ${BLOCKROOF_GPU_TOTAL_S:-570} - SECONDS - 15 ))
+        [ "$left" -ge 20 ] && timeout "$left" torchrun --standalone --nproc-per-node 2 \
+            -m reference.tp --model vanilla_410 --prompt 128 --generate 32 2>&1 \
+            | tee -a "$OUT/run.log" || true
+    else
+        echo "note: no time left for the multi-GPU case" | tee -a "$OUT/run.log"
+    fi
+else
+    echo "note: multi-GPU case skipped (${NGPU:-0} GPU(s))" | tee -a "$OUT/run.log"
 fi
 
 # bf16 vs int8 weights / int8 KV cache (suite gpu-quant, docs/precision.md), while time lasts

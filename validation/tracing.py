@@ -244,7 +244,8 @@ class Tracer:
             self.add_op(op_name(self.stack[-1] if path is None else path), quantity, value)
 
     def add_op(self, op: str, quantity: str, value: int) -> None:
-        self.counts[(self.phase, op)][quantity] += value
+        counts = self.counts[(self.phase, op)]
+        counts[quantity] = counts.get(quantity, 0) + value
         for record in self.recording:
             record.append((op, quantity, value))
 
@@ -429,15 +430,21 @@ class ModuleMemo:
 
 
 def trace_request(model: VanillaLM | BlockLM, input_ids: Tensor, generated_tokens: int,
-                  mode: str = "static", memo: bool | None = None) -> RequestCounts:
+                  mode: str = "static", memo: bool | None = None,
+                  collectives: bool = False) -> RequestCounts:
     """Run ``model.generate(input_ids, generated_tokens, mode=mode)`` and count it.
 
-    `memo` (default: on for meta tensors) enables `MetaMemo` and `ModuleMemo`.
+    `memo` (default: on for meta tensors) enables `MetaMemo` and `ModuleMemo`; `collectives`
+    records the bytes of every collective of a sharded model (validation/collectives.py).
     """
     tracer = Tracer(model)
     use_memo = input_ids.device.type == "meta" if memo is None else memo
     with ExitStack() as stack:
         stack.enter_context(tracer.installed())
+        if collectives:
+            from .collectives import recording_collectives
+
+            stack.enter_context(recording_collectives(tracer))
         stack.enter_context(sdpa_kernel(SDPBackend.MATH))
         if use_memo:
             stack.enter_context(ModuleMemo(tracer).installed())

@@ -1,4 +1,5 @@
-"""Capacity planner: batch, memory, GPUs and cost for a throughput target or latency bound."""
+"""Capacity planner: layout (tp, pp), batch, memory, GPUs and cost for a throughput target or
+latency bound (docs/parallelism.md 5)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import numpy as np
 import streamlit as st
 
 from app import figures, fmt, inputs, ui
+from app.tables import layouts_table
 from costmodel.capacity import batch_curve, plan_capacity
+from costmodel.parallel import Parallelism
 
 MODES = {"throughput": "Throughput target", "latency": "Latency bound (TPOT)",
          "both": "Both"}
@@ -15,9 +18,13 @@ ctx = inputs.context()
 st.title("Capacity planner")
 models = ui.models_or_stop(ctx)
 hw, wl = ctx.hardware, ctx.workload
-st.caption(f"One replica = one {hw.name} holding the whole model. Prompt {wl.prompt_tokens}, "
-           f"generated {wl.generated_tokens}, profile {ctx.profile}; the planner chooses the "
-           "batch (the sidebar's batch is not used).")
+st.caption(f"One replica = tp x pp {hw.name} GPUs holding the whole model. Prompt "
+           f"{wl.prompt_tokens}, generated {wl.generated_tokens}, profile {ctx.profile}; the "
+           "planner chooses the batch (the sidebar's batch is not used).")
+LAYOUTS = {"sidebar": f"Sidebar's layout (tp {ctx.parallelism.tp}, pp {ctx.parallelism.pp})",
+           "search": "Search tp x pp (up to 8 GPUs per replica)"}
+layout = st.radio("Layout", list(LAYOUTS), key="cap_layout", horizontal=True,
+                  format_func=LAYOUTS.get)
 
 side = st.radio("Model", list(models), key="cap_side", horizontal=True)
 mode = st.radio("Target", list(MODES), key="cap_mode", horizontal=True, format_func=MODES.get)
@@ -36,11 +43,18 @@ try:
         target_tokens_per_s=None if mode == "latency" else target,
         tpot_bound_s=None if mode == "throughput" else bound_ms * 1e-3,
         price_per_gpu_hour=None if price == 0 else price,
+        parallelism="search" if layout == "search" else ctx.parallelism,
     )
 except ValueError as e:
     st.error(f"Capacity planner — {e}")
     st.stop()
 
+st.success(f"Chosen layout: {plan.reason}")
+r0 = st.columns(4)
+r0[0].metric("Tensor parallel (tp)", fmt.count(plan.tp))
+r0[1].metric("Pipeline stages (pp)", fmt.count(plan.pp))
+r0[2].metric("GPUs per replica", fmt.count(plan.gpus_per_replica))
+r0[3].metric("Memory per GPU", fmt.bytes_(plan.memory_bytes_per_gpu))
 r1 = st.columns(4)
 r1[0].metric("Batch per replica", fmt.count(plan.batch), help=f"limited by {plan.limited_by}")
 r1[1].metric("Memory per replica", fmt.bytes_(plan.memory_bytes_per_replica))
@@ -58,6 +72,9 @@ st.write(f"The batch is limited by **{plan.limited_by}**"
             "target rate" if plan.cost_per_hour is not None and plan.target_tokens_per_s
             else "") + ".")
 
+st.subheader("Layouts compared")
+st.dataframe(layouts_table(plan), hide_index=True, key="cap_layouts")
+
 st.subheader("Inverse questions")
 q = st.columns(3)
 q[0].metric("Max batch", fmt.count(plan.max_batch))
@@ -68,7 +85,8 @@ q[2].metric("KV reads overtake weights past",
             help="cached context at which a decode step reads more KV-cache than weight bytes, "
                  "at the planned batch")
 
-curve = batch_curve(spec, hw, wl, ctx.profile, max_batch=plan.max_batch)
+curve = batch_curve(spec, hw, wl, ctx.profile, max_batch=plan.max_batch,
+                    parallelism=Parallelism(tp=plan.tp, pp=plan.pp))
 if len(curve) > 400:  # plot a log-spaced subset; the plan used every batch
     idx = np.unique(np.geomspace(1, len(curve), 400).astype(int) - 1)
     curve = curve.iloc[np.union1d(idx, [plan.batch - 1])]
