@@ -88,10 +88,9 @@ def aggregates(q: np.ndarray, c: np.ndarray) -> np.ndarray:
     if q.size == 0:
         return np.zeros(N_AGG)
     c = np.asarray(c, dtype=np.float64)
-    s = np.stack([q, q * c, q * q, c]).sum(axis=1)
     q_max = float(q.max())
     rect = q_max * float((c + q).max()) if q_max > 1 else 0.0
-    return np.array([1.0, s[0], s[1], s[2], s[3], float(q.size), rect, q_max])
+    return np.array([1.0, q.sum(), q @ c, q @ q, c.sum(), float(q.size), rect, q_max])
 
 
 def equal_aggregates(b: float, q: float, c: float) -> np.ndarray:
@@ -260,19 +259,28 @@ class Predictor:
 
     def _stacked(self, multi: tuple[bool, ...]) -> tuple[np.ndarray, int]:
         """Block-diagonal coefficients of every forward kind, each in the regime `multi` says
-        (one flag per kind): one product per iteration. Cached per pattern."""
+        (one flag per kind): one product per iteration. Cached per pattern.
+
+        An op with no FLOPs (norms, copies, caches) or no bytes costs T_mem or T_math alone
+        (the max of a non-negative time and 0 is that time), so it is folded into the linear
+        column; only ops with both keep a max (exact, and fewer columns per iteration)."""
         if multi not in self._stack_cache:
-            kinds = list(self.forwards.values())
-            n_ops = sum(f.n_ops for f in kinds)
-            out = np.zeros((N_AGG * len(kinds), 2 * n_ops + 1))
-            col = 0
-            for i, (f, mu) in enumerate(zip(kinds, multi, strict=True)):
+            parts = []
+            for f, mu in zip(self.forwards.values(), multi, strict=True):
                 coef = f.coef["multi" if mu else "one"]
-                rows = slice(N_AGG * i, N_AGG * (i + 1))
-                out[rows, col:col + f.n_ops] = coef[:, :f.n_ops]
-                out[rows, n_ops + col:n_ops + col + f.n_ops] = coef[:, f.n_ops:2 * f.n_ops]
-                out[rows, -1] = coef[:, -1]
-                col += f.n_ops
+                t_math, t_mem = coef[:, :f.n_ops], coef[:, f.n_ops:2 * f.n_ops]
+                both = t_math.any(0) & t_mem.any(0)
+                lin = coef[:, -1] + (t_math + t_mem)[:, ~both].sum(1)
+                parts.append((t_math[:, both], t_mem[:, both], lin))
+            n_ops = sum(m.shape[1] for m, _, _ in parts)
+            out = np.zeros((N_AGG * len(parts), 2 * n_ops + 1))
+            col = 0
+            for i, (t_math, t_mem, lin) in enumerate(parts):
+                rows, k = slice(N_AGG * i, N_AGG * (i + 1)), t_math.shape[1]
+                out[rows, col:col + k] = t_math
+                out[rows, n_ops + col:n_ops + col + k] = t_mem
+                out[rows, -1] = lin
+                col += k
             self._stack_cache[multi] = (out, n_ops)
         return self._stack_cache[multi]
 
