@@ -13,7 +13,7 @@ wins (ties: lower TPOT); `CapacityPlan.layouts` says why each alternative lost
     >>> plan.batch, plan.replicas, plan.gpus
 
 The batch per replica is the largest batch that fits the device memory (the max batch, as the
-paper measures throughput, SPEC.md 5.1) or, given a per-token latency bound, the largest batch
+paper measures throughput, docs/model.md 5.1) or, given a per-token latency bound, the largest batch
 whose TPOT (time per output token after the first) meets it. Candidate batches 1..max_batch are
 evaluated in one vectorised `costmodel.sweep` call. `workload.batch` is ignored: the plan
 chooses the batch; `workload.memory_reserve_bytes` is kept free as in `estimate`.
