@@ -52,7 +52,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ("eager kernels", "costmodel/ops.py",
      "kernels=4 + 4 * several + several * grouped", "kernels=1 + several * grouped"),
     ("fused attention KV read", "costmodel/ops.py",
-     "q_and_out * s_a, B * n_k * pos, ZERO,", "q_and_out * s_a, B * q * pos, ZERO,"),
+     "q_and_out * s_a, B * n_k * pos, ZERO,", "q_and_out * s_a, B * c * pos, ZERO,"),
     ("useful/executed switch", "costmodel/ops.py",
      "time_uses_useful=im.skips_masked_tiles", "time_uses_useful=False"),
     ("residual reads", "costmodel/ops.py", "4 * Bq * D, 2 * Bq * D)", "3 * Bq * D, 2 * Bq * D)"),
