@@ -7,7 +7,9 @@ repository. The copy is then checked, stopping at the first failure:
    grouped-query Llama config; both profiles): FLOPs, weight, KV, activation bytes, kernels,
    parameter and KV-cache memory, exactly;
 2. `TESTS`: what the count cannot see (the useful/executed switch, useful FLOPs, workspace).
-Prints one line per mutation and, last, ``mutations caught: K/N``.
+Prints one line per mutation and, last, ``mutations caught: K/N``. Refuses to run (exit 2,
+naming each one) when a mutation's text no longer occurs exactly once in its file: when the
+formulas change, rewrite the mutation to break the same fact in the new code.
 
     python benchmarks/mutation_check.py            # about 10-20 minutes on 2 busy cores
 """
