@@ -22,6 +22,7 @@ import pandas as pd
 import sympy as sp
 from pydantic import BaseModel
 
+from . import fused
 from . import symbols as sy
 from .errors import UserError
 from .hardware import Hardware, get_hardware
@@ -220,6 +221,34 @@ def symbol_values(spec: VanillaSpec | BlockSpec, hw: Hardware, impl: Implementat
     return vals
 
 
+_IDX_B, _IDX_S, _IDX_G, _IDX_RES = (ARGS.index(x) for x in (sy.B, sy.S, sy.G, sy.M_res))
+_IDX_FIELD = {name: i for i, name in enumerate(ROW_FIELDS)}
+_N_METRICS, _N_FIELDS = len(METRICS), len(ROW_FIELDS)
+_BOUND = {sy.B: float("nan"), sy.S: float("nan"), sy.G: float("nan"), sy.M_res: float("nan")}
+
+# (id(spec), id(hw), id(impl), tp, pp) -> (spec, hw, impl, formulas, args at B=S=G=M_res=nan,
+# compute FLOP/s). The entry holds its objects, so their ids stay theirs while cached; all of
+# them are frozen, so the cached numbers stay right (docs/performance.md 1).
+_POINTS: dict[tuple, tuple] = {}
+_POINTS_MAX = 256
+
+
+def _point_base(spec, hw: Hardware, impl: Implementation, par: Parallelism) -> tuple:
+    key = (id(spec), id(hw), id(impl), par.tp, par.pp)
+    hit = _POINTS.get(key)
+    if hit is not None and hit[0] is spec and hit[1] is hw and hit[2] is impl:
+        return hit
+    f = formulas(structure_key(spec, impl, par))
+    vals = model_values(spec) | impl_values(impl) | hardware_values(hw, impl)
+    vals |= parallel_values(par, hw, spec) | _BOUND
+    entry = (spec, hw, impl, f, [float(vals[a]) for a in ARGS], hw.compute_flops_per_s(
+        impl.compute_dtype))
+    if len(_POINTS) >= _POINTS_MAX:
+        _POINTS.clear()
+    _POINTS[key] = entry
+    return entry
+
+
 def estimate(
     model: ModelLike,
     hardware: HardwareLike,
@@ -234,39 +263,88 @@ def estimate(
     `workload.memory_reserve_bytes`); if not even one sequence fits, batch is 1 and
     `fits` is False. With `parallelism` the batch is per replica, the memory limit per GPU,
     and per-op rows are one rank's (docs/parallelism.md).
+
+    One evaluation of the compiled point function per call (two with batch "max"), on a cached
+    argument vector; results are built without re-validation from numbers that are already
+    floats (docs/performance.md 1).
     """
     spec = resolve_model(model)
     hw = get_hardware(hardware)
     impl = get_implementation(implementation)
-    par = get_parallelism(parallelism)
+    par = _NO_PARALLELISM if parallelism is None else get_parallelism(parallelism)
     workload = workload or Workload()
-    f = formulas(structure_key(spec, impl, par))
-    pi = hw.compute_flops_per_s(impl.compute_dtype)
-    metrics, rows = f.evaluate_all(symbol_values(spec, hw, impl, workload, 1.0, par))
-    max_batch = int(metrics["max_batch"])
-    batch = max(max_batch, 1) if workload.batch == "max" else workload.batch
-    if batch != 1:
-        metrics, rows = f.evaluate_all(symbol_values(spec, hw, impl, workload, batch, par))
+    _, _, _, f, base, pi = _point_base(spec, hw, impl, par)
+    args = base.copy()
+    args[_IDX_S] = float(workload.prompt_tokens)
+    args[_IDX_G] = float(workload.generated_tokens)
+    args[_IDX_RES] = float(workload.memory_reserve_bytes)
+    if workload.batch == "max":
+        # the max batch does not depend on B (metrics.py: memory formulas); one point at B=1
+        args[_IDX_B] = 1.0
+        max_batch = int(f.evaluate_point(args)[_MAX_BATCH])
+        batch = max(max_batch, 1)
+    else:
+        batch = workload.batch
+    if workload.batch != "max" or batch != 1.0:
+        args[_IDX_B] = float(batch)
+        out = f.evaluate_point(args)
+    else:
+        out = f.evaluate_point(args)  # noqa: the point at B=1 again (cheap, keeps one path)
+    if workload.batch != "max":
+        max_batch = int(out[_MAX_BATCH])
+    construct = _op_row
     ops = []
-    for row, vals in zip(f.rows, rows, strict=True):
-        v = dict(zip(ROW_FIELDS, map(float, vals), strict=True))
-        ops.append(OpRow(
-            phase=row.phase, name=row.op, flops=v["flops"], useful_flops=v["useful_flops"],
-            weight_bytes=v["weight_bytes"],
-            activation_bytes=v["act_read_bytes"] + v["act_write_bytes"],
-            kv_bytes=v["kv_read_bytes"] + v["kv_write_bytes"], kernels=v["kernels"],
-            time_flops=v["t_math_s"] * pi,
-            t_math_s=v["t_math_s"], t_mem_s=v["t_mem_s"], time_s=v["time_s"],
-            bound=_bound(v["t_math_s"], v["t_mem_s"], v["time_s"], v["comm_time"]),
-            collective_bytes=v["comm_bytes"], collective_time_s=v["comm_time"],
+    n = _N_METRICS
+    i_fl, i_uf, i_wb = _IDX_FIELD["flops"], _IDX_FIELD["useful_flops"], _IDX_FIELD["weight_bytes"]
+    i_ar, i_aw = _IDX_FIELD["act_read_bytes"], _IDX_FIELD["act_write_bytes"]
+    i_kr, i_kw = _IDX_FIELD["kv_read_bytes"], _IDX_FIELD["kv_write_bytes"]
+    i_k, i_tm, i_tb = _IDX_FIELD["kernels"], _IDX_FIELD["t_math_s"], _IDX_FIELD["t_mem_s"]
+    i_t, i_cb, i_ct = _IDX_FIELD["time_s"], _IDX_FIELD["comm_bytes"], _IDX_FIELD["comm_time"]
+    for row in f.rows:
+        v = out[n:n + _N_FIELDS]
+        n += _N_FIELDS
+        ops.append(construct(
+            phase=row.phase, name=row.op, flops=v[i_fl], useful_flops=v[i_uf],
+            weight_bytes=v[i_wb], activation_bytes=v[i_ar] + v[i_aw],
+            kv_bytes=v[i_kr] + v[i_kw], kernels=v[i_k], time_flops=v[i_tm] * pi,
+            t_math_s=v[i_tm], t_mem_s=v[i_tb], time_s=v[i_t],
+            bound=_bound(v[i_tm], v[i_tb], v[i_t], v[i_ct]),
+            collective_bytes=v[i_cb], collective_time_s=v[i_ct],
         ))
-    return Estimate(
+    metrics = {m: float(x) for m, x in zip(METRICS, out, strict=False) if m != "max_batch"}
+    return Estimate.model_construct(
         model=spec.name, kind=spec.kind, hardware=hw.id, implementation=impl.name, batch=batch,
         prompt_tokens=workload.prompt_tokens, generated_tokens=workload.generated_tokens,
-        **{m: metrics[m] for m in METRICS if m != "max_batch"},
-        max_batch=max_batch, fits=batch <= max_batch, ops=ops,
-        tp=par.tp, pp=par.pp, gpus=par.gpus_per_replica,
+        **metrics, max_batch=max_batch, fits=batch <= max_batch,
+        tp=par.tp, pp=par.pp, gpus=par.gpus_per_replica, ops=ops,
     )
+
+
+def _trusted(cls: type[BaseModel], fields: dict[str, Any]) -> Any:
+    """An instance of `cls` from `fields` already of the right types, given in the model's field
+    order with every field present: what `model_construct` does, without its per-field loop
+    (~6 us of 7 per OpRow). tests/test_engine.py checks it equals the validated construction."""
+    obj = cls.__new__(cls)
+    object.__setattr__(obj, "__dict__", fields)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(fields))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
+
+
+def _op_row(*, phase, name, flops, useful_flops, weight_bytes, activation_bytes, kv_bytes,
+            kernels, time_flops, t_math_s, t_mem_s, time_s, bound, collective_bytes,
+            collective_time_s) -> OpRow:
+    return _trusted(OpRow, {
+        "phase": phase, "name": name, "flops": flops, "useful_flops": useful_flops,
+        "weight_bytes": weight_bytes, "activation_bytes": activation_bytes, "kv_bytes": kv_bytes,
+        "kernels": kernels, "time_flops": time_flops, "t_math_s": t_math_s, "t_mem_s": t_mem_s,
+        "time_s": time_s, "bound": bound, "collective_bytes": collective_bytes,
+        "collective_time_s": collective_time_s})
+
+
+_MAX_BATCH = METRICS.index("max_batch")
+_NO_PARALLELISM = Parallelism()
 
 
 def max_batch(model: ModelLike, memory_bytes: float, workload: Workload | None = None,
@@ -367,13 +445,15 @@ def _sweep_one(spec, hw, impl, b_arr, s_arr, g_arr, use_max, metrics, reserve,
     values |= parallel_values(par, hw, spec)
     values |= {sy.M_res: float(reserve), sy.B: B, sy.S: S, sy.G: G}
     if use_max:
-        values[sy.B] = np.maximum(f.evaluate("max_batch", values), 1.0)
+        (mb,) = fused.evaluate((f.metrics["max_batch"],), ARGS, values)
+        values[sy.B] = np.maximum(mb, 1.0)
     out = {"model": spec.name, "kind": spec.kind, "hardware": hw.id,
            "block_length": float(getattr(spec, "block_length", np.nan)),
            "batch": values[sy.B], "prompt_tokens": S, "generated_tokens": G,
            "tp": np.full(S.shape, float(par.tp)), "pp": np.full(S.shape, float(par.pp)),
            "gpus": np.full(S.shape, float(par.gpus_per_replica))}
-    return out | {m: f.evaluate(m, values) for m in metrics}
+    got = fused.evaluate(tuple(f.metrics[m] for m in metrics), ARGS, values)
+    return out | dict(zip(metrics, got, strict=True))
 
 
 _LABELS = ("model", "kind", "hardware", "block_length")

@@ -22,6 +22,7 @@ Metrics (SI units):
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
@@ -253,6 +254,31 @@ class Formulas:
                 out[lo:lo + chunk] = fn(*part)
         return out
 
+    @functools.cached_property
+    def point_fn(self):
+        """`all_fn` compiled for one point of Python floats (the `math` module, no numpy):
+        ~10x less call overhead than numpy on scalars (docs/performance.md 1)."""
+        exprs = [self.metrics[m] for m in METRICS] + self._row_exprs
+        return sp.lambdify(ARGS, exprs, modules=[_POINT_SHIMS, "math"], cse=True)
+
+    def evaluate_point(self, args: list[float]) -> list[float]:
+        """[metrics..., row fields...] (METRICS then ROW_FIELDS per row) at one point, `args`
+        in ARGS order. Plain Python floats follow the same IEEE double arithmetic as numpy's
+        float64 scalars; where they would differ (a division by zero, an overflow raised, a
+        NaN that Python's max/min would not propagate) the point is evaluated by the numpy
+        function instead, so the numbers are those of `all_fn` either way."""
+        try:
+            out = self.point_fn(*args)
+            total = sum(out)
+            if total == total:  # no NaN (an inf - inf here only costs the numpy path)
+                return list(map(float, out))
+        except (ZeroDivisionError, OverflowError, ValueError):
+            pass
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = self.all_fn(*[np.float64(a) for a in args])
+        return [float(v) for v in out]
+
     def evaluate_all(self, values: dict[sp.Symbol, float]) -> tuple[dict[str, float], np.ndarray]:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -261,6 +287,11 @@ class Formulas:
         rows = np.asarray(out[len(METRICS):], dtype=np.float64).reshape(len(self.rows),
                                                                          len(ROW_FIELDS))
         return metrics, rows
+
+
+# floor/ceiling as floats, as numpy returns them (math's ints would switch later sums to exact
+# integer arithmetic, which differs from float64 past 2**53)
+_POINT_SHIMS = {"floor": lambda x: float(math.floor(x)), "ceil": lambda x: float(math.ceil(x))}
 
 
 def _lambdify(exprs):

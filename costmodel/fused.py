@@ -1,0 +1,102 @@
+"""Sweep evaluation with the scalar work hoisted out of the per-point arrays (issue 18,
+docs/performance.md 2).
+
+In a sweep only a few symbols vary per point (batch, prompt and generated lengths); the model,
+device and profile are one number each. `split(exprs, varying)` rewrites metric expressions so
+that every sub-expression free of the varying symbols becomes one fresh scalar symbol, and the
+scalar factors or terms of a mixed product or sum are grouped into one: `2*N*D*B*S` becomes
+`k*B*S` (two array multiplications instead of four). The scalars are evaluated once per call
+(numpy float64 scalars, so inf/NaN behave as in the arrays); the arrays go through one
+compiled, common-subexpression-eliminated function per metric set, in chunks that stay in the
+CPU cache. The grouping re-associates products and sums of the constants, so results equal the
+unsplit formulas to rounding (rel 1e-12 in tests/test_engine.py), not bit for bit.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Any
+
+import numpy as np
+import sympy as sp
+from sympy.core.relational import Relational
+from sympy.functions.elementary.piecewise import ExprCondPair
+from sympy.logic.boolalg import BooleanAtom, BooleanFunction
+
+# (a Symbol is a sympy Boolean too, hence the explicit list)
+_CONDITIONS = (Relational, BooleanFunction, BooleanAtom, ExprCondPair)
+
+
+class Split:
+    """Array expressions over (varying symbols, k_0..k_m) and the k_i as scalar expressions."""
+
+    def __init__(self, exprs: list[sp.Expr], varying: frozenset[sp.Symbol],
+                 args: tuple[sp.Symbol, ...]):
+        self.varying_args = tuple(a for a in args if a in varying)
+        scalars: dict[sp.Expr, sp.Symbol] = {}
+        memo: dict[sp.Expr, sp.Expr] = {}
+
+        def scalar(node: sp.Expr) -> sp.Expr:
+            if node.is_Number:
+                return node
+            k = scalars.get(node)
+            if k is None:
+                k = scalars[node] = sp.Symbol(f"_k{len(scalars)}")
+            return k
+
+        def walk(node: sp.Expr) -> sp.Expr:
+            hit = memo.get(node)
+            if hit is not None:
+                return hit
+            if isinstance(node, _CONDITIONS):
+                # conditions stay conditions; their operands are split
+                out = node if node.is_Atom else node.func(*[walk(a) for a in node.args])
+            elif not (node.free_symbols & varying):
+                out = scalar(node)
+            elif node.is_Atom:
+                out = node
+            elif isinstance(node, sp.Add | sp.Mul):
+                fixed = [a for a in node.args if not (a.free_symbols & varying)]
+                moving = [walk(a) for a in node.args if a.free_symbols & varying]
+                group = [scalar(node.func(*fixed))] if fixed else []
+                out = node.func(*group, *moving)
+            else:
+                out = node.func(*[walk(a) for a in node.args])
+            memo[node] = out
+            return out
+
+        with sp.evaluate(False):  # rebuild as is: no re-simplification (seconds on big sums)
+            self.array_exprs = [walk(e) for e in exprs]
+        self.scalar_syms = tuple(scalars.values())
+        self.scalar_exprs = list(scalars)
+        self.scalar_fn = (sp.lambdify(args, self.scalar_exprs, modules="numpy", cse=True)
+                          if self.scalar_exprs else (lambda *_: []))
+        self.array_fn = sp.lambdify(self.varying_args + self.scalar_syms, self.array_exprs,
+                                    modules="numpy", cse=True)
+
+
+@functools.lru_cache(maxsize=256)
+def split(exprs: tuple[sp.Expr, ...], varying: frozenset[sp.Symbol],
+          args: tuple[sp.Symbol, ...]) -> Split:
+    return Split(list(exprs), varying, args)
+
+
+def evaluate(exprs: tuple[sp.Expr, ...], args: tuple[sp.Symbol, ...],
+             values: dict[sp.Symbol, Any], chunk: int = 1 << 13) -> list[np.ndarray]:
+    """Each of `exprs` over `values` (1-D arrays of one length, or scalars), one fused pass."""
+    varying = frozenset(a for a in args if np.ndim(values[a]))
+    sp_ = split(exprs, varying, args)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ks = [np.float64(k) for k in sp_.scalar_fn(*[
+            np.float64(values[a]) if not np.ndim(values[a]) else np.float64(1.0)
+            for a in args])]
+        arrays = [np.asarray(values[a], dtype=np.float64) for a in sp_.varying_args]
+        n = max((len(a) for a in arrays), default=1)
+        outs = [np.empty(n, dtype=np.float64) for _ in exprs]
+        for lo in range(0, n, chunk):
+            part = [a[lo:lo + chunk] for a in arrays]
+            for out, got in zip(outs, sp_.array_fn(*part, *ks), strict=True):
+                out[lo:lo + chunk] = got
+    return outs
