@@ -439,20 +439,23 @@ def sweep(
 
 def _sweep_one(spec, hw, impl, b_arr, s_arr, g_arr, use_max, metrics, reserve,
                par: Parallelism) -> dict[str, Any]:
+    """One structure's points: batch x prompt x generated as an open grid (fused.evaluate)."""
     f = formulas(structure_key(spec, impl, par))
-    B, S, G = (a.ravel() for a in np.meshgrid(b_arr, s_arr, g_arr, indexing="ij"))
+    B, S, G = b_arr[:, None, None], s_arr[None, :, None], g_arr[None, None, :]
+    shape = (len(b_arr), len(s_arr), len(g_arr))
     values = model_values(spec) | impl_values(impl) | hardware_values(hw, impl)
     values |= parallel_values(par, hw, spec)
     values |= {sy.M_res: float(reserve), sy.B: B, sy.S: S, sy.G: G}
     if use_max:
         (mb,) = fused.evaluate((f.metrics["max_batch"],), ARGS, values)
         values[sy.B] = np.maximum(mb, 1.0)
-    out = {"model": spec.name, "kind": spec.kind, "hardware": hw.id,
-           "block_length": float(getattr(spec, "block_length", np.nan)),
-           "batch": values[sy.B], "prompt_tokens": S, "generated_tokens": G,
-           "tp": np.full(S.shape, float(par.tp)), "pp": np.full(S.shape, float(par.pp)),
-           "gpus": np.full(S.shape, float(par.gpus_per_replica))}
     got = fused.evaluate(tuple(f.metrics[m] for m in metrics), ARGS, values)
+    # columns broadcastable to `shape`; _frame writes each once into the flat result, in C
+    # order (= meshgrid "ij", batch slowest)
+    out = {"model": spec.name, "kind": spec.kind, "hardware": hw.id,
+           "block_length": float(getattr(spec, "block_length", np.nan)), "_shape": shape,
+           "batch": values[sy.B], "prompt_tokens": S, "generated_tokens": G,
+           "tp": float(par.tp), "pp": float(par.pp), "gpus": float(par.gpus_per_replica)}
     return out | dict(zip(metrics, got, strict=True))
 
 
@@ -460,21 +463,28 @@ _LABELS = ("model", "kind", "hardware", "block_length")
 
 
 def _frame(parts: list[dict[str, Any]]) -> pd.DataFrame:
-    """One DataFrame from per-structure parts; label columns as categoricals (cheap at 1M rows)."""
-    sizes = [len(p["prompt_tokens"]) for p in parts]
+    """One DataFrame from per-structure parts (columns broadcastable to the part's "_shape");
+    label columns as categoricals (cheap at 1M rows). Each value is copied once, into columns
+    the frame then owns without a further copy or consolidation (docs/performance.md 2)."""
+    sizes = [int(np.prod(p["_shape"])) for p in parts]
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
     cols: dict[str, Any] = {}
     for label in _LABELS:
         values = [p[label] for p in parts]
         cats = list(dict.fromkeys(values))
-        codes = np.repeat([cats.index(v) for v in values], sizes)
+        codes = np.repeat(np.array([cats.index(v) for v in values], dtype=np.int32), sizes)
         if label == "block_length":
             cols[label] = np.asarray(cats, dtype=np.float64)[codes]
         else:
             cols[label] = pd.Categorical.from_codes(codes, categories=cats)
     for name in parts[0]:
-        if name not in _LABELS:
-            cols[name] = np.concatenate([p[name] for p in parts])
-    return pd.DataFrame(cols)
+        if name in _LABELS or name == "_shape":
+            continue
+        col = np.empty(int(bounds[-1]), dtype=np.float64)
+        for p, lo, hi in zip(parts, bounds[:-1], bounds[1:], strict=True):
+            col[lo:hi].reshape(p["_shape"])[...] = p[name]
+        cols[name] = col
+    return pd.DataFrame(cols, copy=False)
 
 
 # --- formulas -----------------------------------------------------------------------------------

@@ -163,21 +163,45 @@ def candidate_layouts(spec, max_gpus_per_replica: int) -> list[tuple[Parallelism
     return out
 
 
-def _plan_layout(spec, hw, impl, workload, par: Parallelism, bound: float | None):
-    """(estimate at the chosen batch, batch, limited_by, base estimate) or a verdict string."""
-    base = estimate(spec, hw, _workload(workload, 1), impl, parallelism=par)
+def _tpot_curves(spec, hw, impl, workload, bases: dict[tuple[int, int], object]
+                 ) -> dict[tuple[int, int], np.ndarray]:
+    """TPOT at batches 1..max_batch of every layout in `bases` ((tp, pp) -> its batch-1
+    Estimate), from ONE sweep over layouts x batches 1..the largest max batch (the whole
+    candidate space of the search; docs/performance.md 3). Entry b - 1 is batch b."""
+    fitting = {k: b for k, b in bases.items() if b.max_batch >= 1}
+    if not fitting:
+        return {}
+    wl = _workload(workload, 1)
+    top = max(b.max_batch for b in fitting.values())
+    df = sweep(spec, hw, batch=np.arange(1, top + 1), prompt_tokens=wl.prompt_tokens,
+               generated_tokens=wl.generated_tokens, implementation=impl, metrics=("tpot_s",),
+               memory_reserve_bytes=wl.memory_reserve_bytes,
+               parallelism=[Parallelism(tp=tp, pp=pp) for tp, pp in fitting])
+    tpot = df["tpot_s"].to_numpy().reshape(len(fitting), top)  # one block per layout, in order
+    return {k: tpot[i, :b.max_batch] for i, (k, b) in enumerate(fitting.items())}
+
+
+def _plan_layout(spec, hw, impl, workload, par: Parallelism, bound: float | None, base=None,
+                 tpot: np.ndarray | None = None):
+    """(estimate at the chosen batch, batch, limited_by, base estimate) or a verdict string.
+    `base` (the Estimate at batch 1) and `tpot` (TPOT at batches 1..max_batch) when known."""
+    if base is None:
+        base = estimate(spec, hw, _workload(workload, 1), impl, parallelism=par)
     if base.max_batch < 1:
         return (f"does not fit: {base.weights_bytes_per_gpu / 2**30:.2f} GiB of weights per GPU"
                 f" + {base.memory_bytes_per_gpu / 2**30 - base.weights_bytes_per_gpu / 2**30:.3f}"
                 f" GiB for one sequence exceed {hw.capacity_bytes() / 2**30:.1f} GiB")
     batch, limited_by = base.max_batch, "memory"
     if bound is not None:
-        curve = batch_curve(spec, hw, workload, impl, max_batch=base.max_batch, parallelism=par)
-        ok = curve["batch"][curve["tpot_s"].to_numpy() <= bound]
-        if ok.empty:
+        if tpot is None:
+            curve = batch_curve(spec, hw, workload, impl, max_batch=base.max_batch,
+                                parallelism=par)
+            tpot = curve["tpot_s"].to_numpy()
+        ok = np.flatnonzero(tpot <= bound)
+        if ok.size == 0:
             return (f"misses the TPOT bound: {base.tpot_s * 1e3:.4g} ms per token at batch 1 > "
                     f"{bound * 1e3:.4g} ms")
-        batch = int(ok.max())
+        batch = int(ok[-1]) + 1
         if batch < base.max_batch:
             limited_by = "latency"
     est = base if batch == 1 else estimate(spec, hw, _workload(workload, batch), impl,
@@ -236,6 +260,15 @@ def plan_capacity(
         check_parallelism(spec, par)
         candidates = [(par, "")]
 
+    # the layouts to evaluate, their batch-1 estimates, and (with a bound) every batch of every
+    # layout in one sweep
+    runnable = [par for par, why in candidates if not why and (
+        par.gpus_per_replica == 1 or (hw.interconnect_GBps_per_direction is not None
+                                      and hw.interconnect_latency_us is not None))]
+    bases = {(p.tp, p.pp): estimate(spec, hw, _workload(workload, 1), impl, parallelism=p)
+             for p in runnable}
+    curves = _tpot_curves(spec, hw, impl, workload, bases) if bound is not None else {}
+
     options: list[LayoutOption] = []
     best = None
     for par, why in candidates:
@@ -249,7 +282,8 @@ def plan_capacity(
                                         gpus_per_replica=par.gpus_per_replica,
                                         verdict=f"invalid: {hw.id} has no interconnect figures"))
             continue
-        got = _plan_layout(spec, hw, impl, workload, par, bound)
+        got = _plan_layout(spec, hw, impl, workload, par, bound, bases[(par.tp, par.pp)],
+                           curves.get((par.tp, par.pp)))
         if isinstance(got, str):
             options.append(LayoutOption(tp=par.tp, pp=par.pp,
                                         gpus_per_replica=par.gpus_per_replica, verdict=got))

@@ -24,6 +24,14 @@ from sympy.core.relational import Relational
 from sympy.functions.elementary.piecewise import ExprCondPair
 from sympy.logic.boolalg import BooleanAtom, BooleanFunction
 
+# an identity the printer cannot flatten: `_stage(a + b) + c` sums a and b first
+_STAGE = sp.Function("_stage")
+
+
+def _identity(x):
+    return x
+
+
 # (a Symbol is a sympy Boolean too, hence the explicit list)
 _CONDITIONS = (Relational, BooleanFunction, BooleanAtom, ExprCondPair)
 
@@ -56,15 +64,44 @@ class Split:
                 out = scalar(node)
             elif node.is_Atom:
                 out = node
-            elif isinstance(node, sp.Add | sp.Mul):
+            elif isinstance(node, sp.Add):
+                out = add(node)
+            elif isinstance(node, sp.Mul):
                 fixed = [a for a in node.args if not (a.free_symbols & varying)]
-                moving = [walk(a) for a in node.args if a.free_symbols & varying]
-                group = [scalar(node.func(*fixed))] if fixed else []
-                out = node.func(*group, *moving)
+                moving = staged(sp.Mul, [walk(a) for a in node.args if a.free_symbols & varying])
+                out = sp.Mul(*([scalar(sp.Mul(*fixed))] if fixed else []), *moving)
             else:
                 out = node.func(*[walk(a) for a in node.args])
             memo[node] = out
             return out
+
+        def add(node: sp.Add) -> sp.Expr:
+            # terms c_i * X with the same array part X: one (sum of c_i) * X
+            fixed, coeffs = [], {}
+            for a in node.args:
+                if not (a.free_symbols & varying):
+                    fixed.append(a)
+                    continue
+                parts = a.args if isinstance(a, sp.Mul) else (a,)
+                c = [f for f in parts if not (f.free_symbols & varying)]
+                m = [walk(f) for f in parts if f.free_symbols & varying]
+                key = m[0] if len(m) == 1 else sp.Mul(*m)
+                coeffs.setdefault(key, []).append(sp.Mul(*c) if c else sp.Integer(1))
+            terms = []
+            for key, cs in coeffs.items():
+                terms.append(key if cs == [1] else sp.Mul(scalar(sp.Add(*cs)), key))
+            return sp.Add(*([scalar(sp.Add(*fixed))] if fixed else []), *staged(sp.Add, terms))
+
+        def staged(op, items: list[sp.Expr]) -> list[sp.Expr]:
+            # operands grouped by the varying symbols they depend on, smaller groups first, each
+            # group computed on its own (smaller) grid before it meets the others
+            groups: dict[tuple[str, ...], list[sp.Expr]] = {}
+            for it in items:
+                dep = tuple(sorted(x.name for x in it.free_symbols & varying))
+                groups.setdefault(dep, []).append(it)
+            order = sorted(groups, key=lambda d: (len(d), d))
+            return [groups[d][0] if len(groups[d]) == 1 else _STAGE(op(*groups[d]))
+                    for d in order]
 
         with sp.evaluate(False):  # rebuild as is: no re-simplification (seconds on big sums)
             self.array_exprs = [walk(e) for e in exprs]
@@ -73,7 +110,7 @@ class Split:
         self.scalar_fn = (sp.lambdify(args, self.scalar_exprs, modules="numpy", cse=True)
                           if self.scalar_exprs else (lambda *_: []))
         self.array_fn = sp.lambdify(self.varying_args + self.scalar_syms, self.array_exprs,
-                                    modules="numpy", cse=True)
+                                    modules=[{"_stage": _identity}, "numpy"], cse=True)
 
 
 @functools.lru_cache(maxsize=256)
@@ -84,7 +121,14 @@ def split(exprs: tuple[sp.Expr, ...], varying: frozenset[sp.Symbol],
 
 def evaluate(exprs: tuple[sp.Expr, ...], args: tuple[sp.Symbol, ...],
              values: dict[sp.Symbol, Any], chunk: int = 1 << 13) -> list[np.ndarray]:
-    """Each of `exprs` over `values` (1-D arrays of one length, or scalars), one fused pass."""
+    """Each of `exprs` over `values`, in one fused pass: scalars, 1-D arrays of one length, or
+    arrays that broadcast together (an open grid: batch (n, 1, 1), prompt (1, m, 1), ...).
+
+    On an open grid numpy computes each sub-expression over the axes it depends on only (a
+    term in the prompt length alone over m points, not n x m x k), and only what mixes every
+    axis runs over the whole grid: per point the same operations as the flat product, so the
+    same numbers. Results have the broadcast shape; chunks along the first axis keep the
+    working set in the CPU cache."""
     varying = frozenset(a for a in args if np.ndim(values[a]))
     sp_ = split(exprs, varying, args)
     with np.errstate(all="ignore"), warnings.catch_warnings():
@@ -93,10 +137,14 @@ def evaluate(exprs: tuple[sp.Expr, ...], args: tuple[sp.Symbol, ...],
             np.float64(values[a]) if not np.ndim(values[a]) else np.float64(1.0)
             for a in args])]
         arrays = [np.asarray(values[a], dtype=np.float64) for a in sp_.varying_args]
-        n = max((len(a) for a in arrays), default=1)
-        outs = [np.empty(n, dtype=np.float64) for _ in exprs]
-        for lo in range(0, n, chunk):
-            part = [a[lo:lo + chunk] for a in arrays]
+        shape = np.broadcast_shapes(*(a.shape for a in arrays)) if arrays else (1,)
+        if len(shape) == 1:
+            arrays = [np.broadcast_to(a, shape) for a in arrays]
+        outs = [np.empty(shape, dtype=np.float64) for _ in exprs]
+        inner = int(np.prod(shape[1:], dtype=np.int64))
+        step = max(1, chunk // max(inner, 1))
+        for lo in range(0, shape[0], step):
+            part = [a[lo:lo + step] if a.shape[0] > 1 else a for a in arrays]
             for out, got in zip(outs, sp_.array_fn(*part, *ks), strict=True):
-                out[lo:lo + chunk] = got
+                out[lo:lo + step] = got
     return outs

@@ -139,3 +139,70 @@ def test_trusted_rows_equal_validated_rows():
     assert fast.model_copy(update={"kernels": 5.0}).kernels == 5.0
     with pytest.raises(Exception):
         fast.kernels = 2.0  # still frozen
+
+
+# --- sweep: the fused, split, open-grid evaluation --------------------------------------------
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("layout", [Parallelism(), Parallelism(pp=2)])
+def test_sweep_equals_estimate_at_every_point(model, layout):
+    metrics = ("ttft_s", "tpot_s", "request_time_s", "throughput_tokens_per_s",
+               "decode_step_time_s", "memory_bytes_total", "max_batch", "flops_total",
+               "kv_bytes_total", "compute_bound_batch", "kv_overtakes_weights_context",
+               "collective_time_s")
+    for batch in ([1, 3, 64, 1000], "max"):
+        df = sweep(model, "a100-sxm-40gb", batch=batch, prompt_tokens=[1, 100, 4096],
+                   generated_tokens=[1, 7, 512], metrics=metrics, implementation="official",
+                   memory_reserve_bytes=1e9, parallelism=layout)
+        assert len(df) == (4 if batch != "max" else 1) * 9
+        for row in df.itertuples():
+            est = estimate(model, "a100-sxm-40gb", Workload(
+                batch=int(row.batch), prompt_tokens=int(row.prompt_tokens),
+                generated_tokens=int(row.generated_tokens), memory_reserve_bytes=1e9),
+                "official", parallelism=layout)
+            for m in metrics:
+                got, want = getattr(row, m), float(getattr(est, m))
+                # tpot = (request - TTFT) / (G - 1): at G = 1 both are rounding residue of 0
+                floor = 1e-12 * est.request_time_s if m == "tpot_s" else 0.0
+                assert got == pytest.approx(want, rel=1e-12, abs=floor) or _same(got, want), m
+
+
+def test_split_grid_equals_flat_unsplit_formulas():
+    # the old sweep path: every metric's own numpy function over the flat cartesian product
+    spec, hw, impl = get_preset("block_main_b4_19"), get_hardware("l4"), \
+        get_implementation("static")
+    b, s_, g = np.array([1.0, 5, 33]), np.array([8.0, 1000]), np.array([2.0, 300, 4000])
+    df = sweep(spec, hw, batch=b, prompt_tokens=s_, generated_tokens=g,
+               metrics=("throughput_tokens_per_s", "ttft_s", "memory_bytes_per_sample"))
+    B, S, G = (a.ravel() for a in np.meshgrid(b, s_, g, indexing="ij"))
+    from costmodel.api import hardware_values, impl_values, model_values, parallel_values
+    vals = model_values(spec) | impl_values(impl) | hardware_values(hw, impl) | \
+        parallel_values(None, hw, spec) | {sy.M_res: 0.0, sy.B: B, sy.S: S, sy.G: G}
+    f = formulas(structure_key(spec, impl))
+    assert df["batch"].tolist() == B.tolist() and df["generated_tokens"].tolist() == G.tolist()
+    for m in ("throughput_tokens_per_s", "ttft_s", "memory_bytes_per_sample"):
+        np.testing.assert_allclose(df[m].to_numpy(), f.evaluate(m, vals), rtol=1e-12, atol=0)
+
+
+# --- plan: the whole (tp, pp, batch) space in one sweep ---------------------------------------
+
+def test_plan_search_equals_the_per_layout_path():
+    from costmodel.capacity import _plan_layout, candidate_layouts, plan_capacity
+    spec, hw, impl = get_preset("vanilla_70"), get_hardware("h100-sxm-80gb"), \
+        get_implementation("static")
+    wl = Workload(prompt_tokens=512, generated_tokens=64)
+    plan = plan_capacity(spec, hw, wl, impl, tpot_bound_s=2e-3, target_tokens_per_s=1e6,
+                         parallelism="search", max_gpus_per_replica=4)
+    by_layout = {(o.tp, o.pp): o for o in plan.layouts}
+    checked = 0
+    for par, why in candidate_layouts(spec, 4):
+        if why:
+            continue
+        got = _plan_layout(spec, hw, impl, wl, par, 2e-3)  # its own batch_curve, as before
+        o = by_layout[(par.tp, par.pp)]
+        if isinstance(got, str):
+            assert o.verdict == got
+        else:
+            assert (o.batch, o.max_batch, o.tpot_s) == (got[1], got[3].max_batch, got[0].tpot_s)
+            checked += 1
+    assert checked >= 2
