@@ -279,18 +279,18 @@ def estimate(
     args[_IDX_G] = float(workload.generated_tokens)
     args[_IDX_RES] = float(workload.memory_reserve_bytes)
     if workload.batch == "max":
-        # the max batch does not depend on B (metrics.py: memory formulas); one point at B=1
+        # the max batch does not depend on B (tests/test_engine.py): read it at B = 1
         args[_IDX_B] = 1.0
-        max_batch = int(f.evaluate_point(args)[_MAX_BATCH])
+        out = f.evaluate_point(args)
+        max_batch = int(out[_MAX_BATCH])
         batch = max(max_batch, 1)
+        if batch != 1:
+            args[_IDX_B] = float(batch)
+            out = f.evaluate_point(args)
     else:
         batch = workload.batch
-    if workload.batch != "max" or batch != 1.0:
         args[_IDX_B] = float(batch)
         out = f.evaluate_point(args)
-    else:
-        out = f.evaluate_point(args)  # noqa: the point at B=1 again (cheap, keeps one path)
-    if workload.batch != "max":
         max_batch = int(out[_MAX_BATCH])
     construct = _op_row
     ops = []

@@ -7,8 +7,8 @@ that every sub-expression free of the varying symbols becomes one fresh scalar s
 scalar factors or terms of a mixed product or sum are grouped into one: `2*N*D*B*S` becomes
 `k*B*S` (two array multiplications instead of four). The scalars are evaluated once per call
 (numpy float64 scalars, so inf/NaN behave as in the arrays); the arrays go through one
-compiled, common-subexpression-eliminated function per metric set, in chunks that stay in the
-CPU cache. The grouping re-associates products and sums of the constants, so results equal the
+compiled, common-subexpression-eliminated function per metric set, in chunks along the first
+axis. The grouping re-associates products and sums of the constants, so results equal the
 unsplit formulas to rounding (rel 1e-12 in tests/test_engine.py), not bit for bit.
 """
 
@@ -120,15 +120,15 @@ def split(exprs: tuple[sp.Expr, ...], varying: frozenset[sp.Symbol],
 
 
 def evaluate(exprs: tuple[sp.Expr, ...], args: tuple[sp.Symbol, ...],
-             values: dict[sp.Symbol, Any], chunk: int = 1 << 13) -> list[np.ndarray]:
+             values: dict[sp.Symbol, Any], chunk: int = 1 << 16) -> list[np.ndarray]:
     """Each of `exprs` over `values`, in one fused pass: scalars, 1-D arrays of one length, or
     arrays that broadcast together (an open grid: batch (n, 1, 1), prompt (1, m, 1), ...).
 
     On an open grid numpy computes each sub-expression over the axes it depends on only (a
     term in the prompt length alone over m points, not n x m x k), and only what mixes every
     axis runs over the whole grid: per point the same operations as the flat product, so the
-    same numbers. Results have the broadcast shape; chunks along the first axis keep the
-    working set in the CPU cache."""
+    same numbers. Results have the broadcast shape; chunks of ~`chunk` points along the first
+    axis trade cache use against numpy's per-operation overhead (docs/performance.md 2)."""
     varying = frozenset(a for a in args if np.ndim(values[a]))
     sp_ = split(exprs, varying, args)
     with np.errstate(all="ignore"), warnings.catch_warnings():

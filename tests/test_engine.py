@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from costmodel import Workload, estimate, get_hardware, get_preset, sweep
 from costmodel import symbols as sy
@@ -137,7 +138,7 @@ def test_trusted_rows_equal_validated_rows():
     assert fast == slow and fast.model_dump() == slow.model_dump()
     assert fast.model_fields_set == slow.model_fields_set
     assert fast.model_copy(update={"kernels": 5.0}).kernels == 5.0
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         fast.kernels = 2.0  # still frozen
 
 
