@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from .api import HardwareLike, ModelLike, estimate, resolve_model, sweep
+from .api import HardwareLike, ModelLike, _sweep_one, estimate, resolve_model, sweep
 from .errors import UserError
 from .hardware import get_hardware
 from .implementation import Implementation, get_implementation
@@ -166,19 +166,18 @@ def candidate_layouts(spec, max_gpus_per_replica: int) -> list[tuple[Parallelism
 def _tpot_curves(spec, hw, impl, workload, bases: dict[tuple[int, int], object]
                  ) -> dict[tuple[int, int], np.ndarray]:
     """TPOT at batches 1..max_batch of every layout in `bases` ((tp, pp) -> its batch-1
-    Estimate), from ONE sweep over layouts x batches 1..the largest max batch (the whole
-    candidate space of the search; docs/performance.md 3). Entry b - 1 is batch b."""
-    fitting = {k: b for k, b in bases.items() if b.max_batch >= 1}
-    if not fitting:
-        return {}
+    Estimate): the whole candidate space of the search through the sweep path (one fused,
+    vectorised evaluation per layout, no DataFrame; docs/performance.md 3). Entry b - 1 is
+    batch b."""
     wl = _workload(workload, 1)
-    top = max(b.max_batch for b in fitting.values())
-    df = sweep(spec, hw, batch=np.arange(1, top + 1), prompt_tokens=wl.prompt_tokens,
-               generated_tokens=wl.generated_tokens, implementation=impl, metrics=("tpot_s",),
-               memory_reserve_bytes=wl.memory_reserve_bytes,
-               parallelism=[Parallelism(tp=tp, pp=pp) for tp, pp in fitting])
-    tpot = df["tpot_s"].to_numpy().reshape(len(fitting), top)  # one block per layout, in order
-    return {k: tpot[i, :b.max_batch] for i, (k, b) in enumerate(fitting.items())}
+    s, g = np.array([float(wl.prompt_tokens)]), np.array([float(wl.generated_tokens)])
+    out = {}
+    for (tp, pp), base in bases.items():
+        if base.max_batch >= 1:
+            part = _sweep_one(spec, hw, impl, np.arange(1.0, base.max_batch + 1), s, g, False,
+                              ("tpot_s",), wl.memory_reserve_bytes, Parallelism(tp=tp, pp=pp))
+            out[(tp, pp)] = np.asarray(part["tpot_s"]).ravel()
+    return out
 
 
 def _plan_layout(spec, hw, impl, workload, par: Parallelism, bound: float | None, base=None,
