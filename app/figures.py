@@ -15,6 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from costmodel.api import Estimate
+from costmodel.units import si
 
 BOUND_COLORS = {"compute": "#d62728", "memory": "#1f77b4", "overhead": "#7f7f7f",
                 "none": "#c7c7c7"}
@@ -23,8 +24,19 @@ KIND_COLORS = {"vanilla": "#1f77b4", "block": "#ff7f0e"}
 PALETTE = ("#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 
 
-def _axis(title: str, log: bool = False, **extra: Any) -> dict[str, Any]:
-    return {"title": {"text": title}, "type": "log" if log else "-"} | extra
+def _axis(title: str, log: bool = False, tickformat: str | None = ".3~s",
+          **extra: Any) -> dict[str, Any]:
+    """An axis with one number style: SI prefixes (".3~s": 546, 1.09k, 100T) and, on log axes,
+    labels at powers of ten only (minor 2..9 labels clutter). `tickformat=None` keeps plain
+    numbers (a ms axis: 3500, not 3.5k)."""
+    axis: dict[str, Any] = {"title": {"text": title}, "type": "log" if log else "-"}
+    if log:
+        axis |= {"dtick": 1, "minor": {"ticks": "outside"}}
+    if tickformat:
+        axis["tickformat"] = tickformat
+        if tickformat.endswith("~s") and title.endswith("(s)"):
+            axis["ticksuffix"] = "s"  # 20ms, 500µs: SI prefixes on seconds read as units
+    return axis | extra
 
 
 def _figure(data: list[dict[str, Any]], title: str, height: int = 420,
@@ -52,7 +64,14 @@ def phase_time_figure(estimates: Mapping[str, Estimate]) -> go.Figure:
              "hovertemplate": "%{x}: " + phase + " %{y:.4g} ms<extra></extra>"}
             for phase, by in phases.items()]
     return _figure(data, "Request time by phase", barmode="stack",
-                   yaxis=_axis("time per request (ms)"))
+                   yaxis=_axis("time per request (ms)", tickformat=None))
+
+
+def shared_time_range_ms(estimates) -> float:
+    """An x range (ms) that holds the longest op of every estimate: one scale for charts
+    that are compared side by side."""
+    longest = max((float(est.breakdown()["time_s"].max()) for est in estimates), default=0.0)
+    return longest * 1e3 * 1.05 if longest > 0 else 1.0
 
 
 def short_op_name(phase: str, op: str) -> str:
@@ -62,8 +81,9 @@ def short_op_name(phase: str, op: str) -> str:
     return op.removeprefix(stack) if "." in phase else op
 
 
-def op_time_figure(est: Estimate, title: str) -> go.Figure:
-    """Horizontal bars: time of every (phase, op), coloured by what bounds it."""
+def op_time_figure(est: Estimate, title: str, x_max_ms: float | None = None) -> go.Figure:
+    """Horizontal bars: time of every (phase, op), coloured by what bounds it; `x_max_ms`
+    fixes the x range (to share one scale between compared charts)."""
     df = est.breakdown()
     df = df[df["time_s"] > 0].iloc[::-1]
     labels = [f"{phase} · {short_op_name(phase, op)}" for phase, op in zip(df["phase"],
@@ -78,8 +98,10 @@ def op_time_figure(est: Estimate, title: str) -> go.Figure:
             "customdata": _list(np.stack([part["t_math_s"] * 1e3, part["t_mem_s"] * 1e3], -1)),
             "hovertemplate": "%{y}<br>time %{x:.4g} ms<br>T_math %{customdata[0]:.4g} ms"
                              "<br>T_mem %{customdata[1]:.4g} ms<extra></extra>"})
-    return _figure(data, title, height=max(320, 16 * len(df) + 120),
-                   xaxis=_axis("time per request (ms)"),
+    xaxis = _axis("time per request (ms)", tickformat=None)
+    if x_max_ms is not None:
+        xaxis["range"] = [0, x_max_ms]
+    return _figure(data, title, height=max(320, 16 * len(df) + 120), xaxis=xaxis,
                    yaxis={"categoryorder": "array", "categoryarray": labels})
 
 
@@ -122,7 +144,7 @@ def roofline_figure(pi_flops_per_s: float, beta_bytes_per_s: float,
         {"type": "scatter", "x": [ridge], "y": [pi_flops_per_s], "mode": "markers+text",
          "name": "ridge point", "marker": {"color": "black", "size": 11, "symbol": "x"},
          "text": [f"ridge {ridge:.0f} FLOP/byte"], "textposition": "bottom right",
-         "hovertemplate": "ridge point<br>I* = %{x:.4g} FLOP/byte<br>peak %{y:.4g} FLOP/s"
+         "hovertemplate": "ridge point<br>I* = %{x:.3s} FLOP/byte<br>peak %{y:.3s}FLOP/s"
                           "<extra></extra>"},
     ]
     groups = points.groupby(["side", "bound"], sort=False) if len(points) else []
@@ -137,8 +159,8 @@ def roofline_figure(pi_flops_per_s: float, beta_bytes_per_s: float,
                        "color": BOUND_COLORS.get(str(bound), PALETTE[i % len(PALETTE)]),
                        "line": {"width": 1, "color": "white"}},
             "hovertemplate": "<b>%{customdata[1]}</b> (%{customdata[0]})<br>"
-                             "FLOPs %{customdata[2]:.4g}<br>bytes %{customdata[3]:.4g}<br>"
-                             "intensity %{x:.4g} FLOP/byte<br>attained %{y:.4g} FLOP/s<br>"
+                             "%{customdata[2]:.3s}FLOP<br>%{customdata[3]:.3s}B moved<br>"
+                             "intensity %{x:.3s} FLOP/byte<br>attained %{y:.3s}FLOP/s<br>"
                              "bound: %{customdata[4]}<extra>" + str(side) + "</extra>"})
     return _figure(data, title, height=520,
                    xaxis=_axis("arithmetic intensity (FLOP/byte)", log=True),
@@ -170,12 +192,13 @@ def grouped_bar_figure(df: pd.DataFrame, x: str, y: str, series: str, title: str
 
 
 def heatmap_figure(pivot: pd.DataFrame, title: str, x_title: str, y_title: str,
-                   z_title: str, log_z: bool = True) -> go.Figure:
-    """`pivot`: index = y values, columns = x values, cells = metric (NaN = does not fit)."""
+                   z_title: str, log_z: bool = True, show=si) -> go.Figure:
+    """`pivot`: index = y values, columns = x values, cells = metric (NaN = does not fit);
+    `show` writes a cell's value (one style for every cell: 546, 1.09 k)."""
     z = pivot.to_numpy(dtype=float)
     with np.errstate(all="ignore"):
         shown = np.log10(z) if log_z else z
-    text = [["" if not np.isfinite(v) else f"{v:.3g}" for v in row] for row in z]
+    text = [["" if not np.isfinite(v) else show(v) for v in row] for row in z]
     nan_to_none = [[None if not np.isfinite(v) else float(v) for v in row] for row in shown]
     data = [{"type": "heatmap", "z": nan_to_none, "x": [str(c) for c in pivot.columns],
              "y": [str(i) for i in pivot.index], "text": text, "texttemplate": "%{text}",
@@ -183,8 +206,8 @@ def heatmap_figure(pivot: pd.DataFrame, title: str, x_title: str, y_title: str,
              "colorbar": {"title": {"text": ("log10 " if log_z else "") + z_title}},
              "hovertemplate": f"{x_title} %{{x}}<br>{y_title} %{{y}}<br>{z_title} %{{text}}"
                               "<extra></extra>"}]
-    return _figure(data, title, height=460, xaxis=_axis(x_title, type="category"),
-                   yaxis=_axis(y_title, type="category"))
+    return _figure(data, title, height=460, xaxis=_axis(x_title, tickformat=None, type="category"),
+                   yaxis=_axis(y_title, tickformat=None, type="category"))
 
 
 def pareto_mask(x: Sequence[float], y: Sequence[float]) -> np.ndarray:
@@ -211,7 +234,7 @@ def pareto_figure(df: pd.DataFrame, x: str, x_title: str, title: str) -> go.Figu
             "text": part["name"].tolist(), "textposition": "top center",
             "marker": {"color": KIND_COLORS.get(str(kind)), "size": 11,
                        "symbol": ["star" if p else "circle" for p in part["pareto"]]},
-            "hovertemplate": "%{text}<br>" + x_title + " %{x:.4g}<br>"
+            "hovertemplate": "%{text}<br>" + x_title + " %{x:.3s}<br>"
                              "throughput %{y:,.0f} tok/s<extra></extra>"})
     return _figure(data, title, height=460, xaxis=_axis(x_title, log=x != "loss"),
                    yaxis=_axis("throughput (generated tokens/s)", log=True))
@@ -238,10 +261,14 @@ def capacity_figure(curve: pd.DataFrame, batch: int, tpot_bound_s: float | None,
         data.append({"type": "scatter", "mode": "lines", "name": "TPOT bound",
                      "x": [float(curve["batch"].min()), float(curve["batch"].max())],
                      "y": [tpot_bound_s * 1e3] * 2, "line": {"color": "red", "dash": "dot"}})
-    return _figure(data, title, xaxis=_axis("batch per replica", log=True),
-                   yaxis=_axis("TPOT (ms)"),
-                   yaxis2={"title": {"text": "throughput (tok/s)"}, "overlaying": "y",
-                           "side": "right", "tickformat": "~s"})
+    # legend below the plot and a right margin for the second axis's title (it was clipped)
+    return _figure(data, title, xaxis=_axis("batch per replica", log=True, tickformat="d"),
+                   yaxis=_axis("TPOT (ms)", tickformat=None, rangemode="tozero"),
+                   yaxis2=_axis("throughput (tok/s)", overlaying="y", side="right",
+                                rangemode="tozero", automargin=True, tickmode="auto",
+                                nticks=6, showgrid=False),
+                   legend={"orientation": "h", "y": -0.25, "x": 0},
+                   margin={"l": 10, "r": 70, "t": 50, "b": 10})
 
 
 # --- Validation -------------------------------------------------------------------------------
@@ -264,8 +291,9 @@ def validation_scatter(df: pd.DataFrame, title: str, predicted: str = "predicted
                                    -1).tolist(),
             "hovertemplate": "%{customdata[0]} on %{customdata[1]}<br>measured %{x:.4g} s<br>"
                              "predicted %{y:.4g} s<extra>" + str(phase) + "</extra>"})
-    return _figure(data, title, height=460, xaxis=_axis("measured (s)", log=True),
-                   yaxis=_axis("predicted (s)", log=True))
+    return _figure(data, title, height=460,
+                   xaxis=_axis("measured (s)", log=True, tickformat="~g"),
+                   yaxis=_axis("predicted (s)", log=True, tickformat="~g"))
 
 
 def op_profile_figure(table: pd.DataFrame, title: str, top: int = 16) -> go.Figure:
@@ -277,7 +305,7 @@ def op_profile_figure(table: pd.DataFrame, title: str, top: int = 16) -> go.Figu
              "hovertemplate": "%{y}<br>" + name + " %{x:.4g} ms<extra></extra>"}
             for col, name in (("measured_s", "measured"), ("predicted_s", "predicted"))]
     return _figure(data, title, height=max(320, 26 * len(part) + 120), barmode="group",
-                   xaxis=_axis("ms per region"))
+                   xaxis=_axis("ms per region", tickformat=None))
 
 
 # --- Paper ------------------------------------------------------------------------------------

@@ -8,45 +8,29 @@ from __future__ import annotations
 
 import math
 
-MiB = 2**20
-GiB = 2**30
+from costmodel.units import (  # noqa: F401 - one set of formatters for CLI and dashboard
+    GiB,
+    MiB,
+    bytes_,
+    count,
+    flops,
+    quantity,
+    ratio,
+    seconds,
+    si,
+    tokens_per_s,
+)
 
 
-def tokens_per_s(x: float) -> str:
-    """12,345 tok/s."""
-    return f"{x:,.0f} tok/s" if math.isfinite(x) else "—"
-
-
-def seconds(x: float) -> str:
-    """Three significant digits in µs, ms or s."""
-    if not math.isfinite(x):
-        return "∞" if x > 0 else "—"
-    if x < 1e-3:
-        return f"{x * 1e6:.3g} µs"
-    if x < 1:
-        return f"{x * 1e3:.3g} ms"
-    return f"{x:.3g} s"
-
-
-def bytes_(x: float) -> str:
-    """MiB below 1 GiB, else GiB (binary units, as device memory is printed)."""
-    if not math.isfinite(x):
-        return "—"
-    return f"{x / MiB:,.1f} MiB" if abs(x) < GiB else f"{x / GiB:,.2f} GiB"
-
-
-def count(x: float) -> str:
-    """A whole number with thousands separators, ∞ for an infinite bound."""
-    if math.isinf(x):
-        return "∞"
-    if math.isnan(x):
-        return "—"
-    return f"{x:,.0f}"
-
-
-def ratio(x: float) -> str:
-    """2.35×."""
-    return f"{x:.3g}×" if math.isfinite(x) else "—"
+def for_unit(unit: str):
+    """The formatter for a value in `unit` (s, bytes, tokens/s, ...): one style per unit."""
+    if unit == "s":
+        return seconds
+    if unit == "bytes":
+        return bytes_
+    if "tokens/s" in unit:
+        return lambda x: si(x, "tok/s")
+    return si
 
 
 def money(x: float | None) -> str:
@@ -61,15 +45,3 @@ def model_name(name: str) -> str:
         return display_name(name)
     except UnknownPresetError:
         return name
-
-
-def quantity(name: str, x: float) -> str:
-    """A formula's value in human units chosen from its name's unit suffix (_s, _bytes, ...)."""
-    last = name.rsplit("/", 1)[-1]
-    if last.endswith("_s") or last == "time":
-        return seconds(x)
-    if last.endswith("bytes") or "bytes_" in last:
-        return bytes_(x)
-    if last.endswith("tokens_per_s"):
-        return tokens_per_s(x)
-    return count(x) if math.isinf(x) or abs(x) < 1e15 else f"{x:.4g}"

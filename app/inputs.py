@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from costmodel.hardware import Hardware
+from costmodel.errors import field_bounds
+from costmodel.hardware import Efficiency, Hardware
 from costmodel.presets import display_name
 
 from . import cache
@@ -87,18 +88,17 @@ def _custom_block() -> None:
         _int_input("Heads H", "b_heads")
 
 
-# WhatIf field -> (label, largest value, step, help); units and Efficiency fields in
-# state.EFFICIENCY_FIELDS
+# WhatIf field -> (label, step, help); units and Efficiency fields in state.EFFICIENCY_FIELDS,
+# the largest value is the Efficiency field's own (costmodel.errors.field_bounds)
 _EFFICIENCY_WIDGETS = {
-    "eff_matmul": ("Matmul efficiency", 1.0, 0.05,
+    "eff_matmul": ("Matmul efficiency", 0.05,
                    "fraction of the peak (or measured) matmul rate achieved"),
-    "eff_bandwidth": ("Bandwidth efficiency", 1.0, 0.05,
-                      "fraction of the memory bandwidth achieved"),
-    "eff_overlap": ("Overlap", 1.0, 0.1,
+    "eff_bandwidth": ("Bandwidth efficiency", 0.05, "fraction of the memory bandwidth achieved"),
+    "eff_overlap": ("Overlap", 0.1,
                     "1: an op takes max(T_math, T_mem), the roofline; 0: T_math + T_mem "
                     "(eager CPU kernels, validation/results/cpu)"),
-    "kernel_overhead_us": ("Per-kernel overhead (us)", None, 1.0, "fixed time per kernel launch"),
-    "forward_overhead_us": ("Per-forward overhead (us)", None, 10.0,
+    "kernel_overhead_us": ("Per-kernel overhead (us)", 1.0, "fixed time per kernel launch"),
+    "forward_overhead_us": ("Per-forward overhead (us)", 10.0,
                             "fixed time per model forward call"),
 }
 
@@ -110,8 +110,10 @@ def _efficiencies(hw: Hardware | None) -> None:
     with st.expander(label, expanded=bool(changed)):
         st.caption("Leave a box empty for the hardware record's own value (shown greyed). "
                    "Calibrated values for a device come from `blockroof validate run`.")
-        for key, (text, top, step, help_) in _EFFICIENCY_WIDGETS.items():
+        for key, (text, step, help_) in _EFFICIENCY_WIDGETS.items():
             name, to_si = EFFICIENCY_FIELDS[key]
+            top = field_bounds(Efficiency, name)[1]
+            top = None if top is None else top / to_si
             own = None if hw is None else getattr(hw.efficiency, name) / to_si
             st.number_input(text, key=key, min_value=0.0, max_value=top, step=step, help=help_,
                             placeholder="record: n/a" if own is None else f"record: {own:g}")

@@ -20,9 +20,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from costmodel.hardware import hardware_ids
+from pydantic import BaseModel
+
+from costmodel.errors import UserError, check_field
+from costmodel.hardware import Efficiency, hardware_ids
 from costmodel.implementation import PROFILES
 from costmodel.presets import PRESET_NAMES, get_preset, resolve_preset_name
+from costmodel.spec import BlockSpec, StackSpec
+from costmodel.workload import Workload
 
 VANILLA_PRESETS: tuple[str, ...] = tuple(n for n in PRESET_NAMES if get_preset(n).kind == "vanilla")
 BLOCK_PRESETS: tuple[str, ...] = tuple(n for n in PRESET_NAMES if get_preset(n).kind == "block")
@@ -98,8 +103,37 @@ EFFICIENCY_FIELDS: dict[str, tuple[str, float]] = {
     "eff_overlap": ("overlap", 1.0), "kernel_overhead_us": ("kernel_overhead_s", 1e-6),
     "forward_overhead_us": ("forward_overhead_s", 1e-6),
 }
+# WhatIf field -> (model, field, factor to SI) whose rule a URL value must meet before it
+# reaches a widget (widgets clamp out-of-range values silently); docs/reliability.md
+RULES: dict[str, tuple[type[BaseModel], str, float]] = {
+    "batch": (Workload, "batch", 1.0), "prompt_tokens": (Workload, "prompt_tokens", 1.0),
+    "generated_tokens": (Workload, "generated_tokens", 1.0),
+    "reserve_GiB": (Workload, "memory_reserve_bytes", 2.0**30),
+    "v_layers": (StackSpec, "n_layers", 1), "v_width": (StackSpec, "d_model", 1),
+    "v_heads": (StackSpec, "n_heads", 1), "v_ffn": (StackSpec, "d_ffn", 1),
+    "b_block_length": (BlockSpec, "block_length", 1), "b_prefix": (BlockSpec, "prefix_length", 1),
+    "b_layers_block": (StackSpec, "n_layers", 1), "b_layers_token": (StackSpec, "n_layers", 1),
+    "b_width": (StackSpec, "d_model", 1), "b_heads": (StackSpec, "n_heads", 1),
+    "b_ffn": (StackSpec, "d_ffn", 1), "bf_block_length": (BlockSpec, "block_length", 1),
+} | {k: (Efficiency, name, f) for k, (name, f) in EFFICIENCY_FIELDS.items()}
+
+
+def check_value(field: str, value: Any, text: str) -> Any:
+    """`value` (of WhatIf `field`) if it meets its model's rule (`RULES`), else ValueError
+    quoting `text`, the value as the URL gave it."""
+    model, name, to_si = RULES[field]
+    try:
+        check_field(model, name, value * to_si if to_si != 1 else value, name, shown=text)
+    except UserError as e:
+        raise ValueError(str(e)) from None
+    return value
+
+
 QUERY_KEYS: tuple[str, ...] = (*_MAIN, "batch", "reserve_gib", *_CUSTOM_VANILLA, *_CUSTOM_BLOCK,
                                *_BLOCKIFY, *_EFFICIENCY, *_PARALLEL)
+# query parameter -> WhatIf field, every parameter
+QUERY_FIELD: dict[str, str] = _MAIN | {"batch": "batch", "reserve_gib": "reserve_GiB"} \
+    | _CUSTOM_VANILLA | _CUSTOM_BLOCK | _BLOCKIFY | _EFFICIENCY | _PARALLEL
 STREAMLIT_KEYS: tuple[str, ...] = ("embed", "embed_options")  # Streamlit's own; left alone
 
 
@@ -161,18 +195,21 @@ def from_query_params(params: Mapping[str, str | list[str]]) -> tuple[WhatIf, li
         text = _first(raw)
         try:
             if key in _EFFICIENCY:
-                changes[_EFFICIENCY[key]] = _float(text)
+                name = _EFFICIENCY[key]
+                changes[name] = check_value(name, _float(text), text)
             elif key in mapping:
                 name = mapping[key]
                 parser = _PARSERS.get(name) or (_int if types[name] in (int, "int") else _float)
-                changes[name] = parser(text)
+                value = parser(text)
+                changes[name] = check_value(name, value, text) if name in RULES else value
             elif key == "batch":
                 if text.strip().lower() == "max":
                     changes["batch_mode"] = "max"
                 else:
-                    changes |= {"batch_mode": "fixed", "batch": _int(text)}
+                    changes |= {"batch_mode": "fixed",
+                                "batch": check_value("batch", _int(text), text)}
             elif key == "reserve_gib":
-                changes["reserve_GiB"] = _float(text)
+                changes["reserve_GiB"] = check_value("reserve_GiB", _float(text), text)
             elif key in STREAMLIT_KEYS:
                 continue
             else:

@@ -20,8 +20,18 @@ from app import inputs  # noqa: E402
 
 st.set_page_config(page_title="blockroof", layout="wide")
 
+COMPARE = st.Page("app_pages/compare.py", title="Compare", url_path="compare")
+
+
+def _home() -> None:
+    """The app's root URL shows Compare under its own address, so that `/compare` (bookmarked
+    or shared) is a real page rather than "Page not found" (the default page has no path)."""
+    st.switch_page(COMPARE, query_params=st.query_params.to_dict())  # keep the what-if
+
+
 PAGES = [
-    st.Page("app_pages/compare.py", title="Compare", url_path="compare", default=True),
+    st.Page(_home, title="Home", url_path="home", default=True, visibility="hidden"),
+    COMPARE,
     st.Page("app_pages/design_space.py", title="Design space", url_path="design-space"),
     st.Page("app_pages/roofline.py", title="Roofline", url_path="roofline"),
     st.Page("app_pages/formulas.py", title="Formulas", url_path="formulas"),

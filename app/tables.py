@@ -28,17 +28,19 @@ COMPARE_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("throughput_tokens_per_s", "Throughput", "tokens/s", fmt.tokens_per_s),
     MetricSpec("ttft_s", "TTFT", "s", fmt.seconds),
     MetricSpec("tpot_s", "TPOT", "s", fmt.seconds),
+    MetricSpec("decode_time_per_token_s", "Decode time per token", "s", fmt.seconds),
     MetricSpec("memory_bytes_per_sample", "Memory / sample", "bytes", fmt.bytes_),
     MetricSpec("max_batch", "Max batch", "sequences", fmt.count),
 )
 EXTRA_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("batch", "Batch used", "sequences", fmt.count),
     MetricSpec("request_time_s", "Request time", "s", fmt.seconds),
-    MetricSpec("decode_step_time_s", "Decode step", "s", fmt.seconds),
+    MetricSpec("decode_step_time_s", "Decode step (block: L_B tokens)", "s",
+               fmt.seconds),
     MetricSpec("weights_bytes", "Weights", "bytes", fmt.bytes_),
     MetricSpec("kv_cache_bytes_per_sample", "KV cache / sample", "bytes", fmt.bytes_),
     MetricSpec("memory_bytes_total", "Memory total", "bytes", fmt.bytes_),
-    MetricSpec("flops_total", "FLOPs (request)", "FLOP", fmt.count),
+    MetricSpec("flops_total", "FLOPs (request)", "FLOP", fmt.flops),
     MetricSpec("compute_bound_batch", "Compute-bound batch", "sequences", fmt.count),
     MetricSpec("kv_overtakes_weights_context", "KV > weights past context", "tokens", fmt.count),
 )
@@ -57,6 +59,27 @@ def compare_table(estimates: Mapping[str, Estimate]) -> pd.DataFrame:
             v, b = row["Vanilla"], row["Block"]
             with np.errstate(all="ignore"):
                 row[RATIO_COLUMN] = float(np.divide(b, v)) if v else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def compare_display(estimates: Mapping[str, Estimate]) -> pd.DataFrame:
+    """`compare_table` as text in human units, with the ratio and whether it is better or
+    worse for the Block Transformer (`app.explain.verdict`)."""
+    from .explain import verdict
+
+    rows = []
+    both = "Vanilla" in estimates and "Block" in estimates
+    for m in (*COMPARE_METRICS, *EXTRA_METRICS):
+        row: dict[str, str] = {"metric": m.label}
+        for label, est in estimates.items():
+            row[label] = m.show(float(getattr(est, m.key)))
+        if both:
+            v, b = (float(getattr(estimates[s], m.key)) for s in ("Vanilla", "Block"))
+            with np.errstate(all="ignore"):
+                r = float(np.divide(b, v)) if v else float("nan")
+            row[RATIO_COLUMN] = fmt.ratio(r)
+            row["for the block model"] = verdict(m.key, r).text
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -14,25 +14,29 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import sympy as sp
-from pydantic import BaseModel
+from pandas.api.types import union_categoricals
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from . import fused
 from . import symbols as sy
-from .errors import UserError
+from .errors import UserError, finite
 from .hardware import Hardware, get_hardware
+from .hf_config import describe_error, read_json_file, spec_from_hf_config
 from .implementation import Implementation, get_implementation
-from .metrics import ARGS, METRICS, ROW_FIELDS, StructureKey, formulas
-from .ops import ImplStructure, StackStructure
+from .metrics import ARGS, METRICS, ROW_FIELDS, StructureKey, cache_generation, formulas
+from .ops import QUANTITIES, ImplStructure, StackStructure
 from .parallel import Parallelism, check_parallelism, get_parallelism
 from .presets import get_preset, with_block_length
-from .spec import BlockSpec, StackSpec, VanillaSpec
-from .workload import Workload
+from .spec import BlockSpec, ModelSpec, StackSpec, VanillaSpec
+from .workload import MAX_WHOLE, Workload
 
 ModelLike = VanillaSpec | BlockSpec | str
 HardwareLike = Hardware | str
@@ -40,12 +44,55 @@ HardwareLike = Hardware | str
 
 # --- binding specs, hardware and workload to the formulas' symbols ---------------------------
 
-def resolve_model(model: ModelLike) -> VanillaSpec | BlockSpec:
+def resolve_model(model: ModelLike | os.PathLike, field: str = "model") -> VanillaSpec | BlockSpec:
+    """A spec, a preset name or alias ("vanilla_410", "Vanilla 410M", "EleutherAI/pythia-410m"),
+    or a path to a spec JSON (a dumped VanillaSpec/BlockSpec) or a Hugging Face config.json."""
     if isinstance(model, VanillaSpec | BlockSpec):
         return model
+    if isinstance(model, os.PathLike) or (isinstance(model, str) and _looks_like_path(model)):
+        return load_model_file(Path(model), field)
     if isinstance(model, str):
         return get_preset(model)
-    raise TypeError(f"model: expected a preset name or a spec, got {type(model).__name__}")
+    raise UserError(f"{field}: expected a preset name, a .json path or a spec, got "
+                    f"{type(model).__name__}")
+
+
+def _looks_like_path(text: str) -> bool:
+    if text.endswith(".json"):
+        return True
+    # "EleutherAI/pythia-410m" is an alias, not a path, unless such a file exists
+    return (os.path.sep in text or "/" in text) and Path(text).exists()
+
+
+def load_model_file(path: Path, field: str = "model") -> VanillaSpec | BlockSpec:
+    """A spec JSON file or a Hugging Face config.json, labelled readably (`model_label`)."""
+    data = read_json_file(path, field=field)
+    if isinstance(data, dict) and data.get("kind") in ("vanilla", "block"):
+        try:
+            return TypeAdapter(ModelSpec).validate_python(data)
+        except ValidationError as e:
+            text = "; ".join(describe_error(err) for err in e.errors(include_url=False))
+            raise UserError(f"{field} {path}: {text}") from None
+    return spec_from_hf_config(data, name=model_label(path))
+
+
+def model_label(path: Path) -> str:
+    """A readable name for a config file: its stem, or its folder's name for `config.json`
+    (".../llama-2-7b/config.json" -> "llama-2-7b")."""
+    path = Path(path)
+    if path.stem.lower() in ("config", "params", "spec") and path.resolve().parent.name:
+        return path.resolve().parent.name
+    return path.stem
+
+
+def unique_labels(names: Sequence[str]) -> list[str]:
+    """Names made unique by numbering repeats ("config", "config (2)"), order kept."""
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n} ({seen[n]})")
+    return out
 
 
 def structure_key(spec: VanillaSpec | BlockSpec, impl: Implementation,
@@ -100,6 +147,8 @@ def model_values(spec: VanillaSpec | BlockSpec) -> dict[sp.Symbol, float]:
         vals |= _stack_values(sy.BLOCK_DEC, spec.block_decoder)
         vals |= _stack_values(sy.TOKEN_DEC, spec.token_decoder)
     vals[sy.V] = float(spec.vocab_size)
+    window = spec.stack.sliding_window if isinstance(spec, VanillaSpec) else None
+    vals[sy.W] = float(window or 1)  # only windowed structures' formulas contain W
     return vals | parallel_values()
 
 
@@ -162,7 +211,9 @@ class Estimate(BaseModel, frozen=True):
     tpot_s: float
     request_time_s: float
     throughput_tokens_per_s: float
-    decode_step_time_s: float
+    decode_step_time_s: float  # one vanilla token, or one whole block of L_B tokens
+    decode_step_tokens: int  # tokens one decode step emits: 1 (vanilla) or L_B (block)
+    decode_time_per_token_s: float  # decode_step_time_s / decode_step_tokens: comparable
     weights_bytes: float
     kv_cache_bytes_per_sample: float
     workspace_bytes_per_sample: float
@@ -227,7 +278,7 @@ _N_METRICS, _N_FIELDS = len(METRICS), len(ROW_FIELDS)
 _BOUND = {sy.B: float("nan"), sy.S: float("nan"), sy.G: float("nan"), sy.M_res: float("nan")}
 
 # (id(spec), id(hw), id(impl), tp, pp) -> (spec, hw, impl, formulas, args at B=S=G=M_res=nan,
-# compute FLOP/s). The entry holds its objects, so their ids stay theirs while cached; all of
+# compute FLOP/s, formulas cache generation: stale after formulas.cache_clear()). The entry holds its objects, so their ids stay theirs while cached; all of
 # them are frozen, so the cached numbers stay right (docs/performance.md 1).
 _POINTS: dict[tuple, tuple] = {}
 _POINTS_MAX = 256
@@ -236,13 +287,14 @@ _POINTS_MAX = 256
 def _point_base(spec, hw: Hardware, impl: Implementation, par: Parallelism) -> tuple:
     key = (id(spec), id(hw), id(impl), par.tp, par.pp)
     hit = _POINTS.get(key)
-    if hit is not None and hit[0] is spec and hit[1] is hw and hit[2] is impl:
+    if (hit is not None and hit[0] is spec and hit[1] is hw and hit[2] is impl
+            and hit[6] == cache_generation()):
         return hit
     f = formulas(structure_key(spec, impl, par))
     vals = model_values(spec) | impl_values(impl) | hardware_values(hw, impl)
     vals |= parallel_values(par, hw, spec) | _BOUND
-    entry = (spec, hw, impl, f, [float(vals[a]) for a in ARGS], hw.compute_flops_per_s(
-        impl.compute_dtype))
+    entry = (spec, hw, impl, f, [float(vals[a]) for a in ARGS],
+             hw.compute_flops_per_s(impl.compute_dtype), cache_generation())
     if len(_POINTS) >= _POINTS_MAX:
         _POINTS.clear()
     _POINTS[key] = entry
@@ -273,7 +325,7 @@ def estimate(
     impl = get_implementation(implementation)
     par = _NO_PARALLELISM if parallelism is None else get_parallelism(parallelism)
     workload = workload or Workload()
-    _, _, _, f, base, pi = _point_base(spec, hw, impl, par)
+    _, _, _, f, base, pi, _ = _point_base(spec, hw, impl, par)
     args = base.copy()
     args[_IDX_S] = float(workload.prompt_tokens)
     args[_IDX_G] = float(workload.generated_tokens)
@@ -300,11 +352,11 @@ def estimate(
     i_kr, i_kw = _IDX_FIELD["kv_read_bytes"], _IDX_FIELD["kv_write_bytes"]
     i_k, i_tm, i_tb = _IDX_FIELD["kernels"], _IDX_FIELD["t_math_s"], _IDX_FIELD["t_mem_s"]
     i_t, i_cb, i_ct = _IDX_FIELD["time_s"], _IDX_FIELD["comm_bytes"], _IDX_FIELD["comm_time"]
-    for row in f.rows:
+    for phase, op in f.row_labels:
         v = out[n:n + _N_FIELDS]
         n += _N_FIELDS
         ops.append(construct(
-            phase=row.phase, name=row.op, flops=v[i_fl], useful_flops=v[i_uf],
+            phase=phase, name=op, flops=v[i_fl], useful_flops=v[i_uf],
             weight_bytes=v[i_wb], activation_bytes=v[i_ar] + v[i_aw],
             kv_bytes=v[i_kr] + v[i_kw], kernels=v[i_k], time_flops=v[i_tm] * pi,
             t_math_s=v[i_tm], t_mem_s=v[i_tb], time_s=v[i_t],
@@ -312,10 +364,13 @@ def estimate(
             collective_bytes=v[i_cb], collective_time_s=v[i_ct],
         ))
     metrics = {m: float(x) for m, x in zip(METRICS, out, strict=False) if m != "max_batch"}
+    step_tokens = spec.block_length if isinstance(spec, BlockSpec) else 1
     return Estimate.model_construct(
         model=spec.name, kind=spec.kind, hardware=hw.id, implementation=impl.name, batch=batch,
         prompt_tokens=workload.prompt_tokens, generated_tokens=workload.generated_tokens,
         **metrics, max_batch=max_batch, fits=batch <= max_batch,
+        decode_step_tokens=step_tokens,
+        decode_time_per_token_s=metrics["decode_step_time_s"] / step_tokens,
         tp=par.tp, pp=par.pp, gpus=par.gpus_per_replica, ops=ops,
     )
 
@@ -354,7 +409,7 @@ def max_batch(model: ModelLike, memory_bytes: float, workload: Workload | None =
     form of `costmodel.memory`: floor((M - M_res - weights) / per-sequence memory)). With
     `parallelism`: per replica, `memory_bytes` being one GPU's memory."""
     if not memory_bytes > 0:
-        raise ValueError(f"memory_bytes: must be > 0, got {memory_bytes!r}")
+        raise UserError(f"memory_bytes: must be > 0, got {memory_bytes!r}")
     spec, impl = resolve_model(model), get_implementation(implementation)
     par = get_parallelism(parallelism)
     workload = workload or Workload()
@@ -376,15 +431,56 @@ def _as_list(x: Any) -> list:
 
 
 def _positive_array(name: str, values: Iterable[Any]) -> np.ndarray:
-    arr = np.asarray(list(values), dtype=np.float64)
+    """Whole numbers 1..MAX_WHOLE (`workload.MAX_WHOLE`: float64 holds them exactly)."""
+    rule = f"{name}: every value must be a whole number from 1 to {MAX_WHOLE:.3g}"
+    values = list(values)
+    big = [v for v in values if isinstance(v, int | np.integer) and v > MAX_WHOLE]
+    if big:  # before the cast, which would round 2^53 + 1 down to 2^53
+        raise UserError(f"{rule}, got {big[0]}")
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise UserError(f"{rule}, got {values!r:.60}") from None
     if arr.size == 0:
-        raise ValueError(f"{name}: needs at least one value")
-    if not np.all(np.isfinite(arr)) or np.any(arr < 1) or np.any(arr != np.floor(arr)):
-        raise ValueError(f"{name}: every value must be a whole number >= 1")
+        raise UserError(f"{name}: needs at least one value")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 1) or np.any(arr != np.floor(arr)) \
+            or np.any(arr > MAX_WHOLE):
+        bad = arr[~(np.isfinite(arr) & (arr >= 1) & (arr == np.floor(arr)) & (arr <= MAX_WHOLE))]
+        raise UserError(f"{rule}, got {bad[0]:g}")
     return arr
 
 
-def sweep(
+DEFAULT_SWEEP_METRICS = ("throughput_tokens_per_s", "request_time_s", "ttft_s", "tpot_s",
+                         "memory_bytes_per_sample", "max_batch")
+# A sweep held in memory costs ~250 bytes per design point (13 float64 columns plus pandas'
+# copies: 10^7 points took 2.5 GB). Above this, `sweep` refuses and `sweep_chunks` or
+# `blockroof sweep --out FILE.parquet` stream the grid (docs/reliability.md).
+MAX_SWEEP_POINTS = 10_000_000
+SWEEP_CHUNK_POINTS = 1 << 20
+
+
+class SweepPlan(BaseModel, frozen=True, arbitrary_types_allowed=True):
+    """A validated sweep: the cartesian product it stands for, not yet evaluated."""
+
+    variants: list[tuple[Any, Hardware, Parallelism]]  # (spec, hardware, layout) per structure
+    implementation: Implementation
+    batch: Any  # np.ndarray of batch sizes, or None for "max"
+    prompt_tokens: Any  # np.ndarray
+    generated_tokens: Any  # np.ndarray
+    metrics: tuple[str, ...]
+    memory_reserve_bytes: float
+
+    @property
+    def points_per_variant(self) -> int:
+        nb = 1 if self.batch is None else len(self.batch)
+        return nb * len(self.prompt_tokens) * len(self.generated_tokens)
+
+    @property
+    def points(self) -> int:
+        return len(self.variants) * self.points_per_variant
+
+
+def plan_sweep(
     models: ModelLike | Sequence[ModelLike],
     hardware: HardwareLike | Sequence[HardwareLike] = "h100-sxm-80gb",
     batch: int | str | Sequence[int] = 1,
@@ -392,99 +488,176 @@ def sweep(
     generated_tokens: int | Sequence[int] = 128,
     block_length: int | Sequence[int] | None = None,
     implementation: str | Implementation = "static",
-    metrics: Sequence[str] = ("throughput_tokens_per_s", "request_time_s", "ttft_s", "tpot_s",
-                              "memory_bytes_per_sample", "max_batch"),
+    metrics: Sequence[str] = DEFAULT_SWEEP_METRICS,
     memory_reserve_bytes: float = 0.0,
     *,
     parallelism: Parallelism | Sequence[Parallelism] | None = None,
-) -> pd.DataFrame:
-    """Evaluate metrics over the cartesian product of the inputs in vectorised calls.
-
-    One row per design point: model, kind, hardware, block_length, batch, prompt_tokens,
-    generated_tokens, tp, pp, gpus, then the requested metrics. `batch="max"` uses each
-    point's max batch. `block_length` re-blocks every Block Transformer model (vanilla rows
-    ignore it). `parallelism`: one layout or several (a sweep axis; docs/parallelism.md).
-    """
+) -> SweepPlan:
+    """Check every input of a sweep (the arguments of `sweep`) without evaluating anything.
+    `parallelism`: one layout or several (a sweep axis; docs/parallelism.md)."""
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    metrics = list(metrics)
+    if not metrics:
+        raise UserError("metrics: needs at least one metric name")
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
-        raise ValueError(f"metrics: unknown {unknown} (known: {', '.join(METRICS)})")
+        raise UserError(f"metrics: unknown {unknown} (known: {', '.join(METRICS)})")
+    reserve = finite("memory_reserve_bytes", memory_reserve_bytes, lo=0)
     impl = get_implementation(implementation)
-    specs = [resolve_model(m) for m in _as_list(models)]
-    hws = [get_hardware(h) for h in _as_list(hardware)]
+    model_list, hw_list = _as_list(models), _as_list(hardware)
+    if not model_list:
+        raise UserError("models: needs at least one model (a preset name or a spec)")
+    if not hw_list:
+        raise UserError("hardware: needs at least one device (an id or a Hardware)")
+    specs = [resolve_model(m) for m in model_list]
+    labels = unique_labels([s.name for s in specs])
+    specs = [s if s.name == n else s.model_copy(update={"name": n})
+             for s, n in zip(specs, labels, strict=True)]
+    if block_length is not None and not any(isinstance(s, BlockSpec) for s in specs):
+        raise UserError(
+            f"block_length: re-blocks Block Transformer models only, and none of "
+            f"{', '.join(labels)} is one (vanilla models have no blocks)")
+    hws = [get_hardware(h) for h in hw_list]
     use_max = isinstance(batch, str)
     if use_max and batch != "max":
-        raise ValueError(f"batch: expected whole numbers >= 1 or 'max', got {batch!r}")
-    b_arr = np.array([1.0]) if use_max else _positive_array("batch", _as_list(batch))
+        raise UserError(f"batch: expected whole numbers >= 1 or 'max', got {batch!r}")
+    b_arr = None if use_max else _positive_array("batch", _as_list(batch))
     s_arr = _positive_array("prompt_tokens", _as_list(prompt_tokens))
     g_arr = _positive_array("generated_tokens", _as_list(generated_tokens))
     lb_list = None if block_length is None else list(_positive_array(
         "block_length", _as_list(block_length)).astype(int))
-
     if parallelism is None or isinstance(parallelism, Parallelism):
         pars = [get_parallelism(parallelism)]
     else:
         pars = [get_parallelism(p) for p in parallelism]
     if not pars:
         raise UserError("parallelism: needs at least one layout")
-    parts: list[dict[str, Any]] = []
+    variants = []
     for spec, hw, par in itertools.product(specs, hws, pars):
-        variants = [spec]
         if isinstance(spec, BlockSpec) and lb_list is not None:
-            variants = [with_block_length(spec, lb) for lb in lb_list]
-        for var in variants:
-            parts.append(_sweep_one(var, hw, impl, b_arr, s_arr, g_arr, use_max,
-                                    tuple(metrics), memory_reserve_bytes, par))
-    return _frame(parts)
+            variants += [(with_block_length(spec, lb), hw, par) for lb in lb_list]
+        else:
+            variants.append((spec, hw, par))
+    return SweepPlan(variants=variants, implementation=impl, batch=b_arr, prompt_tokens=s_arr,
+                     generated_tokens=g_arr, metrics=tuple(metrics),
+                     memory_reserve_bytes=reserve)
 
 
-def _sweep_one(spec, hw, impl, b_arr, s_arr, g_arr, use_max, metrics, reserve,
-               par: Parallelism) -> dict[str, Any]:
-    """One structure's points: batch x prompt x generated as an open grid (fused.evaluate)."""
+def sweep(models: ModelLike | Sequence[ModelLike],
+          hardware: HardwareLike | Sequence[HardwareLike] = "h100-sxm-80gb", *,
+          max_points: int = MAX_SWEEP_POINTS, **grid: Any) -> pd.DataFrame:
+    """Evaluate metrics over the cartesian product of the inputs in vectorised calls.
+
+    `grid` takes `plan_sweep`'s keywords: batch (sizes or "max"), prompt_tokens,
+    generated_tokens, block_length, implementation, metrics, memory_reserve_bytes.
+    One row per design point: model, kind, hardware, block_length, batch, prompt_tokens,
+    generated_tokens, then the requested metrics. `batch="max"` uses each point's max batch.
+    `block_length` re-blocks every Block Transformer model (vanilla rows ignore it).
+    A grid larger than `max_points` is refused (it would not fit in memory); stream it with
+    `sweep_chunks` instead.
+    """
+    plan = plan_sweep(models, hardware, **grid)
+    if plan.points > max_points:
+        raise UserError(
+            f"sweep: {plan.points:,} design points exceed the in-memory limit of "
+            f"{max_points:,} (about 250 bytes each); raise it with max_points=N, or stream "
+            "the grid to a file with `sweep_chunks` / `blockroof sweep --out FILE.parquet`")
+    parts = list(sweep_chunks(plan, chunk_points=max(plan.points, 1)))
+    df = pd.concat(parts, ignore_index=True)
+    for label in ("model", "kind", "hardware"):  # categories in order of appearance
+        df[label] = union_categoricals([p[label] for p in parts])
+    return typed_frame(df)
+
+
+def sweep_chunks(plan: SweepPlan, chunk_points: int = SWEEP_CHUNK_POINTS) -> Iterator[pd.DataFrame]:
+    """The rows of `plan` as DataFrames of at most `chunk_points` rows each, in order (per
+    structure, then batch, prompt, generated). Memory stays bounded by one chunk."""
+    impl = plan.implementation
+    b_axis = np.array([1.0]) if plan.batch is None else plan.batch
+    shape = (len(b_axis), len(plan.prompt_tokens), len(plan.generated_tokens))
+    n = shape[0] * shape[1] * shape[2]
+    for spec, hw, par in plan.variants:
+        cats = {"model": spec.name, "kind": spec.kind, "hardware": hw.id}
+        for start in range(0, n, chunk_points):
+            if chunk_points >= n:  # the whole structure at once: an open grid
+                B, S, G = (b_axis[:, None, None], plan.prompt_tokens[None, :, None],
+                           plan.generated_tokens[None, None, :])
+            else:
+                ib, i_s, ig = np.unravel_index(np.arange(start, min(start + chunk_points, n)),
+                                               shape)
+                B, S, G = b_axis[ib], plan.prompt_tokens[i_s], plan.generated_tokens[ig]
+            got = grid_metrics(spec, hw, impl, par, B, S, G, plan.metrics,
+                               plan.memory_reserve_bytes, max_batch=plan.batch is None)
+            rows = min(start + chunk_points, n) - start
+            flat = functools.partial(_flat, shape=np.broadcast_shapes(
+                np.shape(B), np.shape(S), np.shape(G)), rows=rows)
+            B, S, G, mb = flat(got.pop("_batch")), flat(S), flat(G), flat(got["max_batch"])
+            values = {sy.B: B}
+            cols: dict[str, Any] = {
+                k: pd.Categorical.from_codes(np.zeros(rows, np.int8), [v])
+                for k, v in cats.items()}
+            # counts as integers; block_length empty for vanilla rows (docs/reliability.md)
+            cols["block_length"] = pd.array(
+                np.full(rows, float(getattr(spec, "block_length", np.nan))), dtype="Int64")
+            cols |= {"batch": _ints(values[sy.B], rows), "prompt_tokens": _ints(S),
+                     "generated_tokens": _ints(G),
+                     "tp": np.full(rows, par.tp, dtype=np.int64),
+                     "pp": np.full(rows, par.pp, dtype=np.int64),
+                     "gpus": np.full(rows, par.gpus_per_replica, dtype=np.int64),
+                     "fits": np.broadcast_to(values[sy.B], (rows,)) <= mb}
+            cols |= {m: (_ints(mb, rows) if m == "max_batch" else flat(got[m]))
+                     for m in plan.metrics}
+            yield pd.DataFrame(cols, copy=False)
+
+
+def _flat(a: Any, shape: tuple[int, ...], rows: int) -> np.ndarray:
+    """A grid result (broadcastable to `shape`) as one float64 row per point, in C order (batch
+    slowest, as the flat index order of sweep_chunks)."""
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(a, dtype=np.float64), shape)
+                                ).reshape(rows)
+
+
+def grid_metrics(spec, hw: Hardware, impl: Implementation, par: Parallelism, B: Any, S: Any,
+                 G: Any, metrics: Sequence[str], reserve: float, max_batch: bool = False
+                 ) -> dict[str, np.ndarray]:
+    """`metrics` and "max_batch" of one structure over B, S, G (flat arrays of one length, or
+    an open grid that broadcasts) in one fused evaluation (costmodel.fused; docs/performance.md
+    2). With `max_batch`, B is replaced by each point's max batch (at least 1). "_batch": the
+    batch used."""
     f = formulas(structure_key(spec, impl, par))
-    B, S, G = b_arr[:, None, None], s_arr[None, :, None], g_arr[None, None, :]
-    shape = (len(b_arr), len(s_arr), len(g_arr))
     values = model_values(spec) | impl_values(impl) | hardware_values(hw, impl)
     values |= parallel_values(par, hw, spec)
     values |= {sy.M_res: float(reserve), sy.B: B, sy.S: S, sy.G: G}
-    if use_max:
-        (mb,) = fused.evaluate((f.metrics["max_batch"],), ARGS, values)
+    (mb,) = fused.evaluate((f.metrics["max_batch"],), ARGS, values)
+    if max_batch:
         values[sy.B] = np.maximum(mb, 1.0)
-    got = fused.evaluate(tuple(f.metrics[m] for m in metrics), ARGS, values)
-    # columns broadcastable to `shape`; _frame writes each once into the flat result, in C
-    # order (= meshgrid "ij", batch slowest)
-    out = {"model": spec.name, "kind": spec.kind, "hardware": hw.id,
-           "block_length": float(getattr(spec, "block_length", np.nan)), "_shape": shape,
-           "batch": values[sy.B], "prompt_tokens": S, "generated_tokens": G,
-           "tp": float(par.tp), "pp": float(par.pp), "gpus": float(par.gpus_per_replica)}
-    return out | dict(zip(metrics, got, strict=True))
+    names = tuple(m for m in metrics if m != "max_batch")
+    got = fused.evaluate(tuple(f.metrics[m] for m in names), ARGS, values) if names else []
+    return {"max_batch": mb, "_batch": values[sy.B]} | dict(zip(names, got, strict=True))
 
 
-_LABELS = ("model", "kind", "hardware", "block_length")
+def _ints(a: Any, n: int | None = None) -> np.ndarray:
+    """Whole-number columns as int64 (their values are exact below 2**53)."""
+    arr = np.asarray(a, dtype=np.float64)
+    if n is not None:
+        arr = np.broadcast_to(arr, (n,))
+    return arr.astype(np.int64)
 
 
-def _frame(parts: list[dict[str, Any]]) -> pd.DataFrame:
-    """One DataFrame from per-structure parts (columns broadcastable to the part's "_shape");
-    label columns as categoricals (cheap at 1M rows). Each value is copied once, into columns
-    the frame then owns without a further copy or consolidation (docs/performance.md 2)."""
-    sizes = [int(np.prod(p["_shape"])) for p in parts]
-    bounds = np.concatenate([[0], np.cumsum(sizes)])
-    cols: dict[str, Any] = {}
-    for label in _LABELS:
-        values = [p[label] for p in parts]
-        cats = list(dict.fromkeys(values))
-        codes = np.repeat(np.array([cats.index(v) for v in values], dtype=np.int32), sizes)
-        if label == "block_length":
-            cols[label] = np.asarray(cats, dtype=np.float64)[codes]
-        else:
-            cols[label] = pd.Categorical.from_codes(codes, categories=cats)
-    for name in parts[0]:
-        if name in _LABELS or name == "_shape":
-            continue
-        col = np.empty(int(bounds[-1]), dtype=np.float64)
-        for p, lo, hi in zip(parts, bounds[:-1], bounds[1:], strict=True):
-            col[lo:hi].reshape(p["_shape"])[...] = p[name]
-        cols[name] = col
-    return pd.DataFrame(cols, copy=False)
+_WHOLE_METRICS = ("_bytes", "bytes_per_sample", "bytes_total", "flops_total")
+
+
+def typed_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Byte and FLOP columns as int64 where every value is a finite whole number below 2**53
+    (they are counts: CSV and JSON then show 123, not 123.0)."""
+    for name in df.columns:
+        col = df[name].to_numpy()
+        if (name.endswith(_WHOLE_METRICS) and col.dtype == np.float64
+                and np.all(np.isfinite(col)) and np.all(col == np.floor(col))
+                and np.all(np.abs(col) < 2**53)):
+            df[name] = col.astype(np.int64)
+    return df
 
 
 # --- formulas -----------------------------------------------------------------------------------
@@ -524,7 +697,7 @@ def formula_names(model: ModelLike = "vanilla_410", implementation: str = "stati
     """Metric names, then `<phase>/<op>/<quantity>` names of every row."""
     spec = resolve_model(model)
     f = formulas(structure_key(spec, get_implementation(implementation), parallelism))
-    rows = [f"{r.phase}/{r.op}/{q}" for r in f.rows for q in (*r.quantities, "time")]
+    rows = [f"{phase}/{op}/{q}" for phase, op in f.row_labels for q in (*QUANTITIES, "time")]
     return list(METRICS) + rows
 
 
@@ -534,6 +707,9 @@ def formula(name: str, model: ModelLike = "vanilla_410",
     """The sympy expression of a metric (e.g. ``"ttft_s"``) or of one row quantity
     (``"decode/layers.attn.core/kv_read_bytes"``), for the structure of `model` (sharded /
     pipelined when `parallelism` has tp / pp > 1: ``decode/layers.attn.allreduce/time``)."""
+    if not isinstance(name, str):
+        raise UserError(f"name: expected a formula name (str), got {type(name).__name__} "
+                        f"{name!r} (see `blockroof formula --list`)")
     spec = resolve_model(model)
     impl = get_implementation(implementation)
     f = formulas(structure_key(spec, impl, parallelism))
@@ -545,7 +721,7 @@ def formula(name: str, model: ModelLike = "vanilla_410",
         row = next((r for r in f.rows if len(head) == 2 and (r.phase, r.op) == tuple(head)),
                    None)
         if row is None or parts[1] not in (*row.quantities, "time"):
-            raise ValueError(
+            raise UserError(
                 f"name: unknown formula {name!r} for a {spec.kind} model; known metrics: "
                 f"{', '.join(METRICS)}; rows as '<phase>/<op>/<quantity>' "
                 "(see `blockroof formula --list`)"

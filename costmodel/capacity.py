@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from .api import HardwareLike, ModelLike, _sweep_one, estimate, resolve_model, sweep
+from .api import HardwareLike, ModelLike, estimate, grid_metrics, resolve_model, sweep
 from .errors import UserError
 from .hardware import get_hardware
 from .implementation import Implementation, get_implementation
@@ -99,11 +99,11 @@ def _check_positive(name: str, value: float | None, allow_zero: bool = False) ->
     try:
         x = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a number, got {value!r}") from None
+        raise UserError(f"{name}: expected a number, got {value!r}") from None
     ok = math.isfinite(x) and (x >= 0 if allow_zero else x > 0)
     if not ok:
         rule = "a finite number >= 0" if allow_zero else "a finite number > 0"
-        raise ValueError(f"{name}: must be {rule}, got {value!r}")
+        raise UserError(f"{name}: must be {rule}, got {value!r}")
     return x
 
 
@@ -174,9 +174,10 @@ def _tpot_curves(spec, hw, impl, workload, bases: dict[tuple[int, int], object]
     out = {}
     for (tp, pp), base in bases.items():
         if base.max_batch >= 1:
-            part = _sweep_one(spec, hw, impl, np.arange(1.0, base.max_batch + 1), s, g, False,
-                              ("tpot_s",), wl.memory_reserve_bytes, Parallelism(tp=tp, pp=pp))
-            out[(tp, pp)] = np.asarray(part["tpot_s"]).ravel()
+            got = grid_metrics(spec, hw, impl, Parallelism(tp=tp, pp=pp),
+                               np.arange(1.0, base.max_batch + 1), s, g, ("tpot_s",),
+                               wl.memory_reserve_bytes)
+            out[(tp, pp)] = np.broadcast_to(got["tpot_s"], (base.max_batch,))
     return out
 
 
@@ -242,16 +243,16 @@ def plan_capacity(
     bound = _check_positive("tpot_bound_s", tpot_bound_s)
     price = _check_positive("price_per_gpu_hour", price_per_gpu_hour, allow_zero=True)
     if target is None and bound is None:
-        raise ValueError("target: give target_tokens_per_s, tpot_bound_s or both")
+        raise UserError("target: give target_tokens_per_s, tpot_bound_s or both")
     if not isinstance(max_gpus_per_replica, int) or max_gpus_per_replica < 1:
-        raise ValueError(f"max_gpus_per_replica: must be a whole number >= 1, "
+        raise UserError(f"max_gpus_per_replica: must be a whole number >= 1, "
                          f"got {max_gpus_per_replica!r}")
     spec = resolve_model(model)
     hw = get_hardware(hardware)
     impl = get_implementation(implementation)
     search = isinstance(parallelism, str)
     if search and parallelism != "search":
-        raise ValueError(f"parallelism: expected a Parallelism or 'search', got {parallelism!r}")
+        raise UserError(f"parallelism: expected a Parallelism or 'search', got {parallelism!r}")
     if search:
         candidates = candidate_layouts(spec, max_gpus_per_replica)
     else:
@@ -307,21 +308,21 @@ def plan_capacity(
             if field == "hardware":
                 base = estimate(spec, hw, _workload(workload, 1), impl,
                                 parallelism=candidates[0][0])
-                raise ValueError(
+                raise UserError(
                     f"hardware: {spec.name} does not fit on {hw.id}: weights "
                     f"{base.weights_bytes_per_gpu / 2**30:.2f} GiB per GPU + "
                     f"{(base.memory_bytes_per_gpu - base.weights_bytes_per_gpu) / 2**30:.3f}"
                     f" GiB per sequence exceed the {hw.capacity_bytes() / 2**30:.1f} GiB device "
                     "(minus the reserve)")
-            raise ValueError(f"tpot_bound_s: {bound * 1e3:.4g} ms per token is below what "
+            raise UserError(f"tpot_bound_s: {bound * 1e3:.4g} ms per token is below what "
                              f"batch 1 achieves on {hw.id} ({verdict})")
         verdicts = "; ".join(f"tp{o.tp}/pp{o.pp} {o.verdict}" for o in options)
         tried = [o.verdict for o in options if not o.verdict.startswith("invalid")]
         if tried and all(v.startswith("misses") for v in tried):
-            raise ValueError(f"tpot_bound_s: {bound * 1e3:.4g} ms per token is below what "
+            raise UserError(f"tpot_bound_s: {bound * 1e3:.4g} ms per token is below what "
                              f"batch 1 achieves with every layout on {hw.id}: {verdicts}")
         field = "hardware" if all(v.startswith("does not fit") for v in tried) else "parallelism"
-        raise ValueError(f"{field}: no layout with up to {max_gpus_per_replica} GPUs per "
+        raise UserError(f"{field}: no layout with up to {max_gpus_per_replica} GPUs per "
                          f"replica works for {spec.name} on {hw.id}: {verdicts}")
     _, par, est, batch, limited_by, base, chosen = best
     for i, o in enumerate(options):

@@ -35,7 +35,6 @@ import difflib
 import functools
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -43,13 +42,16 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from costmodel.implementation import ComputeDtype
 
+from .errors import UserError, read_json, write_atomic
+
 DATA_PATH = Path(__file__).parent / "data" / "hardware.json"
 HARDWARE_DIR_ENV = "BLOCKROOF_HARDWARE_DIR"
 
 DTYPES: tuple[str, ...] = get_args(ComputeDtype)  # "fp32", "tf32", "bf16", "fp16", "fp8", "int8"
 
-PositiveFloat = Annotated[float, Field(gt=0)]
-Fraction = Annotated[float, Field(gt=0, le=1)]
+# Finite: an infinite rate or overhead means nothing (docs/reliability.md).
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 # Lower case so that lookup can be case-insensitive; dashes as in "h100-sxm-80gb".
 HardwareId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=100)]
 
@@ -85,13 +87,14 @@ class Efficiency(BaseModel, frozen=True, extra="forbid"):
     matmul: Fraction = Field(default=1.0, description="fraction of the compute rate achieved")
     bandwidth: Fraction = Field(default=1.0, description="fraction of memory bandwidth achieved")
     overlap: float = Field(
-        default=1.0, ge=0, le=1,
+        default=1.0, ge=0, le=1, allow_inf_nan=False,
         description="how far an op's compute and memory time overlap: 1 takes the larger "
         "(roofline), 0 their sum (costmodel.roofline)",
     )
-    kernel_overhead_s: float = Field(default=0.0, ge=0, description="fixed time per kernel launch")
+    kernel_overhead_s: float = Field(default=0.0, ge=0, allow_inf_nan=False,
+                                     description="fixed time per kernel launch")
     forward_overhead_s: float = Field(
-        default=0.0, ge=0, description="fixed time per model forward call"
+        default=0.0, ge=0, allow_inf_nan=False, description="fixed time per model forward call"
     )
     generate_call_overhead_s: float = Field(
         default=0.0, ge=0, description="fixed time per HF generate() call (docs/published.md 1)"
@@ -115,7 +118,7 @@ class Measured(BaseModel, frozen=True, extra="forbid"):
     @model_validator(mode="after")
     def _check_something_measured(self) -> Measured:
         if not self.matmul_TFLOPs and self.memory_bandwidth_GBps is None:
-            raise ValueError(
+            raise UserError(
                 "measured: give at least one of matmul_TFLOPs or memory_bandwidth_GBps"
             )
         return self
@@ -171,7 +174,7 @@ class Hardware(BaseModel, frozen=True, extra="forbid"):
         tera = self.peak.tera(dtype)
         if tera is None:
             peaks = [d for d in DTYPES if self.peak.tera(d) is not None]
-            raise ValueError(
+            raise UserError(
                 f"hardware {self.id!r} ({self.name}): no dense {dtype} peak "
                 f"(unsupported or unpublished); datasheet peaks exist for: "
                 f"{', '.join(peaks) or 'none (bandwidth-bound estimates only)'}"
@@ -186,7 +189,7 @@ class Hardware(BaseModel, frozen=True, extra="forbid"):
         elif self.peak.tera(dtype) is not None:
             base = self.peak_flops_per_s(dtype)
         else:
-            raise ValueError(
+            raise UserError(
                 f"hardware {self.id!r} ({self.name}): no compute rate for dtype {dtype!r} "
                 f"(no dense datasheet peak and no measured value); supported dtypes: "
                 f"{', '.join(self.supported_dtypes()) or 'none (add a measured matmul rate)'}"
@@ -218,7 +221,7 @@ class Hardware(BaseModel, frozen=True, extra="forbid"):
 # ---- errors ----
 
 
-class UnknownHardwareError(ValueError):
+class UnknownHardwareError(UserError):
     """An id that is not in the database; the message lists close matches and the known ids."""
 
     def __init__(self, hardware_id: str, known: list[str]):
@@ -234,7 +237,7 @@ class UnknownHardwareError(ValueError):
         )
 
 
-class HardwareDataError(ValueError):
+class HardwareDataError(UserError):
     """A malformed record in a hardware JSON file; names the file, the entry id and the fields.
 
     ``errors`` holds pydantic's structured errors (``loc``, ``type``, ``msg``) for display.
@@ -243,15 +246,15 @@ class HardwareDataError(ValueError):
     def __init__(self, where: str, errors: list[dict[str, Any]] | None = None, detail: str = ""):
         self.where = where
         self.errors = errors or []
-        lines = [
-            f"  {'.'.join(str(p) for p in e['loc']) or '(record)'}: {e['msg']}" for e in self.errors
-        ]
-        super().__init__("\n".join([f"hardware: {where}: {detail or 'invalid record'}", *lines]))
+        parts = [f"{'.'.join(str(p) for p in e['loc']) or '(record)'}: {e['msg']}"
+                 + (f" (got {e['input']!r})" if isinstance(e.get("input"), int | float) else "")
+                 for e in self.errors]
+        super().__init__("; ".join([f"hardware: {where}: {detail or 'invalid record'}", *parts]))
 
 
 def _check_dtype(dtype: str) -> None:
     if dtype not in DTYPES:
-        raise ValueError(f"hardware: unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
+        raise UserError(f"hardware: unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
 
 
 # ---- loading and saving ----
@@ -272,16 +275,15 @@ def _validate_record(record: Any, where: str) -> Hardware:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise HardwareDataError(str(path), detail=f"not valid JSON ({e})") from e
+        return read_json(path, "hardware")
+    except UserError as e:
+        raise HardwareDataError(str(path), detail=str(e).removeprefix(f"hardware: {path} ")) \
+            from None
 
 
 def load_hardware_file(path: str | Path) -> Hardware:
     """One `Hardware` record from a JSON file (as `save_hardware` writes it)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"hardware: no such file {str(path)!r}")
     return _validate_record(_read_json(path), str(path))
 
 
@@ -331,6 +333,9 @@ def get_hardware(id_or_path: str | Path | Hardware) -> Hardware:
         return id_or_path
     if isinstance(id_or_path, Path):
         return load_hardware_file(id_or_path)
+    if not isinstance(id_or_path, str):
+        raise UserError(f"hardware: expected an id, a record .json path or a Hardware, got "
+                        f"{type(id_or_path).__name__} {id_or_path!r}")
     db = load_database()
     key = id_or_path.strip().lower()
     if key in db:
@@ -355,16 +360,7 @@ def save_hardware(hw: Hardware, path: str | Path) -> Path:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` via a temporary file in the same directory, fsync, then os.replace: an
-    existing file is never half-written."""
+    """Write `text` whole or not at all (`costmodel.errors.write_atomic`: a temporary file,
+    fsync, os.replace; removed on failure), creating the directory first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: f.write(text))

@@ -42,6 +42,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from .errors import UserError
+
 ComputeDtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8"]
 
 BYTES_PER_ELEMENT: dict[str, float] = {
@@ -157,7 +159,7 @@ def get_implementation(name_or_impl: str | Implementation, dtype: ComputeDtype |
         try:
             impl = PROFILES[name_or_impl]
         except KeyError:
-            raise ValueError(
+            raise UserError(
                 f"implementation: unknown profile {name_or_impl!r} (known: {', '.join(PROFILES)})"
             ) from None
     return impl.with_dtype(dtype) if dtype else impl

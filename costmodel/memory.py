@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import sympy as sp
 
+from . import params as counts
 from . import symbols as sy
 from .ops import (
     ImplStructure,
@@ -78,8 +79,10 @@ def _forward_workspace(st: StackStructure, im: ImplStructure, x: StackSymbols, q
 def vanilla_memory(st: StackStructure, im: ImplStructure, tied: bool,
                    tp: sp.Expr | None = None, pp: sp.Expr | None = None) -> dict[str, sp.Expr]:
     x, S, G = sy.VANILLA, sy.S, sy.G
-    params = stack_params(st, x) + (1 if tied else 2) * sy.V * x.D
+    params = counts.vanilla_params(stack_params(st, x), sy.V, x.D, tied)
     entries = S + G - 1
+    if st.sliding_window:  # the cache keeps the last W entries (docs/sliding-window.md)
+        entries = sp.Min(entries, sy.W)
     transient = _cat_transient(im, [(x, entries)])
     kv = kv_bytes_per_entry(x, im) * entries + transient
     head_rows = sp.Integer(1) if im.logits == "last" else S
@@ -109,8 +112,9 @@ def block_memory(sb: StackStructure, stt: StackStructure, im: ImplStructure,
                  unused_embedding: bool, tp: sp.Expr | None = None,
                  pp: sp.Expr | None = None) -> dict[str, sp.Expr]:
     xb, xt, P, L_B = sy.BLOCK_DEC, sy.TOKEN_DEC, sy.P, sy.L_B
-    params = (sy.V * xb.D / L_B + stack_params(sb, xb) + P * xt.D * (xb.D + 1)
-              + stack_params(stt, xt) + 2 * sy.V * xt.D)
+    params = counts.block_params(sy.V, xb.D / L_B, stack_params(sb, xb),
+                                 counts.expansion_params(xb.D, P, xt.D), stack_params(stt, xt),
+                                 xt.D)
     if unused_embedding:
         params += sy.V * xb.D
     n_p = n_prompt_blocks()

@@ -22,23 +22,27 @@ Metrics (SI units):
 from __future__ import annotations
 
 import functools
+import inspect
 import math
+import threading
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import numpy as np
 import sympy as sp
 
+from . import formula_cache
 from . import symbols as sy
+from .formula_cache import function_from_source
 from .memory import block_memory, vanilla_memory
 from .ops import QUANTITIES, ImplStructure, StackStructure, stack_ops
-from .phases import Phase, block_phases, vanilla_phases
+from .phases import Phase, block_phases, vanilla_phases, vanilla_step_context
 from .roofline import Row, phase_rows, request_rows, ttft_expr
 
 ARGS: tuple[sp.Symbol, ...] = (
     *sy.WORKLOAD_SYMBOLS, sy.V, sy.L_B, sy.P, *sy.VANILLA, *sy.BLOCK_DEC, *sy.TOKEN_DEC,
-    *sy.BYTES_SYMBOLS, *sy.HARDWARE_SYMBOLS, *sy.PARALLEL_SYMBOLS,
+    *sy.BYTES_SYMBOLS, *sy.HARDWARE_SYMBOLS, *sy.PARALLEL_SYMBOLS, *sy.WINDOW_SYMBOLS,
 )
 
 METRICS: tuple[str, ...] = (
@@ -70,8 +74,10 @@ def _step_lists(key: StructureKey) -> tuple[list[Phase], list[Any], sp.Symbol, s
     cc = sp.Symbol("c_cross", nonnegative=True)
     tp, pp = _degrees(key)
     if key.kind == "vanilla":
-        (_, decode) = vanilla_phases(key.stacks[0], key.impl, tp, pp)
-        one = [replace(decode, lo=sy.S, hi=sy.S)]
+        (_, decode, *_) = vanilla_phases(key.stacks[0], key.impl, tp, pp)
+        # the step right after the prompt (at most W - 1 cached entries with a window)
+        at = vanilla_step_context(key.stacks[0])
+        one = [replace(decode, lo=at, hi=at)]
         ops = stack_ops("", key.stacks[0], key.impl, sy.VANILLA, sy.B, sp.Integer(1), cc,
                         embed=True, head_rows=sp.Integer(1), tp=tp)
         return one, ops, cc, sp.Integer(1)
@@ -135,6 +141,9 @@ def _build(key: StructureKey) -> tuple[list[Row], dict[str, sp.Expr]]:
     wb = sum((_quantity(o, "weight_bytes") for o in cross_ops), sp.Integer(0))
     slope = sp.diff(kv, cc)
     cross = sp.Max(0, (wb - kv.subs(cc, 0)) / slope) * tokens_per_cc
+    if key.kind == "vanilla" and key.stacks[0].sliding_window:
+        # KV reads stop growing at the window: past W - 1 cached entries they never overtake
+        cross = sp.Piecewise((cross, cross <= sy.W - 1), (sp.oo, True))
 
     metrics = {
         "ttft_s": ttft,
@@ -211,32 +220,62 @@ def pipeline_time(kind: str, rows: list[Row], time_of, cyclic: bool) -> sp.Expr:
 ROW_FIELDS = (*QUANTITIES, "t_math_s", "t_mem_s", "time_s")
 
 
-@dataclass
 class Formulas:
-    key: StructureKey
-    rows: list[Row]
-    metrics: dict[str, sp.Expr]
-    _metric_fns: dict[str, Any] = field(default_factory=dict, repr=False)
+    """The formulas of one model structure: row labels, compiled functions, sympy expressions.
 
-    @functools.cached_property
-    def _row_exprs(self) -> list[sp.Expr]:
-        out = []
-        for r in self.rows:
-            out += [r.quantities[q] for q in QUANTITIES] + [r.t_math, r.t_mem, r.time]
-        return out
+    Made by `formulas(key)`, from the disk cache (`costmodel.formula_cache`) when it holds this
+    structure at this code version, else built with sympy and stored. The sympy `rows` and
+    `metrics` are loaded only when used; numbers need only the compiled functions.
+    """
 
-    @functools.cached_property
+    def __init__(self, key: StructureKey, row_labels: list[tuple[str, str]],
+                 sources: dict[str, str], exprs: Any) -> None:
+        self.key = key
+        self.row_labels = row_labels  # (phase, op) of every row, in order
+        self._sources = sources  # "*all*" and every metric name -> lambdify's source
+        self._exprs = exprs  # (rows, metrics), or a callable that returns them
+        self._fns: dict[str, Any] = {}
+        self._lock = threading.RLock()
+
+    @classmethod
+    def build(cls, key: StructureKey) -> Formulas:
+        rows, metrics = _build(key)
+        everything = _all_exprs(rows, metrics)
+        sources = {ALL: _source(everything), POINT: _point_source(everything)}
+        sources |= {m: _source(metrics[m]) for m in METRICS}
+        return cls(key, [(r.phase, r.op) for r in rows], sources, (rows, metrics))
+
+    def _expressions(self) -> tuple[list[Row], dict[str, sp.Expr]]:
+        with self._lock:
+            if callable(self._exprs):
+                self._exprs = self._exprs()
+            return self._exprs
+
+    @property
+    def rows(self) -> list[Row]:
+        return self._expressions()[0]
+
+    @property
+    def metrics(self) -> dict[str, sp.Expr]:
+        return self._expressions()[1]
+
+    def _fn(self, name: str):
+        fn = self._fns.get(name)
+        if fn is None:
+            with self._lock:
+                fn = self._fns.get(name)
+                if fn is None:
+                    fn = self._fns[name] = function_from_source(self._sources[name])
+        return fn
+
+    @property
     def all_fn(self):
         """f(*ARGS) -> [metrics..., row fields...] in METRICS then ROW_FIELDS order."""
-        exprs = [self.metrics[m] for m in METRICS] + self._row_exprs
-        return _lambdify(exprs)
+        return self._fn(ALL)
 
     def metric_fn(self, name: str):
-        """Compiled f(*ARGS) for one metric, built on first use and kept."""
-        fn = self._metric_fns.get(name)
-        if fn is None:
-            fn = self._metric_fns[name] = _lambdify(self.metrics[name])
-        return fn
+        """Compiled f(*ARGS) for one metric."""
+        return self._fn(name)
 
     def evaluate(self, name: str, values: dict[sp.Symbol, Any], chunk: int = 1 << 14) -> np.ndarray:
         """Vectorised metric over array-valued `values` (1-D arrays of one length or scalars).
@@ -254,12 +293,19 @@ class Formulas:
                 out[lo:lo + chunk] = fn(*part)
         return out
 
-    @functools.cached_property
+    @property
     def point_fn(self):
         """`all_fn` compiled for one point of Python floats (the `math` module, no numpy):
-        ~10x less call overhead than numpy on scalars (docs/performance.md 1)."""
-        exprs = [self.metrics[m] for m in METRICS] + self._row_exprs
-        return sp.lambdify(ARGS, exprs, modules=[_POINT_SHIMS, "math"], cse=True)
+        ~10x less call overhead than numpy on scalars (docs/performance.md 1). Its source is
+        stored with the others (disk cache); built from the expressions if missing."""
+        fn = self._fns.get(POINT)
+        if fn is None:
+            with self._lock:
+                if POINT not in self._sources:
+                    rows, metrics = self._expressions()
+                    self._sources[POINT] = _point_source(_all_exprs(rows, metrics))
+                fn = self._fns[POINT] = _point_function(self._sources[POINT])
+        return fn
 
     def evaluate_point(self, args: list[float]) -> list[float]:
         """[metrics..., row fields...] (METRICS then ROW_FIELDS per row) at one point, `args`
@@ -284,21 +330,105 @@ class Formulas:
             warnings.simplefilter("ignore")
             out = self.all_fn(*[np.float64(values[a]) for a in ARGS])
         metrics = {m: float(v) for m, v in zip(METRICS, out[: len(METRICS)], strict=True)}
-        rows = np.asarray(out[len(METRICS):], dtype=np.float64).reshape(len(self.rows),
+        rows = np.asarray(out[len(METRICS):], dtype=np.float64).reshape(len(self.row_labels),
                                                                          len(ROW_FIELDS))
         return metrics, rows
 
+
+ALL = "*all*"
+POINT = "*point*"  # the `math`-module variant of ALL (docs/performance.md 1)
 
 # floor/ceiling as floats, as numpy returns them (math's ints would switch later sums to exact
 # integer arithmetic, which differs from float64 past 2**53)
 _POINT_SHIMS = {"floor": lambda x: float(math.floor(x)), "ceil": lambda x: float(math.ceil(x))}
 
 
-def _lambdify(exprs):
-    return sp.lambdify(ARGS, exprs, modules="numpy", cse=True)
+def _all_exprs(rows: list[Row], metrics: dict[str, sp.Expr]) -> list[sp.Expr]:
+    """METRICS, then every row's QUANTITIES, t_math, t_mem and time: `all_fn`'s outputs."""
+    out = [metrics[m] for m in METRICS]
+    for r in rows:
+        out += [r.quantities[q] for q in QUANTITIES] + [r.t_math, r.t_mem, r.time]
+    return out
 
 
-@functools.lru_cache(maxsize=64)
+def _point_source(exprs) -> str:
+    return inspect.getsource(sp.lambdify(ARGS, exprs, modules=[_POINT_SHIMS, "math"], cse=True))
+
+
+@functools.cache
+def _point_namespace() -> dict[str, Any]:
+    x = sp.Symbol("x")
+    return dict(sp.lambdify([x], x, modules=[_POINT_SHIMS, "math"]).__globals__)
+
+
+def _point_function(source: str):
+    ns = dict(_point_namespace())
+    exec(compile(source, "<blockroof point formula>", "exec"), ns)  # noqa: S102 - our source
+    return ns["_lambdifygenerated"]
+
+
+def _source(exprs) -> str:
+    """The Python source `lambdify` generates for f(*ARGS) -> exprs."""
+    fn = sp.lambdify(ARGS, exprs, modules="numpy", cse=True)
+    return inspect.getsource(fn)
+
+
+# One Formulas per structure per process, built once however many threads ask at the same time
+# (a lock per key; other keys build in parallel).
+_FORMULAS: dict[StructureKey, Formulas] = {}
+_KEY_LOCKS: dict[StructureKey, threading.Lock] = {}
+_GUARD = threading.Lock()
+
+
 def formulas(key: StructureKey) -> Formulas:
-    rows, metrics = _build(key)
-    return Formulas(key, rows, metrics)
+    """The formulas of a structure: from memory, else from the disk cache, else built."""
+    f = _FORMULAS.get(key)
+    if f is not None:
+        return f
+    with _GUARD:
+        lock = _KEY_LOCKS.setdefault(key, threading.Lock())
+    with lock:
+        f = _FORMULAS.get(key)
+        if f is None:
+            f = _FORMULAS[key] = _load_or_build(key)
+    return f
+
+
+def cache_generation() -> int:
+    """Counts `formulas.cache_clear()` calls: caches built on Formulas objects (api's point
+    cache) compare it to know theirs are stale."""
+    return _GENERATION[0]
+
+
+_GENERATION = [0]
+
+
+def _clear_memory_cache() -> None:
+    """Forget the formulas held in this process (the disk cache stays)."""
+    _GENERATION[0] += 1
+    with _GUARD:
+        _FORMULAS.clear()
+        _KEY_LOCKS.clear()
+
+
+formulas.cache_clear = _clear_memory_cache  # type: ignore[attr-defined]
+
+
+def _load_or_build(key: StructureKey) -> Formulas:
+    key_text = repr(key)
+    entry = formula_cache.load(key_text)
+    if entry is not None:
+        try:
+            labels = [tuple(x) for x in entry["row_labels"]]
+            sources = dict(entry["sources"])
+            packed = entry["exprs"]
+            if ALL in sources and all(m in sources for m in METRICS):
+                return Formulas(key, labels, sources,
+                                functools.partial(formula_cache.unpack_exprs, packed))
+        except (KeyError, TypeError, ValueError):
+            pass
+    f = Formulas.build(key)
+    rows, metrics = f._expressions()
+    formula_cache.save(key_text, {"row_labels": f.row_labels, "sources": f._sources,
+                                  "exprs": formula_cache.pack_exprs((rows, metrics))})
+    return f

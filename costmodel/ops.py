@@ -19,18 +19,24 @@ D -> F projections), LayerNorm 2D parameters, RMSNorm D.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields, replace
 from typing import NamedTuple
 
 import sympy as sp
 
+from . import params as counts
 from .collectives import allgather_sent_bytes, allgather_time, allreduce_sent_bytes, allreduce_time
 from .implementation import SPLIT_K_CHUNK, STACK_ROLES, Implementation
 from .spec import StackSpec
-from .symbols import StackSymbols, V, s_a, s_kv, s_w
+from .symbols import L_B, StackSymbols, V, W, s_a, s_kv, s_w
 
 ZERO = sp.Integer(0)
 ONE = sp.Integer(1)
+# Token ids are int64 (torch.long): a lookup reads 8 bytes per id (docs/conventions.md).
+ID_BYTES = sp.Integer(8)
+# Boolean masks take one byte per element.
+BOOL_BYTES = sp.Integer(1)
 
 
 class StackStructure(NamedTuple):
@@ -42,11 +48,12 @@ class StackStructure(NamedTuple):
     out_bias: bool
     mlp_bias: bool
     parallel_residual: bool
+    sliding_window: bool = False  # attention window W (docs/sliding-window.md)
 
     @classmethod
     def of(cls, stack: StackSpec) -> StackStructure:
         return cls(stack.mlp, stack.norm, stack.qkv_bias, stack.out_bias, stack.mlp_bias,
-                   stack.parallel_residual)
+                   stack.parallel_residual, stack.sliding_window is not None)
 
 
 class ImplStructure(NamedTuple):
@@ -167,7 +174,7 @@ def kv_pair_bytes(im: ImplStructure) -> sp.Expr:
 
 
 def _norm_params(st: StackStructure, D: sp.Expr) -> sp.Expr:
-    return 2 * D if st.norm == "layernorm" else D
+    return counts.norm_params(st.norm, D)
 
 
 def _linear(name: str, rows: sp.Expr, d_in: sp.Expr, d_out: sp.Expr, bias: bool) -> OpCost:
@@ -218,8 +225,11 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
                           B * K * d_h * c * pair, B * K * d_h * n_k * pair,
                           kernels=sp.Integer(2)))
     attn_flops = 4 * B * H * q * n_k * d_h
-    causal_flops = 4 * B * H * d_h * (q * c + q * (q + 1) / 2)
+    causal_flops = 4 * B * H * d_h * visible_keys(st, q, c)
     q_and_out = Bq * H * d_h
+    # 1 when the forward has several new positions, 0 for a one-position step (q >= 1)
+    several = sp.Min(q - 1, 1)
+    grouped = sp.Min(H - K, 1)  # 1 with grouped-query attention (H > K), 0 with H = K
     if im.attention == "split_k" and q == 1:
         # flash-decoding (docs/published.md 1): the n_k keys split into chunks of SPLIT_K_CHUNK;
         # each chunk writes a partial output and its log-sum-exp (d_h + 1 per head), which a
@@ -244,17 +254,30 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
                       q_and_out * s_a + scores * (5 * FP32_BYTES + s_a),
                       B * K * d_h * n_k * pair, ZERO, kernels=sp.Integer(7))
     else:
-        # eager: scores [B, H, q, n_k] written by QK^T, read+written by mask/softmax, read by AV
+        # eager (docs/conventions.md): QK^T writes the scores [B, H, q, n_k]; the scale, the
+        # masked_fill (q > 1 only) and the softmax each read and write them; AV reads them.
+        # With q > 1 the causal mask [q, n_k] (bool, 1 byte) is built per layer: ones, tril,
+        # bitwise_not (each writes it, the last two read it), and masked_fill reads it.
+        # With grouped heads and q > 1, grouping the queries under their KV head copies q.
         scores = B * H * q * n_k
-        core = OpCost(p + "attn.core", attn_flops, causal_flops, ZERO,
-                      (q_and_out + 2 * scores) * s_a, (q_and_out + 2 * scores) * s_a,
-                      B * K * d_h * n_k * pair, ZERO, kernels=sp.Integer(4))
+        mask = 3 * several * q * n_k * BOOL_BYTES
+        traffic = (1 + several * grouped) * q_and_out * s_a + (3 + several) * scores * s_a + mask
+        core = OpCost(p + "attn.core", attn_flops, causal_flops, ZERO, traffic, traffic,
+                      B * K * d_h * n_k * pair, ZERO,
+                      kernels=4 + 4 * several + several * grouped)
     if im.key_cache_fp32 and im.attention != "materialized":
         # the fp32 keys are cast to the compute dtype before the kernel (key.to(target_dtype)
         # in the released code, docs/published.md 1): a copy written and read back
         cast = B * K * d_h * n_k * s_a
         core = replace(core, act_read_bytes=core.act_read_bytes + cast,
                        act_write_bytes=core.act_write_bytes + cast, kernels=core.kernels + 1)
+    # Layout copies in the attention's own code (docs/conventions.md), each reading and writing
+    # B q H d_h: with grouped KV heads (H > K > 1) gathering the query heads out of the fused
+    # QKV layout (with K = 1 the gather is a view), and with q > 1 and H > 1 laying the output
+    # [B, H, q, d_h] out as [B, q, H d_h] for the dense projection (views otherwise).
+    copies = several * sp.Min(H - 1, 1) + grouped * sp.Min(K - 1, 1)
+    ops.append(OpCost(p + "attn", ZERO, ZERO, ZERO, copies * q_and_out * s_a,
+                      copies * q_and_out * s_a, kernels=copies))
     ops += [core, _linear(p + "attn.dense", Bq, H * d_h, D, st.out_bias)]
     if sh.sharded:  # row-parallel output: partial sums of [B, q, D] all-reduced
         ops.append(allreduce_op(p + "attn.allreduce", Bq * D * s_a, sh.t))
@@ -268,17 +291,32 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
         ops += [
             _linear(p + "mlp.gate", Bq, D, F, st.mlp_bias),
             _linear(p + "mlp.up", Bq, D, F, st.mlp_bias),
-            _elementwise(p + "mlp.act", 2 * Bq * F, Bq * F),  # silu(gate) * up
+            # eager: silu(gate) in ``mlp.act``, then the product with up in the MLP's own code
+            _elementwise(p + "mlp.act", Bq * F, Bq * F),
+            _elementwise(p + "mlp", 2 * Bq * F, Bq * F),
         ]
     ops.append(_linear(p + "mlp.down", Bq, F, D, st.mlp_bias))
     if sh.sharded:
         ops.append(allreduce_op(p + "mlp.allreduce", Bq * D * s_a, sh.t))
-    # residual: x + attn + mlp (parallel), or two sequential adds
-    if st.parallel_residual:
-        ops.append(_elementwise(prefix + "layers", 3 * Bq * D, Bq * D))
-    else:
-        ops.append(_elementwise(prefix + "layers", 4 * Bq * D, 2 * Bq * D))
+    # Both forms are two eager adds (x + attn, then + mlp), each reading two [Bq, D] tensors and
+    # writing one: 4 reads, 2 writes, 2 kernels (docs/conventions.md; no fusion across ops).
+    ops.append(dataclasses.replace(_elementwise(prefix + "layers", 4 * Bq * D, 2 * Bq * D),
+                                   kernels=sp.Integer(2)))
     return ops
+
+
+def visible_keys(st: StackStructure, q: sp.Expr, c: sp.Expr) -> sp.Expr:
+    """Keys the q new queries see in total, summed over the queries (causal, after c cached).
+
+    Full attention: q c + q (q + 1) / 2. With a window W (docs/sliding-window.md) query i of a
+    prefill (c = 0) sees min(i, W) keys: m (m + 1) / 2 + (q - m) W with m = min(q, W). Decode
+    phases keep c + q <= W themselves (the cache stops growing at the window), so the full form
+    holds there.
+    """
+    if st.sliding_window and c == 0 and q != 1:
+        m = sp.Min(q, W)
+        return m * (m + 1) / 2 + (q - m) * W
+    return q * c + q * (q + 1) / 2
 
 
 def stack_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbols,
@@ -296,7 +334,9 @@ def stack_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
     if embed:
         # gather: reads only the Bq rows it looks up (sharded: every rank gathers Bq rows of
         # its shard, out-of-range ids clamped and masked to zero)
-        ops.append(OpCost(prefix + "embed_in", ZERO, ZERO, Bq * x.D * s_w, ZERO, Bq * x.D * s_a))
+        # gather: reads the Bq token ids and only the Bq rows it looks up
+        ops.append(OpCost(prefix + "embed_in", ZERO, ZERO, Bq * x.D * s_w, Bq * ID_BYTES,
+                          Bq * x.D * s_a))
         if tp is not None:
             ops.append(allreduce_op(prefix + "embed_in.allreduce", Bq * x.D * s_a, t))
     ops += [op.scaled(x.N) for op in layer_ops(prefix, st, im, x, Bq, B, q, c, tp)]
@@ -314,7 +354,8 @@ def embedder_ops(B: sp.Expr, n_blocks: sp.Expr, D_b: sp.Expr,
 
     With `tp`: vocab-parallel like ``embed_in`` (masked lookup, then an all-reduce)."""
     rows = B * n_blocks
-    ops = [OpCost("embedder", ZERO, ZERO, rows * D_b * s_w, ZERO, rows * D_b * s_a)]
+    ops = [OpCost("embedder", ZERO, ZERO, rows * D_b * s_w, rows * L_B * ID_BYTES,
+                  rows * D_b * s_a)]
     if tp is not None:
         ops.append(allreduce_op("embedder.allreduce", rows * D_b * s_a, tp))
     return ops
@@ -338,11 +379,8 @@ def layer_params(st: StackStructure, x: StackSymbols, tp: sp.Expr | None = None)
     D, d_h = x.D, x.d_h
     sh = shard(x, tp)
     H, K, F = sh.H, sh.K, sh.F
-    qkv = D * (H + 2 * K) * d_h + ((H + 2 * K) * d_h if st.qkv_bias else 0)
-    dense = H * d_h * D + (D if st.out_bias else 0)
-    n_up = 1 if st.mlp == "gelu" else 2
-    mlp = (n_up + 1) * D * F + ((n_up * F + D) if st.mlp_bias else 0)
-    return qkv + dense + mlp + 2 * _norm_params(st, D)
+    return counts.layer_params(D, H, K, d_h, F, mlp=st.mlp, norm=st.norm,
+                               qkv_bias=st.qkv_bias, out_bias=st.out_bias, mlp_bias=st.mlp_bias)
 
 
 def final_norm_params(st: StackStructure, x: StackSymbols) -> sp.Expr:
@@ -351,7 +389,7 @@ def final_norm_params(st: StackStructure, x: StackSymbols) -> sp.Expr:
 
 def stack_params(st: StackStructure, x: StackSymbols, tp: sp.Expr | None = None) -> sp.Expr:
     """Parameters of a stack, layers plus final norm (per rank with `tp`)."""
-    return x.N * layer_params(st, x, tp) + final_norm_params(st, x)
+    return counts.stack_params(x.N, layer_params(st, x, tp), final_norm_params(st, x))
 
 
 def embedder_op(B: sp.Expr, n_blocks: sp.Expr, D_b: sp.Expr) -> OpCost:

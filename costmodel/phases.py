@@ -77,11 +77,30 @@ def vanilla_phases(st: StackStructure, im: ImplStructure, tp: sp.Expr | None = N
     if pp is not None:
         prefill.append(send_op("pipeline.send", B * S * x.D * sy.s_a, pp - 1))
         step.append(send_op("pipeline.send", B * x.D * sy.s_a, pp - 1))
+    if not st.sliding_window:
+        return [
+            # the request is one generate() call (docs/published.md 1)
+            Phase("prefill", tuple(prefill), ttft="all", generate_calls=ONE),
+            Phase("decode", tuple(step), index=c, lo=S, hi=S + G - 2),
+        ]
+    # Sliding window (docs/sliding-window.md): steps whose query sees c + 1 <= W keys grow as
+    # usual; from c = W - 1 on, every step sees exactly W keys and the cache stops growing.
+    last = S + G - 2
+    grow_hi = sp.Max(S - 1, sp.Min(sy.W - 1, last))
+    full = stack_ops("", st, im, x, B, ONE, sy.W - 1, embed=True, head_rows=ONE, tp=tp)
+    if pp is not None:
+        full.append(send_op("pipeline.send", B * x.D * sy.s_a, pp - 1))
     return [
         # the request is one generate() call (docs/published.md 1)
         Phase("prefill", tuple(prefill), ttft="all", generate_calls=ONE),
-        Phase("decode", tuple(step), index=c, lo=S, hi=S + G - 2),
+        Phase("decode", tuple(step), index=c, lo=S, hi=grow_hi),
+        Phase("decode", tuple(full), repeat=last - grow_hi),
     ]
+
+
+def vanilla_step_context(st: StackStructure) -> sp.Expr:
+    """Cached entries a decode step right after the prompt attends to: S, or at most W - 1."""
+    return sp.Min(sy.S, sy.W - 1) if st.sliding_window else sy.S
 
 
 def block_phases(sb: StackStructure, stt: StackStructure, im: ImplStructure,

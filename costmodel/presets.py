@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 
+from .errors import UserError
 from .spec import BlockSpec, StackSpec, VanillaSpec
 
 ModelSpecT = VanillaSpec | BlockSpec
@@ -70,13 +71,26 @@ def _key(name: str) -> str:
     return re.sub(r"[\s_\-]+", "", name.strip().lower())
 
 
+# Public checkpoints whose configuration a preset mirrors exactly (SPEC.md 3.2: the vanilla models
+# are the Pythia configs; same layers, width, heads, MLP width and vocabulary). Accepted as
+# aliases, with or without the organisation.
+PUBLIC_CHECKPOINTS: dict[str, tuple[str, ...]] = {
+    "vanilla_70": ("EleutherAI/pythia-70m", "EleutherAI/pythia-70m-deduped"),
+    "vanilla_160": ("EleutherAI/pythia-160m", "EleutherAI/pythia-160m-deduped"),
+    "vanilla_410": ("EleutherAI/pythia-410m", "EleutherAI/pythia-410m-deduped"),
+}
+
 _ALIASES: dict[str, str] = {}
 for _name, (_display, _) in _PRESETS.items():
     _ALIASES[_key(_name)] = _name
     _ALIASES[_key(_display)] = _name
+for _name, _ids in PUBLIC_CHECKPOINTS.items():
+    for _id in _ids:
+        _ALIASES[_key(_id)] = _name
+        _ALIASES[_key(_id.split("/", 1)[1])] = _name
 
 
-class UnknownPresetError(ValueError):
+class UnknownPresetError(UserError):
     pass
 
 
@@ -89,6 +103,7 @@ def resolve_preset_name(name: str) -> str:
     found = _ALIASES.get(_key(name))
     if found is None:
         choices = list(_PRESETS) + [d for d, _ in _PRESETS.values()]
+        choices += [i for ids in PUBLIC_CHECKPOINTS.values() for i in ids]
         close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UnknownPresetError(
@@ -116,11 +131,11 @@ def blockify(
     n = vanilla.stack.n_layers
     if layer_split is None:
         if n < 2:
-            raise ValueError(f"layer_split: a {n}-layer stack cannot be split; give layer_split")
+            raise UserError(f"layer_split: a {n}-layer stack cannot be split; give layer_split")
         layer_split = (n - n // 2, n // 2)
     n_b, n_t = layer_split
     if n_b < 1 or n_t < 1:
-        raise ValueError(f"layer_split: both parts must have at least 1 layer, got {layer_split}")
+        raise UserError(f"layer_split: both parts must have at least 1 layer, got {layer_split}")
     return BlockSpec(
         name=name or f"{vanilla.name}-block{block_length}",
         vocab_size=vanilla.vocab_size,

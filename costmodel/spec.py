@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from . import params as counts
+
 PositiveInt = Annotated[int, Field(gt=0)]
 
 MlpKind = Literal["gelu", "gated_silu"]
@@ -40,6 +42,10 @@ class StackSpec(BaseModel, frozen=True, extra="forbid"):
     rotary_base: float = Field(default=10000.0, gt=0.0)
     parallel_residual: bool = True
     norm_eps: float = Field(default=1e-5, gt=0.0)
+    sliding_window: PositiveInt | None = Field(
+        default=None, description="sliding-window attention: each query sees at most this many "
+        "keys (itself included) and the KV cache keeps only that many (docs/sliding-window.md); "
+        "None means full causal attention")
 
     @model_validator(mode="after")
     def _check_shapes(self) -> StackSpec:
@@ -75,18 +81,14 @@ class StackSpec(BaseModel, frozen=True, extra="forbid"):
 
     @property
     def norm_params(self) -> int:
-        return 2 * self.d_model if self.norm == "layernorm" else self.d_model
+        return counts.norm_params(self.norm, self.d_model)
 
     @property
     def params_per_layer(self) -> int:
-        d, f, h, k, dh = self.d_model, self.d_ffn, self.n_heads, self.kv_heads, self.dh
-        qkv = d * (h + 2 * k) * dh + ((h + 2 * k) * dh if self.qkv_bias else 0)
-        dense = h * dh * d + (d if self.out_bias else 0)
-        if self.mlp == "gelu":
-            mlp = 2 * d * f + ((f + d) if self.mlp_bias else 0)
-        else:
-            mlp = 3 * d * f + ((2 * f + d) if self.mlp_bias else 0)
-        return qkv + dense + mlp + 2 * self.norm_params
+        return counts.layer_params(
+            self.d_model, self.n_heads, self.kv_heads, self.dh, self.d_ffn, mlp=self.mlp,
+            norm=self.norm, qkv_bias=self.qkv_bias, out_bias=self.out_bias,
+            mlp_bias=self.mlp_bias)
 
     @property
     def params_layers(self) -> int:
@@ -95,7 +97,7 @@ class StackSpec(BaseModel, frozen=True, extra="forbid"):
     @property
     def params(self) -> int:
         """Layers plus the final norm."""
-        return self.params_layers + self.norm_params
+        return counts.stack_params(self.n_layers, self.params_per_layer, self.norm_params)
 
 
 class VanillaSpec(BaseModel, frozen=True, extra="forbid"):
@@ -119,7 +121,8 @@ class VanillaSpec(BaseModel, frozen=True, extra="forbid"):
 
     @property
     def params_total(self) -> int:
-        return self.params_non_embedding + self.params_embedding
+        return counts.vanilla_params(self.stack.params, self.vocab_size, self.stack.d_model,
+                                     self.tie_embeddings)
 
 
 class BlockSpec(BaseModel, frozen=True, extra="forbid"):
@@ -140,6 +143,11 @@ class BlockSpec(BaseModel, frozen=True, extra="forbid"):
 
     @model_validator(mode="after")
     def _check_embedder(self) -> BlockSpec:
+        for stack in ("block_decoder", "token_decoder"):
+            if getattr(self, stack).sliding_window is not None:
+                raise ValueError(
+                    f"{stack}.sliding_window: sliding-window attention is modelled for vanilla "
+                    "models only (docs/sliding-window.md)")
         if self.block_decoder.d_model % self.block_length:
             raise ValueError(
                 f"block_decoder.d_model ({self.block_decoder.d_model}) must be divisible by "
@@ -159,8 +167,8 @@ class BlockSpec(BaseModel, frozen=True, extra="forbid"):
 
     @property
     def params_expansion(self) -> int:
-        pd = self.prefix_length * self.token_decoder.d_model
-        return self.block_decoder.d_model * pd + pd
+        return counts.expansion_params(self.block_decoder.d_model, self.prefix_length,
+                                       self.token_decoder.d_model)
 
     @property
     def params_embedding(self) -> int:
@@ -176,12 +184,9 @@ class BlockSpec(BaseModel, frozen=True, extra="forbid"):
     @property
     def params_total(self) -> int:
         # SPEC.md 1.8, paper-style: without the unused block-decoder embed_in (V x D_b).
-        return (
-            self.params_embedding
-            + self.block_decoder.params
-            + self.params_expansion
-            + self.token_decoder.params
-        )
+        return counts.block_params(self.vocab_size, self.embedder_width,
+                                   self.block_decoder.params, self.params_expansion,
+                                   self.token_decoder.params, self.token_decoder.d_model)
 
     @property
     def params_unused_embed_in(self) -> int:

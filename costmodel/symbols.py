@@ -51,6 +51,9 @@ M_res = sp.Symbol("M_res", nonnegative=True)  # memory kept free (reserve), byte
 # fixed time per HF generate() call (config checks, logits processors), s (docs/published.md 1)
 t_generate = sp.Symbol("t_generate", nonnegative=True)
 
+# Sliding-window attention (docs/sliding-window.md): keys a query can see, tokens
+W = _int("W")
+
 
 class StackSymbols(NamedTuple):
     N: sp.Symbol  # layers
@@ -73,6 +76,7 @@ TOKEN_DEC = stack_symbols("t")
 HARDWARE_SYMBOLS = (pi, beta, eta_ov, t_kernel, t_forward, M_cap, M_res, t_generate)
 BYTES_SYMBOLS = (s_w, s_a, s_kv)
 WORKLOAD_SYMBOLS = (B, S, G)
+WINDOW_SYMBOLS = (W,)
 
 LEGEND: dict[str, str] = {
     "B": "batch size (sequences)",
@@ -101,6 +105,7 @@ LEGEND: dict[str, str] = {
     "M_cap": "device memory capacity, bytes",
     "M_res": "memory reserve, bytes",
     "t_generate": "fixed time per generate() call (HF generation loop set-up), s",
+    "W": "attention window (sliding-window attention): keys a query sees, tokens",
 }
 
 # Parallelism (docs/parallelism.md): degrees and the interconnect of the alpha-beta model

@@ -6,7 +6,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-PositiveInt = Annotated[int, Field(gt=0)]
+# Counts are cast to float64 for the formulas (docs/reliability.md 2): above 2^53 a float64
+# no longer holds every whole number, and above ~1.8e308 the cast fails.
+MAX_WHOLE = 2**53
+PositiveInt = Annotated[int, Field(gt=0, le=MAX_WHOLE)]
 
 
 class Workload(BaseModel, frozen=True, extra="forbid"):
@@ -14,7 +17,8 @@ class Workload(BaseModel, frozen=True, extra="forbid"):
     prompt_tokens: PositiveInt = 2048
     generated_tokens: PositiveInt = 128
     memory_reserve_bytes: float = Field(
-        default=0.0, ge=0, description="device memory kept free when sizing the max batch"
+        default=0.0, ge=0, allow_inf_nan=False,
+        description="device memory kept free when sizing the max batch"
     )
 
 

@@ -86,6 +86,10 @@ class DecoderStack(nn.Module):
 
     def __init__(self, stack: StackSpec) -> None:
         super().__init__()
+        if stack.sliding_window is not None:
+            # the cost model models the window (docs/sliding-window.md); this reference does not
+            raise ValueError("sliding_window: the PyTorch reference runs full attention only; "
+                             "windowed models are predicted by the cost model but not built here")
         self.stack_spec = stack
         self.layers = nn.ModuleList(DecoderLayer(stack) for _ in range(stack.n_layers))
         self.final_norm = make_norm(stack)

@@ -41,10 +41,12 @@ class _Bar:
 def _scheduler(args: argparse.Namespace):
     from pydantic import ValidationError
 
-    from costmodel.errors import UserError, describe_validation_error
+    from costmodel.errors import UserError, describe_validation_error, finite
 
     from .scheduler import SchedulerConfig
 
+    if args.kv_gib is not None:  # an infinite pool means nothing (docs/reliability.md 2)
+        finite("--kv-gib", args.kv_gib, lo=0, lo_open=True)
     try:
         return SchedulerConfig(policy=args.policy, max_running=args.max_running,
                                token_budget=args.token_budget, page_tokens=args.page_tokens,
@@ -87,6 +89,8 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     if args.max_rate:
         if args.trace:
             raise UserError("--trace: --max-rate draws its own Poisson requests; drop --trace")
+        if args.target_rate is not None:  # before the probes, not after them
+            check_rate(args.target_rate, "--target-rate")
         bar = _Bar("max-rate probes", show)
         res = max_rate(model, args.hardware, prompt, gen, slo, requests=args.requests,
                        seed=args.seed, scheduler=sched, implementation=args.implementation,

@@ -41,6 +41,7 @@ from costmodel.api import (
     resolve_model,
     structure_key,
 )
+from costmodel.errors import UserError
 from costmodel.hardware import Hardware, get_hardware
 from costmodel.implementation import Implementation, get_implementation
 from costmodel.metrics import ARGS, StructureKey
@@ -247,6 +248,10 @@ def _weights_expr(key: StructureKey) -> sp.Expr:
 def build_predictor(model: VanillaSpec | BlockSpec | str, hardware: Hardware | str,
                     implementation: Implementation | str = "static") -> Predictor:
     spec = resolve_model(model)
+    if isinstance(spec, VanillaSpec) and spec.stack.sliding_window is not None:
+        # refused rather than simulated with a full, ever-growing cache (docs/sliding-window.md)
+        raise UserError(f"model: {spec.name} uses sliding-window attention, which the serving "
+                        "simulator does not model (estimate, sweep and plan_capacity do)")
     hw = get_hardware(hardware)
     impl = get_implementation(implementation)
     key = structure_key(spec, impl)

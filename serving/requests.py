@@ -150,6 +150,8 @@ def poisson_trace(rate: float, duration_s: float, prompt: Distribution | str | i
     p = prompt if isinstance(prompt, Distribution) else parse_distribution(prompt, "prompt_tokens")
     g = generated if isinstance(generated, Distribution) else \
         parse_distribution(generated, "generated_tokens")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise UserError(f"seed: must be a whole number >= 0, got {seed!r}")
     rng = np.random.default_rng(seed)
     # enough unit-rate gaps for the window (mean + 10 sigma), cut at duration
     n_max = int(expected + 10 * math.sqrt(expected) + 20)

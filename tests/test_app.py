@@ -105,11 +105,42 @@ def test_compare_defaults_equal_the_api():
     assert expected_cards("Block", b).items() <= shown.items()
     assert shown["Throughput ratio"] == fmt.ratio(b.throughput_tokens_per_s
                                                   / v.throughput_tokens_per_s)
-    table = at.dataframe[0].value.set_index("metric")
-    assert table.loc["Throughput", "Vanilla"] == v.throughput_tokens_per_s
-    assert table.loc["TPOT", "Block"] == b.tpot_s
-    assert table.loc["Max batch", "block / vanilla"] == pytest.approx(b.max_batch / v.max_batch)
+    table = at.dataframe[0].value.set_index("metric")  # human units, as the cards
+    assert table.loc["Throughput", "Vanilla"] == fmt.tokens_per_s(v.throughput_tokens_per_s)
+    assert table.loc["TPOT", "Block"] == fmt.seconds(b.tpot_s)
+    assert table.loc["Max batch", "block / vanilla"] == fmt.ratio(b.max_batch / v.max_batch)
+    assert table.loc["FLOPs (request)", "Vanilla"] == fmt.flops(v.flops_total)
     assert len(at.get("plotly_chart")) == 3  # phases, vanilla ops, block ops
+
+
+def test_compare_explains_itself():
+    """What a Block Transformer is, why this pair, which ratio is good, per-token decode."""
+    at = run_app()
+    v = estimate("vanilla_410", "h100-sxm-80gb", PREFILL)
+    b = estimate("block_main_b4_1.2b", "h100-sxm-80gb", PREFILL)
+    text = " ".join(m.value for m in at.markdown)
+    assert "block decoder" in text and "token decoder" in text and "P + L_B − 1" in text
+    assert "similar training loss" in text and "(loss 2.224)" in text and "(loss 2.188)" in text
+    cards = {m.label: m for m in at.metric}
+    ttft, tpot = cards["TTFT ratio"], cards["TPOT ratio"]
+    assert ttft.value == fmt.ratio(b.ttft_s / v.ttft_s) == "1.35×"
+    from streamlit.proto.Metric_pb2 import Metric
+
+    assert ttft.delta == "worse: 35% higher" and ttft.proto.color == Metric.MetricColor.RED
+    assert tpot.value == "0.36×" and tpot.delta == "better: 64% lower"
+    assert tpot.proto.color == Metric.MetricColor.GREEN
+    # decode per token: one vanilla token against a quarter of a four-token block step
+    per_token = cards["Block Decode time per token"].value
+    assert per_token == fmt.seconds(b.decode_step_time_s / 4) == fmt.seconds(
+        b.decode_time_per_token_s)
+    assert cards["Vanilla Decode time per token"].value == fmt.seconds(v.decode_step_time_s)
+    table = at.dataframe[0].value.set_index("metric")
+    assert table.loc["TTFT", "for the block model"] == "worse: 35% higher"
+    # the two per-op charts share one x scale, wide enough for the longest op of both
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")[1:]]
+    ranges = [s["layout"]["xaxis"]["range"] for s in specs]
+    longest = max(v.breakdown()["time_s"].max(), b.breakdown()["time_s"].max()) * 1e3
+    assert ranges[0] == ranges[1] and ranges[0][1] >= longest
 
 
 def test_compare_follows_every_sidebar_input():
@@ -255,7 +286,7 @@ def test_uploaded_config_json_good_and_bad():
     at.sidebar.file_uploader(key="vanilla_upload").upload(
         "config.json", json.dumps(bad).encode()).run()
     [msg] = errors(at)
-    assert "d_model (500) must be divisible by n_heads (8)" in msg
+    assert "hidden_size (500) must be divisible by num_attention_heads (8)" in msg
 
     missing = {k: v for k, v in NEOX_CONFIG.items() if k != "hidden_size"}
     at.sidebar.file_uploader(key="vanilla_upload").upload(

@@ -23,8 +23,11 @@ from app.state import (  # noqa: E402
     BLOCK_CHOICES,
     DEFAULT,
     PROFILE_CHOICES,
+    QUERY_FIELD,
+    RULES,
     VANILLA_CHOICES,
     WhatIf,
+    check_value,
     from_query_params,
     to_query_params,
 )
@@ -38,33 +41,65 @@ PREFILL = Workload(batch="max", prompt_tokens=2048, generated_tokens=128)
 
 # --- URL state ----------------------------------------------------------------------------------
 
-whatifs = st.builds(
-    WhatIf,
+_sizes = st.integers(0, 9000)
+_eff = st.none() | st.sampled_from((0.0, 0.35, 0.8, 1.0, 1.5))
+_us = st.none() | st.sampled_from((0.0, 12.5, 3000.0))
+WHATIF_FIELDS = dict(
     vanilla=st.sampled_from(VANILLA_CHOICES), block=st.sampled_from(BLOCK_CHOICES),
     hardware=st.sampled_from(hardware_ids()), profile=st.sampled_from(PROFILE_CHOICES),
     batch_mode=st.sampled_from(("max", "fixed")), batch=st.integers(0, 10**6),
     prompt_tokens=st.integers(-5, 10**6), generated_tokens=st.integers(0, 10**6),
     reserve_GiB=st.sampled_from((0.0, 0.5, 2.0, 10.0)),
-    v_layers=st.integers(0, 200), v_width=st.integers(0, 9000), b_block_length=st.integers(0, 64),
-    bf_block_length=st.integers(0, 64),
-    eff_matmul=st.none() | st.sampled_from((0.0, 0.35, 0.8, 1.0, 1.5)),
-    eff_overlap=st.none() | st.sampled_from((0.0, 0.25, 1.0)),
-    forward_overhead_us=st.none() | st.sampled_from((0.0, 12.5, 3000.0)),
+    v_layers=st.integers(0, 200), v_width=_sizes, v_heads=st.integers(0, 128), v_ffn=_sizes,
+    b_block_length=st.integers(0, 64), b_prefix=st.integers(0, 16),
+    b_layers_block=st.integers(0, 200), b_layers_token=st.integers(0, 200), b_width=_sizes,
+    b_heads=st.integers(0, 128), b_ffn=_sizes, bf_block_length=st.integers(0, 64),
+    eff_matmul=_eff, eff_bandwidth=_eff, eff_overlap=_eff, kernel_overhead_us=_us,
+    forward_overhead_us=_us, tp=st.integers(1, 8), pp=st.integers(1, 4),
 )
+whatifs = st.builds(WhatIf, **WHATIF_FIELDS)
+
+# what the URL carries (app/state.py `to_query_params`): the main choices always, the batch
+# when fixed, the reserve when set, a custom model's fields only when it is chosen, efficiencies
+# when set, tp and pp when not 1; everything else comes back as the default
+MAIN = ("vanilla", "block", "hardware", "profile", "prompt_tokens", "generated_tokens",
+        "batch_mode")
+CUSTOM_VANILLA = ("v_layers", "v_width", "v_heads", "v_ffn")
+CUSTOM_BLOCK = ("b_block_length", "b_prefix", "b_layers_block", "b_layers_token", "b_width",
+                "b_heads", "b_ffn")
+EFFICIENCIES = ("eff_matmul", "eff_bandwidth", "eff_overlap", "kernel_overhead_us",
+                "forward_overhead_us")
 
 
-@settings(max_examples=60, deadline=None)
+def test_strategy_draws_every_field():
+    from dataclasses import fields
+
+    assert set(WHATIF_FIELDS) == {f.name for f in fields(WhatIf)}
+
+
+@settings(max_examples=200, deadline=None)
 @given(whatifs)
 def test_query_params_round_trip(w):
+    """Values within the models' rules come back exactly; a value outside them is refused
+    with a warning quoting it, before any widget sees it (docs/reliability.md)."""
     url = to_query_params(w)
     back, warnings = from_query_params(url)
-    assert warnings == []
-    assert to_query_params(back) == url
-    # the fields the URL carries come back exactly
-    for name in ("vanilla", "block", "hardware", "profile", "prompt_tokens", "generated_tokens",
-                 "batch_mode", "eff_matmul", "eff_bandwidth", "eff_overlap",
-                 "kernel_overhead_us", "forward_overhead_us"):
-        assert getattr(back, name) == getattr(w, name)
+    refused = set()
+    for key, text in url.items():
+        field = QUERY_FIELD.get(key)
+        try:
+            if field in RULES and text != "max":
+                check_value(field, float(text), text)
+        except ValueError:
+            refused.add(key)
+            assert any(w.startswith(f"URL parameter {key}={text!r} was ignored") for w in warnings)
+    assert len(warnings) == len(refused)
+    # the fields the URL carries come back exactly, unless refused
+    for key, name in QUERY_FIELD.items():
+        if key in url and key not in refused and key != "batch":
+            assert getattr(back, name) == getattr(w, name), name
+    if not refused:
+        assert to_query_params(back) == url
 
 
 def test_query_params_accept_display_names_and_case():
@@ -430,3 +465,53 @@ def test_sweep_helper_agrees_with_api():
     ref = sweep("block_main_b4_5", hw, batch="max", prompt_tokens=2048,
                 generated_tokens=list(design.LENGTHS), metrics=["ttft_s"])
     assert df["value"].tolist() == pytest.approx(ref["ttft_s"].tolist(), rel=1e-12)
+
+
+# --- number formatting and shared scales (issue 15) -----------------------------------------
+
+def test_log_axes_label_powers_of_ten_in_one_si_style():
+    v = estimate("vanilla_410", "h100-sxm-80gb", Workload(batch=8))
+    pts = figures.roofline_points(v, "Vanilla", 989e12)
+    fig = figures.roofline_figure(989e12, 3.35e12, pts, "t").to_plotly_json()["layout"]
+    for axis in (fig["xaxis"], fig["yaxis"]):
+        assert axis["type"] == "log" and axis["dtick"] == 1  # no 2..9 minor labels
+        assert axis["tickformat"] == ".3~s"  # 100T, never 1e+14 beside 100T
+    curve = pd.DataFrame({"batch": [1, 2, 4], "tpot_s": [0.01, 0.011, 0.012],
+                          "ttft_s": [0.1] * 3, "throughput_tokens_per_s": [100.0, 180, 330],
+                          "memory_bytes_total": [1e9] * 3})
+    cap = figures.capacity_figure(curve, 4, None, "c").to_plotly_json()["layout"]
+    assert cap["xaxis"]["tickformat"] == "d" and cap["xaxis"]["dtick"] == 1
+    assert cap["yaxis2"]["tickformat"] == ".3~s" and cap["yaxis2"]["tickmode"] == "auto"
+    # room for the right axis title (it was clipped) and the legend out of its way
+    assert cap["margin"]["r"] >= 60 and cap["legend"]["orientation"] == "h"
+
+
+def test_heatmap_cells_share_one_number_style():
+    pivot = pd.DataFrame([[546.0, 1090.0], [np.nan, 2.5e6]], index=[128, 2048], columns=[1, 8])
+    fig = figures.heatmap_figure(pivot, "t", "batch", "prompt", "throughput", log_z=True)
+    assert [list(r) for r in fig.data[0].text] == [["546", "1.09 k"], ["", "2.5 M"]]
+    secs = figures.heatmap_figure(pivot / 1e6, "t", "b", "p", "TTFT", show=fmt.for_unit("s"))
+    assert list(secs.data[0].text[0]) == ["546 µs", "1.09 ms"]
+    assert fmt.for_unit("bytes")(3 * 2**30) == "3.00 GiB"
+
+
+def test_per_op_charts_share_one_time_scale():
+    w = Workload(batch="max")
+    ests = [estimate("vanilla_410", "h100-sxm-80gb", w),
+            estimate("block_main_b4_1.2b", "h100-sxm-80gb", w)]
+    x_max = figures.shared_time_range_ms(ests)
+    longest = max(float(e.breakdown()["time_s"].max()) for e in ests) * 1e3
+    assert longest < x_max <= longest * 1.06
+    ranges = [figures.op_time_figure(e, "t", x_max_ms=x_max).layout.xaxis.range for e in ests]
+    assert ranges[0] == ranges[1] == (0, x_max)
+
+
+def test_decode_time_per_token_compares_tokens_not_steps():
+    w = Workload(batch=64, prompt_tokens=2048, generated_tokens=128)
+    v = estimate("vanilla_410", "h100-sxm-80gb", w)
+    b = estimate("block_main_b4_1.2b", "h100-sxm-80gb", w)
+    assert v.decode_step_tokens == 1 and v.decode_time_per_token_s == v.decode_step_time_s
+    assert b.decode_step_tokens == 4
+    assert b.decode_time_per_token_s == pytest.approx(b.decode_step_time_s / 4, rel=1e-15)
+    labels = [m.label for m in tables.COMPARE_METRICS]
+    assert "Decode time per token" in labels

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from costmodel import Workload, estimate, get_hardware
 from costmodel.capacity import batch_curve, plan_capacity
+from costmodel.loading import load_model
 from costmodel.presets import neox_stack
 from costmodel.spec import VanillaSpec
 
@@ -84,8 +86,27 @@ def test_block_model_and_inverse_questions():
     plan = plan_capacity("block_main_b4_1.2b", HW, WL, target_tokens_per_s=1e6, tpot_bound_s=2e-3)
     est = estimate("block_main_b4_1.2b", HW, WL.model_copy(update={"batch": plan.batch}))
     assert plan.tpot_s <= 2e-3
-    assert plan.compute_bound_batch == est.compute_bound_batch
     assert plan.kv_overtakes_weights_context == pytest.approx(est.kv_overtakes_weights_context)
+
+
+def test_compute_bound_batch_of_a_plan_is_the_decode_crossing():
+    # one decode step (G = 2 after a 1-token prompt: KV reads negligible): the plan's compute-bound batch is where
+    # the step's summed T_math reaches its T_mem, checked on the estimate's per-op rows
+    spec = load_model(str(Path(__file__).resolve().parent.parent / "examples" / "configs"
+                          / "llama-2-7b.json"))
+    wl = Workload(batch=1, prompt_tokens=1, generated_tokens=2)
+    b = plan_capacity(spec, HW, wl, target_tokens_per_s=1e4).compute_bound_batch
+    assert 1 < b < 1e5
+
+    def terms(batch):
+        e = estimate(spec, HW, wl.model_copy(update={"batch": batch}))
+        rows = [r for r in e.ops if r.phase == "decode"]
+        return sum(r.t_math_s for r in rows), sum(r.t_mem_s for r in rows)
+
+    t_math, t_mem = terms(math.ceil(b))
+    assert t_math >= t_mem
+    t_math, t_mem = terms(math.floor(b))
+    assert t_math < t_mem or math.floor(b) == b
 
 
 def test_batch_curve_is_one_sweep_matching_estimate():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -40,10 +41,10 @@ def _estimate_before(model, hardware, workload, implementation, parallelism=None
     if batch != 1:
         metrics, rows = f.evaluate_all(symbol_values(spec, hw, impl, workload, batch, par))
     ops = []
-    for row, vals in zip(f.rows, rows, strict=True):
+    for (phase, op), vals in zip(f.row_labels, rows, strict=True):
         v = dict(zip(ROW_FIELDS, map(float, vals), strict=True))
         ops.append(OpRow(
-            phase=row.phase, name=row.op, flops=v["flops"], useful_flops=v["useful_flops"],
+            phase=phase, name=op, flops=v["flops"], useful_flops=v["useful_flops"],
             weight_bytes=v["weight_bytes"],
             activation_bytes=v["act_read_bytes"] + v["act_write_bytes"],
             kv_bytes=v["kv_read_bytes"] + v["kv_write_bytes"], kernels=v["kernels"],
@@ -51,11 +52,14 @@ def _estimate_before(model, hardware, workload, implementation, parallelism=None
             time_s=v["time_s"], bound=_bound(v["t_math_s"], v["t_mem_s"], v["time_s"],
                                              v["comm_time"]),
             collective_bytes=v["comm_bytes"], collective_time_s=v["comm_time"]))
+    step_tokens = spec.block_length if spec.kind == "block" else 1
     return Estimate(
         model=spec.name, kind=spec.kind, hardware=hw.id, implementation=impl.name, batch=batch,
         prompt_tokens=workload.prompt_tokens, generated_tokens=workload.generated_tokens,
         **{m: metrics[m] for m in METRICS if m != "max_batch"},
         max_batch=max_batch, fits=batch <= max_batch, ops=ops,
+        decode_step_tokens=step_tokens,
+        decode_time_per_token_s=metrics["decode_step_time_s"] / step_tokens,
         tp=par.tp, pp=par.pp, gpus=par.gpus_per_replica)
 
 
@@ -207,3 +211,20 @@ def test_plan_search_equals_the_per_layout_path():
             assert (o.batch, o.max_batch, o.tpot_s) == (got[1], got[3].max_batch, got[0].tpot_s)
             checked += 1
     assert checked >= 2
+
+
+def test_streamed_chunks_equal_the_whole_grid():
+    # chunks smaller than a structure go through flat arrays, a whole structure through the
+    # open grid: the same rows, in the same order
+    from costmodel.api import plan_sweep, sweep_chunks
+    grid = dict(batch=[1, 2, 9], prompt_tokens=[16, 300], generated_tokens=[1, 5, 64],
+                metrics=("tpot_s", "memory_bytes_total", "max_batch"))
+    plan = plan_sweep(["vanilla_70", "block_main_b4_19"], "h100-sxm-80gb", **grid)
+    whole = pd.concat(list(sweep_chunks(plan, chunk_points=10**6)), ignore_index=True)
+    streamed = pd.concat(list(sweep_chunks(plan, chunk_points=7)), ignore_index=True)
+    assert len(whole) == len(streamed) == 2 * 18
+    for col in ("batch", "prompt_tokens", "generated_tokens", "max_batch", "fits"):
+        assert whole[col].tolist() == streamed[col].tolist()
+    for col in ("tpot_s", "memory_bytes_total"):
+        np.testing.assert_allclose(whole[col].to_numpy(dtype=float),
+                                   streamed[col].to_numpy(dtype=float), rtol=1e-12)

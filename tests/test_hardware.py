@@ -373,7 +373,7 @@ def test_load_from_json_path(tmp_path):
         hw = get_hardware(ref)
         assert hw.id == "my-gpu" and hw.bandwidth_bytes_per_s() == pytest.approx(1.234e12)
     assert "my-gpu" not in hardware_ids()  # a file path does not join the database
-    with pytest.raises(FileNotFoundError, match="missing.json"):
+    with pytest.raises(HardwareDataError, match="missing.json.*does not exist"):
         get_hardware(tmp_path / "missing.json")
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps(record | {"efficiency": {"matmul": 2.0}}))

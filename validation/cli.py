@@ -1,4 +1,5 @@
-"""``blockroof validate count`` and ``blockroof validate run`` (registered by costmodel.cli).
+"""``blockroof validate count|ops|run``: imported by `costmodel.cli` only when ``validate`` is the
+command (its `COMMAND_MODULES` registry), which then calls `register`.
 
 count: the reference counted on the meta device against the cost model, op by op
 (`validation.count`); prints the per-op table and, last, ``count mismatches: K``.
@@ -16,35 +17,51 @@ import time
 from pathlib import Path
 from typing import Any
 
-from costmodel.errors import UserError
+from pydantic import ValidationError
+
+from costmodel.errors import UserError, describe_validation_error, finite
+from costmodel.flags import conflict, whole
 from costmodel.implementation import PROFILES
 
 PAPER_SETTINGS = ((2048, 128), (128, 2048))
 
 
 def _models(text: str) -> list[Any]:
-    from costmodel.cli import _load_model
+    from costmodel.loading import load_model
     from costmodel.presets import PRESET_NAMES, get_preset
 
     if text == "all":
         return [get_preset(n) for n in PRESET_NAMES]
-    return [_load_model(text)]
+    return [load_model(text)]
+
+
+def _check_out(path: str | None, suffixes: tuple[str, ...], flag: str) -> None:
+    """Refuse an output path that cannot be written, before the (long) measurement."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.suffix.lower() not in suffixes:
+        raise UserError(f"{flag}: file name must end in {', '.join(suffixes)}, got {p.name!r}")
+    if p.is_dir() or not p.parent.is_dir():
+        raise UserError(f"{flag}: {p} is a directory or its directory does not exist")
 
 
 def cmd_count(args: argparse.Namespace) -> None:
     from .count import compare, format_table
+    from .limits import check_allocatable
 
-    if args.batch < 1:
-        raise UserError(f"--batch: must be >= 1, got {args.batch}")
-    if args.tp < 1:
-        raise UserError(f"--tp: must be >= 1, got {args.tp}")
+    whole("--batch", args.batch)
+    conflict("--paper-settings", args.paper_settings, "--prompt/--generate",
+             args.prompt is not None or args.generate is not None)
+    _check_out(args.out, (".json",), "--out")
+    whole("--tp", args.tp)
     if args.paper_settings:
         settings = list(PAPER_SETTINGS)
     else:
         if args.prompt is None or args.generate is None:
             raise UserError("--prompt and --generate: both are needed (or --paper-settings)")
-        if args.prompt < 1 or args.generate < 1:
-            raise UserError("--prompt, --generate: must be >= 1")
+        whole("--prompt", args.prompt)
+        whole("--generate", args.generate)
         settings = [(args.prompt, args.generate)]
     profiles = {"both": ["static", "hf-legacy"], "all": list(PROFILES)}.get(
         args.implementation, [args.implementation])
@@ -52,6 +69,9 @@ def cmd_count(args: argparse.Namespace) -> None:
 
     env = environment("cpu", "meta")  # before counting: the sources as they are imported
     models = _models(args.model)
+    for spec in models:  # refuse what torch cannot allocate, even on the meta device
+        for s, g in settings:
+            check_allocatable(spec, args.batch, s, g, "static", args.dtype, "meta")
     many = len(models) * len(settings) * len(profiles) > 1
     total = 0
     reports = []
@@ -91,7 +111,8 @@ def _write_count_results(path: Path, reports: list[dict[str, Any]], total: int,
                          env: dict[str, Any]) -> None:
     """A JSON summary (one entry per case) and, beside it, every compared row as CSV."""
     import csv
-    import os
+
+    from costmodel.errors import write_atomic
 
     from .dataset import write_json_atomic
 
@@ -100,9 +121,7 @@ def _write_count_results(path: Path, reports: list[dict[str, Any]], total: int,
              | {"ops": len(r["rows"])} for r in reports]
     write_json_atomic(path, {"total_mismatches": total, "cases": cases,
                              "env": env})
-    csv_path = path.with_suffix(".csv")
-    tmp = csv_path.with_name(f".{csv_path.name}.tmp")
-    with tmp.open("w", newline="") as f:
+    def rows(f: Any) -> None:
         w = csv.writer(f)
         w.writerow(["model", "implementation", "prompt_tokens", "generated_tokens", "phase",
                     "op", "quantity", "counted", "predicted"])
@@ -112,17 +131,27 @@ def _write_count_results(path: Path, reports: list[dict[str, Any]], total: int,
                     w.writerow([r["model"], r["implementation"], r["prompt_tokens"],
                                 r["generated_tokens"], row["phase"], row["op"], q, v,
                                 row["predicted"][q]])
-    os.replace(tmp, csv_path)
+
+    write_atomic(path.with_suffix(".csv"), rows)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
     from .pipeline import run
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out: {out} is a file; a run directory is needed")
+    whole("--limit", args.limit)
+    whole("--threads", args.threads)
+    if args.memory_gib is not None:
+        finite("--memory-gib", args.memory_gib, lo=0, lo_open=True)
+    if args.budget_s is not None:
+        finite("--budget-s", args.budget_s, lo=0, lo_open=True)
     models = [m for m in args.models.split(",") if m] if args.models else None
     run(args.device, args.suite, args.out, threads=args.threads, limit=args.limit,
         models=models, smoke=args.smoke, dtype=args.dtype, rebench=args.rebench, budget_s=args.budget_s,
-        memory_capacity_bytes=args.memory_gib * 2**30 if args.memory_gib else None,
-        progress=not args.no_progress)
+        memory_capacity_bytes=args.memory_gib * 2**30 if args.memory_gib is not None else None,
+        progress=not args.no_progress, wait=not args.no_wait)
 
 
 def cmd_ops(args: argparse.Namespace) -> None:
@@ -134,18 +163,26 @@ def cmd_ops(args: argparse.Namespace) -> None:
     from .op_profile import format_profile, plot_profile, profile
     from .suites import Point
 
+    whole("--threads", args.threads)
+    whole("--repeats", args.repeats)
+    whole("--warmup", args.warmup, lo=0)
     if args.threads is not None:
-        if args.threads < 1:
-            raise UserError(f"--threads: must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device: cuda requested but torch sees no CUDA device")
+    _check_out(args.out, (".json",), "--out")
+    _check_out(args.plot, (".png", ".svg", ".pdf"), "--plot")
     try:
         point = Point(args.model, args.phase, args.batch, args.context, args.generate,
                       args.implementation, args.block_length)
-        point.spec()
-    except ValueError as e:
-        raise UserError(str(e)) from None
+        spec = point.spec()
+    except ValidationError as e:
+        raise UserError(describe_validation_error(e, prefix="--block-length")) from None
+    from .limits import check_allocatable
+
+    gen = args.generate if args.phase == "generate" else 1
+    check_allocatable(spec, args.batch, args.context, gen, args.implementation, args.dtype,
+                      args.device)
     prof = profile(point, get_hardware(args.hardware), args.device, args.dtype, args.repeats,
                    args.warmup)
     if args.out:
@@ -247,8 +284,7 @@ def register(sub: Any) -> None:
 
     register_serve(vs)
 
-    from .collective_bench import register as register_allreduce
-    from .tp_suite import register as register_tp
+    from .parallel_cli import register_allreduce, register_tp  # torch loads when they run
 
     register_allreduce(vs)
     register_tp(vs)
@@ -271,4 +307,6 @@ def register(sub: Any) -> None:
                    help="device memory for the max-batch search (default: the device's)")
     r.add_argument("--rebench", action="store_true", help="re-run the micro-benchmarks")
     r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--no-wait", action="store_true",
+                   help="stop (instead of waiting) if another run is writing --out")
     r.set_defaults(func=cmd_run)

@@ -150,18 +150,6 @@ def describe(res: AllReduceResult) -> str:
     return "\n".join(lines)
 
 
-def register(vs: Any) -> None:
-    """``blockroof validate allreduce``."""
-    a = vs.add_parser("allreduce", help="gloo/NCCL all-reduce sweep -> interconnect record")
-    a.add_argument("--out", required=True, help="directory for allreduce.json and the record")
-    a.add_argument("--world", type=int, default=2)
-    a.add_argument("--repeats", type=int, default=30)
-    a.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    a.add_argument("--base", default="cpu-amd-epyc-1t-measured-20261128-calibrated",
-                   help="hardware record (id or .json) the interconnect is added to; '' none")
-    a.set_defaults(func=_cmd)
-
-
 def _cmd(args: Any) -> None:
     from costmodel.errors import UserError
 

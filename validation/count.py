@@ -43,6 +43,7 @@ import torch
 
 from costmodel import symbols as sy
 from costmodel.api import impl_values, model_values, structure_key
+from costmodel.errors import UserError
 from costmodel.implementation import Implementation, get_implementation
 from costmodel.metrics import ARGS, formulas
 from costmodel.parallel import Parallelism
@@ -55,6 +56,11 @@ from .tracing import RequestCounts, trace_request
 COMPARED: tuple[str, ...] = ("flops", "weight_bytes", "kv_read_bytes", "kv_write_bytes")
 # with tensor parallelism also the tensor bytes of every collective (validation/collectives.py)
 COMPARED_ALL: tuple[str, ...] = (*COMPARED, "comm_bytes")
+# activation traffic and kernels of every aten op (validation/traffic.py, docs/conventions.md),
+# compared for the profiles whose kernels the reference runs: static and hf-legacy
+TRAFFIC: tuple[str, ...] = ("act_read_bytes", "act_write_bytes", "kernels")
+TRAFFIC_PROFILES = ("static", "hf-legacy")
+EVALUATED: tuple[str, ...] = (*COMPARED_ALL, *TRAFFIC)
 REQUEST_PHASE = "(request)"
 
 
@@ -109,7 +115,7 @@ def _exact(value: float) -> sp.Rational:
 def _exact_fn(key: Any) -> tuple[list[tuple[str, str]], Any]:
     f = formulas(key)
     rows = [(r.phase, r.op) for r in f.rows]
-    exprs = [[r.quantities[q] for q in COMPARED_ALL] for r in f.rows]
+    exprs = [[r.quantities[q] for q in EVALUATED] for r in f.rows]
     # one GPU's share (= the whole model without tensor parallelism)
     exprs.append([f.metrics["weights_bytes_per_gpu"], f.metrics["kv_cache_bytes_per_sample_per_gpu"],
                   f.metrics["kv_transient_bytes_per_sample_per_gpu"]])
@@ -147,7 +153,7 @@ def predicted_counts(spec: VanillaSpec | BlockSpec, impl: Implementation, batch:
         if op == "(forward calls)":
             continue
         counts[(phase, op)] = {name: _as_int(v, f"{phase}/{op}/{name}")
-                               for name, v in zip(COMPARED_ALL, q, strict=True)}
+                               for name, v in zip(EVALUATED, q, strict=True)}
     weights, kv, transient = out[-1]
     if at_rest:
         kv -= transient
@@ -162,7 +168,7 @@ def count_request(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
     """Build the reference (on `device`, default meta: no memory, no arithmetic) and count one
     `generate` request (rank 0 of a `tp`-way sharded model, collectives recorded)."""
     if dtype not in TORCH_DTYPE:
-        raise ValueError(f"dtype: expected one of {', '.join(TORCH_DTYPE)}, got {dtype!r}")
+        raise UserError(f"dtype: expected one of {', '.join(TORCH_DTYPE)}, got {dtype!r}")
     model = build_model(spec, device=device, dtype=TORCH_DTYPE[dtype], seed=0)
     if tp > 1:
         from reference.tp import shard_model
@@ -188,6 +194,8 @@ def compare(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
     predicted, weights, kv_per_sample = predicted_counts(spec, impl, batch, prompt_tokens,
                                                          generated_tokens, at_rest=True, tp=tp)
     compared = COMPARED_ALL if tp > 1 else COMPARED
+    if implementation in TRAFFIC_PROFILES:
+        compared = (*compared, *TRAFFIC)
     rows = []
     keys = list(predicted) + [k for k in counted.counts if k not in predicted]
     for key in keys:
@@ -208,21 +216,29 @@ def compare(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
                        generated_tokens, rows)
 
 
+SHORT = {"flops": "flops", "weight_bytes": "weight_B", "kv_read_bytes": "kv_read_B",
+         "kv_write_bytes": "kv_write_B", "comm_bytes": "comm_B", "act_read_bytes": "act_read_B",
+         "act_write_bytes": "act_write_B", "kernels": "kernels"}
+
+
 def format_table(report: CountReport) -> str:
-    """The per-op table the CLI prints: counted values and (predicted - counted)."""
-    header = ["phase", "op", "flops", "d_flops", "weight_B", "d_weight", "kv_read_B", "d_kv_r",
-              "kv_write_B", "d_kv_w", "ok"]
+    """The per-op table the CLI prints: counted values and (predicted - counted) ``d_``."""
+    shown = [q for q in SHORT if any(q in r.counted for r in report.rows)]
+    header = ["phase", "op"]
+    for q in shown:
+        header += [SHORT[q], "d_" + SHORT[q].removesuffix("_B")]
+    header.append("ok")
     lines = []
     for r in report.rows:
         d = r.differences
-        if r.phase == REQUEST_PHASE:
-            cells = [r.phase, r.op, "", "", str(r.counted["bytes"]), str(d["bytes"]), "", "", "",
-                     "", "ok" if r.ok else "MISMATCH"]
+        if r.phase == REQUEST_PHASE:  # memory rows: bytes in the weight_B columns
+            cells = [r.phase, r.op, "", "", str(r.counted["bytes"]), str(d["bytes"])]
+            cells += [""] * (len(header) - len(cells) - 1)
         else:
             cells = [r.phase, r.op]
-            for q in COMPARED:
-                cells += [str(r.counted[q]), str(d[q])]
-            cells.append("ok" if r.ok else "MISMATCH")
+            for q in shown:
+                cells += [str(r.counted.get(q, "")), str(d.get(q, ""))]
+        cells.append("ok" if r.ok else "MISMATCH")
         lines.append(cells)
     widths = [max(len(h), *(len(row[i]) for row in lines)) for i, h in enumerate(header)]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]

@@ -7,16 +7,23 @@
 - `read_dataset` returns the records and one warning per line it could not use, with its line
   number: not JSON, not an object, or a foreign record (no ``schema`` equal to `SCHEMA`).
   Nothing is dropped silently and the file is left untouched.
-- `point_id` is the identity used to resume: a run skips points already in the dataset.
+- `point_id` is the identity used to resume: a run skips points already in the dataset, and
+  `read_dataset` uses the first record of a point (a later duplicate is reported, not used).
+- `run_lock` keeps a second writer out of a run directory while one is running.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from costmodel.errors import UserError, write_atomic
 
 SCHEMA = "blockroof.validation.point/1"
 
@@ -34,6 +41,7 @@ def read_dataset(path: str | Path) -> DatasetRead:
     """Every valid record of `path` (missing file: empty), with a warning per unusable line."""
     path = Path(path)
     out = DatasetRead()
+    seen: dict[str, int] = {}  # point_id -> line: a point counts once (the first record)
     if not path.exists():
         return out
     with path.open("rb") as f:
@@ -53,7 +61,13 @@ def read_dataset(path: str | Path) -> DatasetRead:
                 out.problems.append(f"{path}:{i}: foreign record (schema "
                                     f"{rec.get('schema')!r}, expected {SCHEMA!r}); "
                                     "line kept, ignored")
+            elif isinstance(rec.get("point_id"), str) and rec["point_id"] in seen:
+                out.problems.append(f"{path}:{i}: point {rec['point_id']!r} already on line "
+                                    f"{seen[rec['point_id']]}; the first is used, this line "
+                                    "kept, ignored")
             else:
+                if isinstance(rec.get("point_id"), str):
+                    seen[rec["point_id"]] = i
                 out.records.append(rec)
     return out
 
@@ -77,19 +91,53 @@ def append_record(path: str | Path, record: dict[str, Any]) -> None:
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """Write JSON via a temporary file and os.replace: an existing result is never half-written."""
+    """Write JSON via a temporary file and os.replace (`costmodel.errors.write_atomic`): an
+    existing result is never half-written, and a failed write leaves no temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+
+    def dump(f: Any) -> None:
         json.dump(obj, f, indent=2, allow_nan=False, default=str)
         f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+
+    return write_atomic(path, dump)
 
 
 def point_id(fields: dict[str, Any]) -> str:
     """Stable identity of a point from its defining fields (sorted ``key=value`` pairs)."""
     return "|".join(f"{k}={fields[k]}" for k in sorted(fields))
+
+
+@contextlib.contextmanager
+def run_lock(out_dir: str | Path, wait: bool = True,
+             say: Callable[[str], None] = print) -> Iterator[Path]:
+    """Hold the run directory's lock (`DIR/.lock`, an exclusive `fcntl.flock`) for the block.
+
+    One writer at a time: a second `validate run` into the same directory waits for the first
+    to finish (`wait`), then resumes from its dataset, so no point is measured twice; with
+    `wait=False` it stops with a `UserError`. The lock belongs to the open file, so a killed
+    run releases it at once (no stale lock to clean up)."""
+    import fcntl
+
+    path = Path(out_dir) / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            if not wait:
+                raise UserError(f"--out: {out_dir} is being written by {holder}; wait for it "
+                                "to finish or choose another directory") from None
+            say(f"waiting: {out_dir} is being written by {holder}; this run resumes from its "
+                "dataset when that one finishes")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+        f.flush()
+        try:
+            yield path
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -41,6 +41,7 @@ from torch import Tensor
 
 from costmodel.api import estimate
 from costmodel.api import max_batch as predicted_max_batch
+from costmodel.errors import UserError
 from costmodel.hardware import Hardware
 from costmodel.implementation import get_implementation
 from costmodel.spec import BlockSpec, VanillaSpec
@@ -126,7 +127,7 @@ def region(model: VanillaLM | BlockLM, spec: VanillaSpec | BlockSpec, p: Point, 
 
         return Region(first_token)
     if s % lb:
-        raise ValueError(f"prompt_tokens: a block decode step needs a context that is a "
+        raise UserError(f"prompt_tokens: a block decode step needs a context that is a "
                          f"multiple of L_B={lb}, got {s}")
     n_p = s // lb
     model.setup_inference(batch, n_p, 2, mode)  # type: ignore[arg-type]

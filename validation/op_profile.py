@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from costmodel.errors import UserError, atomic_path
 from costmodel.hardware import Hardware
 from reference import build_model
 
@@ -141,11 +142,11 @@ def profile(point: Point, hw: Hardware, device: str = "cpu", dtype: str = "fp32"
             repeats: int = 10, warmup: int = 3) -> OpProfile:
     """Measure `point`'s region per op on `device` and predict it on `hw` (module docstring)."""
     if dtype not in TORCH_DTYPE:
-        raise ValueError(f"dtype: expected one of {', '.join(TORCH_DTYPE)}, got {dtype!r}")
+        raise UserError(f"dtype: expected one of {', '.join(TORCH_DTYPE)}, got {dtype!r}")
     if point.batch == "max":
-        raise ValueError("batch: the op profile needs a fixed batch, got 'max'")
+        raise UserError("batch: the op profile needs a fixed batch, got 'max'")
     if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats, warmup: need repeats >= 1 and warmup >= 0, got {repeats}, "
+        raise UserError(f"repeats, warmup: need repeats >= 1 and warmup >= 0, got {repeats}, "
                          f"{warmup}")
     batch = int(point.batch)
     spec = point.spec()
@@ -233,8 +234,9 @@ def plot_profile(prof: OpProfile, path: str | Path, top: int = 16) -> Path:
     ax.legend(fontsize=8)
     fig.tight_layout()
     out = Path(path)
-    tmp = out.with_name(out.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(out)
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=110, format=out.suffix.lstrip(".").lower() or "png")
+    finally:
+        plt.close(fig)
     return out

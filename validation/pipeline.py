@@ -3,8 +3,10 @@
 Run directory layout (``--out DIR``):
 
 ```
+DIR/.lock                          held by the run writing DIR (a second run waits)
 DIR/hardware/<id>.json             measured record (reused on resume: predictions stay tied
-                                   to the rates they were made with)
+                                   to the rates they were made with; a re-benchmark gets a
+                                   new id, never overwriting it)
 DIR/hardware/<id>-calibrated.json  calibrated record (atomic write)
 DIR/microbench.json                per-shape matmul rates and bandwidths
 DIR/dataset.jsonl                  one measured point per line (append-only)
@@ -26,13 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
+from costmodel.errors import UserError, describe_validation_error
 from costmodel.hardware import Hardware, load_hardware_file, save_hardware
 
 from .calibrate import calibrated_hardware, fit, split
-from .dataset import read_dataset, write_json_atomic
+from .dataset import read_dataset, run_lock, write_json_atomic
 from .measure import Runner
 from .microbench import hardware_record, run_microbench
+from .predict import point_inputs
 from .report import params_text, write_report
 from .suites import Suite, get_suite
 
@@ -62,8 +67,8 @@ def measured_hardware(out: Path, device: str, suite: Suite, dtype: str, rebench:
                       quiet: bool) -> Hardware:
     """The run's measured record: reused if the run directory has one, else benchmarked."""
     hw_dir = out / "hardware"
-    existing = sorted(p for p in hw_dir.glob("*.json") if not p.stem.endswith("-calibrated")) \
-        if hw_dir.is_dir() else []
+    existing = sorted((p for p in hw_dir.glob("*.json") if not p.stem.endswith("-calibrated")),
+                      key=lambda p: p.stat().st_mtime) if hw_dir.is_dir() else []
     if existing and not rebench:
         hw = load_hardware_file(existing[-1])
         _say(f"microbench: reusing {existing[-1]}", quiet)
@@ -72,7 +77,7 @@ def measured_hardware(out: Path, device: str, suite: Suite, dtype: str, rebench:
     dtypes = (dtype,) if device == "cpu" else tuple(dict.fromkeys((dtype, "bf16", "fp32")))
     res = run_microbench(device, dtypes=dtypes, quick=suite.quick_microbench)
     write_json_atomic(out / "microbench.json", res.to_json())
-    hw = hardware_record(res)
+    hw = _new_id(hardware_record(res), hw_dir)
     save_hardware(hw, hw_dir / f"{hw.id}.json")
     best = ", ".join(f"{d} {v:.4g} TFLOP/s" for d, v in res.best_TFLOPs().items())
     _say(f"microbench: {best}; copy {res.copy_GBps:.4g} GB/s, read {res.read_GBps:.4g} GB/s "
@@ -80,12 +85,47 @@ def measured_hardware(out: Path, device: str, suite: Suite, dtype: str, rebench:
     return hw
 
 
-def run(device: str, suite_name: str, out_dir: str | Path, **kwargs: Any) -> RunResult:
-    """The whole validation loop (DESIGN.md) for one device and suite (`_run`); torch's
-    thread count is restored afterwards."""
-    previous = torch.get_num_threads()
+def usable_records(records: list[dict[str, Any]], where: Path) -> list[dict[str, Any]]:
+    """The records calibration can read (`predict.point_inputs` and a measured time > 0);
+    a warning names each one left out and why (a hand-edited or foreign line)."""
+    out = []
+    for r in records:
+        try:
+            point_inputs(r)
+            t = r["measured_s"]
+            if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) \
+                    or t <= 0:
+                raise UserError(f"measured_s: expected a time > 0 s, got {t!r}")
+        except (KeyError, TypeError, ValueError, ValidationError) as e:  # ValueError: UserError
+            why = f"missing field {e.args[0]!r}" if isinstance(e, KeyError) else \
+                (describe_validation_error(e) if isinstance(e, ValidationError) else str(e))
+            print(f"warning: {where}: point {r.get('point_id')!r} not used: {why}", flush=True)
+            continue
+        out.append(r)
+    return out
+
+
+def _new_id(hw: Hardware, hw_dir: Path) -> Hardware:
+    """`hw` under an id no record in `hw_dir` has yet (`<id>-2`, `-3`, ...): records measured
+    against an earlier benchmark keep the rates they were predicted with."""
+    taken = {p.stem for p in hw_dir.glob("*.json")} if hw_dir.is_dir() else set()
+    new, n = hw.id, 1
+    while new in taken or f"{new}-calibrated" in taken:
+        n += 1
+        new = f"{hw.id}-{n}"
+    return hw if new == hw.id else Hardware.model_validate(hw.model_dump() | {"id": new})
+
+
+def run(device: str, suite_name: str, out_dir: str | Path, wait: bool = True,
+        **kwargs: Any) -> RunResult:
+    """The whole validation loop (DESIGN.md) for one device and suite (`_run`), holding the
+    run directory's lock (`dataset.run_lock`: a second run waits, or stops if not `wait`);
+    torch's thread count is restored afterwards."""
+    get_suite(suite_name, kwargs.get("limit"), kwargs.get("models"), kwargs.get("smoke", False))
+    previous = torch.get_num_threads()  # (the suite checked first: a refused run writes nothing)
     try:
-        return _run(device, suite_name, out_dir, **kwargs)
+        with run_lock(out_dir, wait, say=lambda m: print(m, flush=True)):
+            return _run(device, suite_name, out_dir, **kwargs)
     finally:
         torch.set_num_threads(previous)
 
@@ -96,9 +136,9 @@ def _run(device: str, suite_name: str, out_dir: str | Path, *, threads: int | No
         budget_s: float | None = None, memory_capacity_bytes: float | None = None,
         progress: bool = True, quiet: bool = False, plots: bool = True) -> RunResult:
     if device not in ("cpu", "cuda"):
-        raise ValueError(f"--device: expected cpu or cuda, got {device!r}")
+        raise UserError(f"--device: expected cpu or cuda, got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device: cuda requested but torch sees no CUDA device")
+        raise UserError("--device: cuda requested but torch sees no CUDA device")
     suite = get_suite(suite_name, limit, models, smoke)
     if device == "cpu":  # explicit, recorded with every point
         torch.set_num_threads(threads or suite.threads or torch.get_num_threads())
@@ -115,8 +155,8 @@ def _run(device: str, suite_name: str, out_dir: str | Path, *, threads: int | No
     data = read_dataset(runner.dataset)
     for w in data.problems:
         print(f"warning: {w}", flush=True)
-    records = [r for r in data.records if r.get("hardware") == hw.id
-               and r.get("dtype") == runner.dtype]
+    records = [r for r in usable_records(data.records, runner.dataset)
+               if r.get("hardware") == hw.id and r.get("dtype") == runner.dtype]
     if len(records) < len(data.records):
         _say(f"note: {len(data.records) - len(records)} record(s) of another device or dtype "
              "in the dataset are not used for this calibration", quiet)

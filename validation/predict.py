@@ -28,6 +28,7 @@ from pydantic import TypeAdapter
 
 from costmodel import symbols as sy
 from costmodel.api import OpRow, hardware_values, impl_values, model_values, structure_key
+from costmodel.errors import UserError
 from costmodel.hardware import Hardware
 from costmodel.implementation import Implementation, get_implementation
 from costmodel.metrics import formulas
@@ -53,7 +54,7 @@ def point_inputs(rec: dict[str, Any]) -> PointInputs:
     """What the cost model needs for a dataset record (fields written by `validation.measure`)."""
     phase = rec["phase"]
     if phase not in PHASE_METRIC:
-        raise ValueError(f"phase: unknown phase {phase!r} (known: {', '.join(PHASE_METRIC)})")
+        raise UserError(f"phase: unknown phase {phase!r} (known: {', '.join(PHASE_METRIC)})")
     spec = _SPEC.validate_python(rec["spec"])
     impl = get_implementation(rec["implementation"], dtype=rec["dtype"])
     return PointInputs(spec, impl, int(rec["batch"]), int(rec["prompt_tokens"]),

@@ -24,6 +24,7 @@ Held-out rows never enter the objective.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import random
 from collections import defaultdict
@@ -198,14 +199,18 @@ def load(paths: list[str | Path], implementation: str | None = None) -> list[Pub
         path = Path(p)
         if not path.is_file():
             raise UserError(f"published: no such file {str(path)!r}")
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
-            if missing:
-                raise UserError(f"{path}: header: missing column(s) {', '.join(missing)} "
-                                "(schema: validation/published/README.md)")
-            for i, rec in enumerate(reader, start=2):
-                rows.append(_parse(path, i, rec, implementation))
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:  # binary garbage: name the file (docs/reliability.md)
+            raise UserError(f"published: {path} is not UTF-8 text (byte {e.start}); expected a "
+                            "CSV file") from None
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+        if missing:
+            raise UserError(f"{path}: header: missing column(s) {', '.join(missing)} "
+                            "(schema: validation/published/README.md)")
+        for i, rec in enumerate(reader, start=2):
+            rows.append(_parse(path, i, rec, implementation))
     if not rows:
         raise UserError("published: the files hold no rows")
     return rows

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from costmodel.errors import write_atomic
 from costmodel.hardware import Hardware
 
 from .calibrate import Calibration, base_rates, fit, rates_for
@@ -231,9 +232,7 @@ def write_report(records: list[dict[str, Any]], hw: Hardware, cal: Calibration,
     out.mkdir(parents=True, exist_ok=True)
     dtype = records[0]["dtype"]
     df = points_frame(records, hw, cal)
-    tmp = out / ".points.csv.tmp"
-    df.to_csv(tmp, index=False)
-    tmp.replace(out / "points.csv")
+    write_atomic(out / "points.csv", lambda f: df.to_csv(f, index=False), durable=False)
     mape = mape_table(df)
     ablation = overlap_ablation(records, hw, dtype, cal)
     violations = [
@@ -286,8 +285,8 @@ def write_report(records: list[dict[str, Any]], hw: Hardware, cal: Calibration,
     write_json_atomic(out / "summary.json", summary)
     if plots:
         summary["plots"] = _plots(df, hw, cal, dtype, out, f"{hw.name}, suite {suite}")
-    (out / ".report.md.tmp").write_text(markdown(summary), encoding="utf-8")
-    (out / ".report.md.tmp").replace(out / "report.md")
+    text = markdown(summary)
+    write_atomic(out / "report.md", lambda f: f.write(text), durable=False)
     return summary
 
 

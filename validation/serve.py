@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from costmodel.errors import UserError
+from costmodel.errors import UserError, finite
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU_RECORD = ROOT / "validation/results/cpu/hardware/cpu-amd-epyc-1t-measured-20261128-calibrated.json"
@@ -282,10 +282,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         raise UserError(f"--duration: at most 3600 s per run, got {args.duration:g}")
     get_hardware(str(args.hardware))  # fail early on a bad record
     torch.set_num_threads(args.threads)
-    rates = [float(x) for x in args.rates.split(",")] if args.rates else None
-    for r in rates or ():
-        if not r > 0:
-            raise UserError(f"--rates: every rate must be > 0, got {r:g}")
+    rates = [finite("--rates", x, lo=0, lo_open=True) for x in args.rates.split(",")] \
+        if args.rates else None
     models = args.models.split(",") if args.models else list(DEFAULT_MODELS)
     runs = [(m, r, None) for m in models for r in rates] if rates else \
         [(m, 0.0, f) for m in models for f in DEFAULT_FRACTIONS]

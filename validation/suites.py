@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field, replace
 
+from costmodel.errors import UserError
 from costmodel.presets import get_preset, with_block_length
 from costmodel.spec import BlockSpec, VanillaSpec
 
@@ -35,17 +36,17 @@ class Point:
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
-            raise ValueError(f"phase: unknown {self.phase!r} (known: {', '.join(PHASES)})")
+            raise UserError(f"phase: unknown {self.phase!r} (known: {', '.join(PHASES)})")
         if self.batch != "max" and (not isinstance(self.batch, int) or self.batch < 1):
-            raise ValueError(f"batch: expected a whole number >= 1 or 'max', got {self.batch!r}")
+            raise UserError(f"batch: expected a whole number >= 1 or 'max', got {self.batch!r}")
         if self.prompt_tokens < 1 or self.generated_tokens < 1:
-            raise ValueError("prompt_tokens, generated_tokens: must be >= 1")
+            raise UserError("prompt_tokens, generated_tokens: must be >= 1")
 
     def spec(self) -> VanillaSpec | BlockSpec:
         spec = get_preset(self.model)
         if self.block_length is not None:
             if not isinstance(spec, BlockSpec):
-                raise ValueError(f"block_length: {self.model} is not a block model")
+                raise UserError(f"block_length: {self.model} is not a block model")
             if self.block_length != spec.block_length:
                 spec = with_block_length(spec, self.block_length)
         return spec
@@ -166,12 +167,12 @@ def get_suite(name: str, limit: int | None = None, models: list[str] | None = No
     try:
         suite = SUITES[name]()
     except KeyError:
-        raise ValueError(f"suite: unknown {name!r} (known: {', '.join(SUITES)})") from None
+        raise UserError(f"suite: unknown {name!r} (known: {', '.join(SUITES)})") from None
     points = suite.points
     if models:
         unknown = sorted(set(models) - {p.model for p in points})
         if unknown:
-            raise ValueError(f"models: {', '.join(unknown)} not in suite {name!r}")
+            raise UserError(f"models: {', '.join(unknown)} not in suite {name!r}")
         points = tuple(p for p in points if p.model in models)
     if smoke:
         points = tuple(dict.fromkeys(_shrink(p) for p in points))

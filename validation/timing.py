@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from costmodel.errors import UserError
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -67,7 +69,7 @@ def time_call(fn: Callable[[], Any], device: str, warmup: int = 1, repeats: int 
     `before`/`after` run outside the timed region of every call (e.g. restoring a cache).
     """
     if repeats < 1:
-        raise ValueError(f"repeats: must be >= 1, got {repeats}")
+        raise UserError(f"repeats: must be >= 1, got {repeats}")
     for _ in range(warmup):
         if before:
             before()

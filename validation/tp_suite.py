@@ -162,17 +162,6 @@ def write(points: list[TPPoint], out_dir: Path, hardware: str) -> Path:
     return path
 
 
-def register(vs: Any) -> None:
-    """``blockroof validate tp``."""
-    t = vs.add_parser("tp", help="timed TP=2 CPU suite (gloo) vs the cost model, held out")
-    t.add_argument("--out", required=True)
-    t.add_argument("--hardware", required=True,
-                   help="record with a measured interconnect (from `validate allreduce`)")
-    t.add_argument("--repeats", type=int, default=3)
-    t.add_argument("--limit", type=int, default=None, help="first N points only")
-    t.set_defaults(func=_cmd)
-
-
 def _cmd(args: Any) -> None:
     from costmodel.hardware import get_hardware
 

@@ -72,7 +72,10 @@ from reference.attention import AttentionCore
 from reference.block import BlockLM, Embedder
 from reference.kv_cache import KVCache
 from reference.layers import DecoderLayer
+from reference.rotary import Rotary
 from reference.vanilla import VanillaLM
+
+from .traffic import TrafficCounter
 
 _LAYER_INDEX = re.compile(r"\.\d+(?=\.|$)")
 
@@ -183,12 +186,18 @@ class MetaMemo(TorchDispatchMode):
 
 # --- the tracer ----------------------------------------------------------------------------
 
-Quantity = str  # "flops", "weight_bytes", "kv_read_bytes", "kv_write_bytes"
-QUANTITIES: tuple[Quantity, ...] = ("flops", "weight_bytes", "kv_read_bytes", "kv_write_bytes")
+Quantity = str  # "flops", "weight_bytes", "kv_read_bytes", "kv_write_bytes", ...
+QUANTITIES: tuple[Quantity, ...] = ("flops", "weight_bytes", "kv_read_bytes", "kv_write_bytes",
+                                    "act_read_bytes", "act_write_bytes", "kernels")
 
 
 def _nbytes(t: Tensor | None) -> int:
     return 0 if t is None else t.numel() * t.element_size()
+
+
+def _storage(t: Tensor) -> int:
+    """Identity of a tensor's storage (shared by all its views; works on meta tensors)."""
+    return t.untyped_storage()._cdata
 
 
 def _stack_of(path: str) -> str:
@@ -224,10 +233,13 @@ class Tracer:
         self.forwards: dict[str, int] = defaultdict(int)
         self.caches = [(name, m) for name, m in model.named_modules() if isinstance(m, KVCache)]
         self.recording: list[list[tuple[str, str, int]]] = []  # LayerMemo's open records
+        self.param_storages = {_storage(p) for p in model.parameters()}
+        self.fused_depth = 0  # > 0 inside a fused kernel counted as one (attention core)
+        self.in_cache_update = False
 
     # where a count goes
     def add(self, quantity: str, value: int, path: str | None = None) -> None:
-        if value:
+        if value and (path is not None or self.stack):  # outside the model: sampling
             self.add_op(op_name(self.stack[-1] if path is None else path), quantity, value)
 
     def add_op(self, op: str, quantity: str, value: int) -> None:
@@ -272,11 +284,38 @@ class Tracer:
             self.add("weight_bytes", args[0].numel() * w.shape[1] * w.element_size())
         else:
             self.add("weight_bytes", sum(_nbytes(p) for p in module.parameters(recurse=False)))
+        if isinstance(module, Rotary):
+            # counted as the one fused rotary kernel the cost model times (docs/conventions.md):
+            # it reads q and k and writes them rotated; angles are no memory traffic
+            self.fused_depth += 1
+            self.add("kernels", 1)
+            self.add("act_read_bytes", _nbytes(args[0]))
         if isinstance(module, AttentionCore):
             self.add("kv_read_bytes", _nbytes(args[1]) + _nbytes(args[2]))  # k, v
+            if not module.materialize:
+                # SDPA counted at the granularity of the fused kernel it stands for (flash
+                # attention): one kernel reading q (and a mask passed in), writing the output
+                self.fused_depth += 1
+                self.add("kernels", 1)
+                self.add("act_read_bytes", _nbytes(args[0]) + _nbytes(
+                    args[3] if len(args) > 3 else None))
 
     def _post(self, module: nn.Module, args: Any, out: Any) -> None:
+        if isinstance(module, Rotary) or (isinstance(module, AttentionCore)
+                                          and not module.materialize):
+            self.add("act_write_bytes", _nbytes(out))
+            self.fused_depth -= 1
         self.stack.pop()
+
+    # tensor classes for `TrafficCounter`
+    # (by storage: views made under inference mode do not record their base)
+    def is_weight(self, t: Tensor) -> bool:
+        return _storage(t) in self.param_storages
+
+    def is_kv(self, t: Tensor) -> bool:
+        s = _storage(t)
+        return any(c is not None and _storage(c) == s
+                   for _, cache in self.caches for c in (cache.k, cache.v))
 
     def _wrap_update(self, path: str, cache: KVCache) -> Callable[..., Any]:
         original = cache.update
@@ -284,7 +323,13 @@ class Tracer:
         def update(k: Tensor, v: Tensor, c: int) -> tuple[Tensor, Tensor]:
             if cache.mode == "concat" and c > 0:
                 self.add("kv_read_bytes", _nbytes(cache.k) + _nbytes(cache.v), path)
-            k_all, v_all = original(k, v, c)
+            self.stack.append(path)  # the cache's kernels are the op ``attn.kv_cache``
+            self.in_cache_update = True
+            try:
+                k_all, v_all = original(k, v, c)
+            finally:
+                self.in_cache_update = False
+                self.stack.pop()
             if cache.mode == "static":
                 self.add("kv_write_bytes", _nbytes(k) + _nbytes(v), path)
             elif cache.mode == "concat":
@@ -423,5 +468,9 @@ def trace_request(model: VanillaLM | BlockLM, input_ids: Tensor, generated_token
             stack.enter_context(ModuleMemo(tracer).installed())
             stack.enter_context(MetaMemo())
         stack.enter_context(FastFlopCounter(lambda f: tracer.add("flops", f)))
+        # entered last, so it sees each op as the model issues it (before decompositions)
+        stack.enter_context(TrafficCounter(tracer.add, tracer.is_weight, tracer.is_kv,
+                                           lambda: tracer.fused_depth == 0,
+                                           lambda: tracer.in_cache_update))
         model.generate(input_ids, generated_tokens, mode=mode)  # type: ignore[arg-type]
     return tracer.result()

@@ -30,9 +30,11 @@ side = st.radio("Model", list(models), key="cap_side", horizontal=True)
 mode = st.radio("Target", list(MODES), key="cap_mode", horizontal=True, format_func=MODES.get)
 c1, c2, c3 = st.columns(3)
 target = c1.number_input("Target throughput (generated tokens/s, whole fleet)", key="cap_target",
-                         value=1_000_000.0, step=100_000.0, disabled=mode == "latency")
+                         value=1_000_000, step=100_000, format="%d",
+                         disabled=mode == "latency", help="a whole number of tokens per second")
+c1.caption(f"= {fmt.si(float(target), 'tok/s')}")
 bound_ms = c2.number_input("TPOT bound (ms per generated token)", key="cap_tpot_ms", value=20.0,
-                           step=1.0, disabled=mode == "throughput")
+                           step=1.0, format="%g", disabled=mode == "throughput")
 price = c3.number_input("Price per GPU-hour (0 = no cost)", key="cap_price", value=0.0,
                         step=0.5, help="any currency; the cost comes out in the same one")
 
@@ -40,7 +42,7 @@ spec = models[side]
 try:
     plan = plan_capacity(
         spec, hw, wl, ctx.profile,
-        target_tokens_per_s=None if mode == "latency" else target,
+        target_tokens_per_s=None if mode == "latency" else float(target),
         tpot_bound_s=None if mode == "throughput" else bound_ms * 1e-3,
         price_per_gpu_hour=None if price == 0 else price,
         parallelism="search" if layout == "search" else ctx.parallelism,
@@ -63,7 +65,8 @@ r1[3].metric("GPUs (replicas)", fmt.count(plan.gpus))
 r2 = st.columns(4)
 r2[0].metric("TPOT at that batch", fmt.seconds(plan.tpot_s))
 r2[1].metric("TTFT at that batch", fmt.seconds(plan.ttft_s))
-r2[2].metric("Fleet throughput", fmt.tokens_per_s(plan.throughput_tokens_per_s_total))
+r2[2].metric("Fleet throughput", fmt.si(plan.throughput_tokens_per_s_total, "tok/s"),
+             help=fmt.tokens_per_s(plan.throughput_tokens_per_s_total))
 r2[3].metric("Cost per million generated tokens", fmt.money(plan.cost_per_million_tokens),
              help="every replica busy; price / (3600 × replica throughput) × 1e6")
 st.write(f"The batch is limited by **{plan.limited_by}**"

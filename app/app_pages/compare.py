@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import compute, figures, fmt, inputs, tables, ui
+from app import compute, explain, figures, fmt, inputs, tables, ui
+from costmodel.spec import BlockSpec, VanillaSpec
 
 ctx = inputs.context()
 st.title("Compare")
 ests = ui.estimates_or_stop(ctx)
+specs = ctx.models()
+
+with st.expander("What is compared, and why these two models", expanded=True):
+    st.markdown(explain.ARCHITECTURES)
+    v_spec, b_spec = specs.get("Vanilla"), specs.get("Block")
+    if isinstance(v_spec, VanillaSpec) and isinstance(b_spec, BlockSpec):
+        st.markdown(explain.pairing_note(v_spec, b_spec))
 
 hw = ctx.hardware
 wl = ctx.workload
@@ -41,18 +49,23 @@ if len(ests) == 2:
     with cols[2]:
         st.subheader("Block ÷ vanilla")
         for m, r in zip(tables.COMPARE_METRICS, table[tables.RATIO_COLUMN], strict=False):
-            st.metric(f"{m.label} ratio", fmt.ratio(r))
+            v = explain.verdict(m.key, r)
+            color = {"better": "normal", "worse": "inverse"}.get(v.word, "off")
+            st.metric(f"{m.label} ratio", fmt.ratio(r), delta=v.text or None,
+                      delta_color=color, delta_arrow="off",
+                      help="block ÷ vanilla; green: better for the Block Transformer, red: "
+                           "worse")
 
 st.subheader("All metrics")
-st.dataframe(table, hide_index=True, width="stretch",
-             column_config={c: st.column_config.NumberColumn(format="%.4g")
-                            for c in table.columns if c not in ("metric", "unit")})
+st.dataframe(tables.compare_display(ests), hide_index=True, width="stretch")
 
 st.subheader("Where the time goes")
 st.plotly_chart(figures.phase_time_figure(ests), width="stretch", key="phase_chart")
+x_max_ms = figures.shared_time_range_ms(ests.values())  # one scale for both charts
 for label, est in ests.items():
     st.plotly_chart(figures.op_time_figure(est, f"{label}: time per op and phase "
-                                                "(colour: what bounds it)"),
+                                                "(colour: what bounds it; same scale)",
+                                           x_max_ms=x_max_ms),
                     width="stretch", key=f"ops_{label}")
 
 d1, d2, d3 = st.columns(3)

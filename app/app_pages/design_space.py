@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import cache, design, figures, inputs, tables, ui
+from app import cache, design, figures, fmt, inputs, tables, ui
 
 ctx = inputs.context()
 st.title("Design space")
@@ -54,7 +54,8 @@ side = st.radio("Model", list(models), key="ds_heat_side", horizontal=True)
 try:
     pivot = design.heatmap(models[side], hw, wl, ctx.profile, metric)
     st.plotly_chart(figures.heatmap_figure(pivot, f"{side}: {mc.label}", "batch",
-                                           "prompt tokens", mc.label, log_z=mc.log),
+                                           "prompt tokens", mc.label, log_z=mc.log,
+                                           show=fmt.for_unit(mc.unit)),
                     width="stretch", key="ds_heat")
     st.caption("Blank cells: the batch does not fit the device memory at that prompt length.")
 except ValueError as e:
@@ -69,7 +70,10 @@ try:
                                           f"Throughput vs {design.PARETO_X[x]} on {hw.name}"),
                     width="stretch", key="ds_pareto")
     st.caption("Stars: on the frontier (no preset is both smaller and faster).")
-    st.dataframe(par, hide_index=True, width="stretch")
+    st.dataframe(par, hide_index=True, width="stretch", column_config={
+        "params_total": st.column_config.NumberColumn(format="compact"),
+        "params_non_embedding": st.column_config.NumberColumn(format="compact"),
+        "throughput_tokens_per_s": st.column_config.NumberColumn(format="%.0f")})
     ui.download("Pareto table (CSV)", lambda: tables.frame_csv(par), "pareto.csv", "text/csv",
                 "dl_pareto")
 except ValueError as e:

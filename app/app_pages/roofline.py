@@ -17,8 +17,8 @@ dtype = get_implementation(ctx.profile).compute_dtype
 pi = hw.compute_flops_per_s(dtype)
 beta = hw.bandwidth_bytes_per_s()
 c1, c2, c3 = st.columns(3)
-c1.metric(f"Compute ({dtype})", f"{pi / 1e12:,.1f} TFLOP/s")
-c2.metric("Memory bandwidth", f"{beta / 1e9:,.0f} GB/s")
+c1.metric(f"Compute ({dtype})", fmt.si(pi, "FLOP/s"))
+c2.metric("Memory bandwidth", fmt.si(beta, "B/s"))
 c3.metric("Ridge point", f"{pi / beta:,.1f} FLOP/byte")
 
 sides = st.multiselect("Models", list(ests), default=list(ests), key="rf_sides")
@@ -47,7 +47,8 @@ if len(ops):
     cols = ["side", "phase", "name", "flops", "bytes_total", "intensity_flops_per_byte",
             "t_math_s", "t_mem_s", "time_s", "bound"]
     st.dataframe(ops[cols], hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="%.4g")
-                                for c in cols[3:9]})
+                 column_config={c: st.column_config.NumberColumn(
+                                    format="compact" if c in ("flops", "bytes_total")
+                                    else "%.4g") for c in cols[3:9]})
     ui.download("Ops (CSV)", lambda: tables.frame_csv(ops), "roofline_ops.csv", "text/csv",
                 "dl_roofline")
