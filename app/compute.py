@@ -24,7 +24,7 @@ def estimates(ctx: Context) -> tuple[dict[str, Estimate], list[str]]:
         return out, problems
     for label, spec in ctx.models().items():
         try:
-            out[label] = estimate(spec, ctx.hardware, ctx.workload, ctx.profile,
+            out[label] = estimate(spec, ctx.hardware, ctx.workload, ctx.implementation(label),
                                   parallelism=ctx.parallelism)
         except ValueError as e:
             problems.append(f"{label} model — {e}")

@@ -19,12 +19,16 @@ from .state import (
     BATCH_MODES,
     BLOCK_CHOICES,
     BLOCKIFY,
+    COMPUTE_DTYPE_CHOICES,
     CUSTOM,
     DEFAULT,
+    DTYPE_SCOPES,
     EFFICIENCY_FIELDS,
+    KV_DTYPE_CHOICES,
     PROFILE_CHOICES,
     UPLOAD,
     VANILLA_CHOICES,
+    WEIGHT_DTYPE_CHOICES,
     from_query_params,
     from_widget_values,
     to_query_params,
@@ -119,6 +123,35 @@ def _efficiencies(hw: Hardware | None) -> None:
                             placeholder="record: n/a" if own is None else f"record: {own:g}")
 
 
+_SCOPE_LABELS = {"both": "both models", "vanilla": "vanilla only", "block": "block only"}
+
+
+def _options(choices: tuple[str, ...], key: str) -> list[str]:
+    """The choices, plus the current value when a URL named another valid one (int4-g64)."""
+    current = st.session_state.get(key)
+    return list(choices) + ([current] if current and current not in choices else [])
+
+
+def _precision() -> None:
+    """Weight, KV-cache and compute dtypes, and the side they apply to (docs/precision.md)."""
+    changed = any(st.session_state.get(k) != getattr(DEFAULT, k)
+                  for k in ("weight_dtype", "kv_dtype", "compute_dtype"))
+    with st.expander("Precision" + (" (changed)" if changed else " (bf16)"), expanded=changed):
+        st.selectbox("Weights", _options(WEIGHT_DTYPE_CHOICES, "weight_dtype"),
+                     key="weight_dtype",
+                     help="int8: per-channel scale; int4-gN: scale and zero per group of N; "
+                          "weight-only formats multiply at the compute dtype's rate")
+        st.selectbox("KV cache", _options(KV_DTYPE_CHOICES, "kv_dtype"), key="kv_dtype",
+                     help="int8 adds one scale per token and KV head")
+        st.selectbox("Compute dtype", _options(COMPUTE_DTYPE_CHOICES, "compute_dtype"),
+                     key="compute_dtype",
+                     help="the matmul rate used; fp8 weights with fp8 compute are W8A8")
+        st.radio("Apply to", DTYPE_SCOPES, key="dtype_scope", horizontal=True,
+                 format_func=_SCOPE_LABELS.get,
+                 help="e.g. 'vanilla only' with KV cache fp8: a quantised-cache vanilla "
+                      "model against a bf16 Block Transformer")
+
+
 def _widgets() -> tuple[str, bytes] | None:
     st.header("What-if")
     st.selectbox("Vanilla model", VANILLA_CHOICES, key="vanilla", format_func=_model_label)
@@ -142,6 +175,7 @@ def _widgets() -> tuple[str, bytes] | None:
     _efficiencies(db.get(st.session_state["hardware"]))
     st.radio("Implementation profile", PROFILE_CHOICES, key="profile", horizontal=True,
              help=_PROFILE_HELP)
+    _precision()
     st.radio("Batch", BATCH_MODES, key="batch_mode", horizontal=True,
              format_func=lambda m: "max (fits memory)" if m == "max" else "fixed")
     if st.session_state["batch_mode"] == "fixed":

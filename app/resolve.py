@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from costmodel.hardware import Hardware, get_hardware
 from costmodel.hf_config import spec_from_hf_config
-from costmodel.implementation import get_implementation
+from costmodel.implementation import Implementation, get_implementation
 from costmodel.parallel import Parallelism
 from costmodel.presets import blockify, get_preset
 from costmodel.spec import BlockSpec, VanillaSpec
@@ -52,6 +52,15 @@ class Context:
     profile: str
     errors: tuple[InputError, ...] = field(default=())
     parallelism: Parallelism = field(default_factory=Parallelism)
+    # per side ("Vanilla", "Block"): the profile with the sidebar's precision, where it applies
+    implementations: dict[str, Implementation] = field(default_factory=dict)
+
+    def implementation(self, label: str) -> Implementation:
+        """The profile of side `label` with its precision (docs/precision.md)."""
+        return self.implementations.get(label) or get_implementation(self.profile)
+
+    def precision_text(self, label: str) -> str:
+        return self.implementation(label).precision_label
 
     def models(self) -> dict[str, VanillaSpec | BlockSpec]:
         """The valid sides, by label ("Vanilla", "Block")."""
@@ -225,4 +234,22 @@ def resolve(w: WhatIf, upload: tuple[str, bytes] | None = None) -> Context:
         profile = "static"
     parallelism, errs = _parallelism(w)
     errors += errs
-    return Context(w, vanilla, block, hardware, workload, profile, tuple(errors), parallelism)
+    impls, errs = _implementations(w, profile)
+    errors += errs
+    return Context(w, vanilla, block, hardware, workload, profile, tuple(errors), parallelism,
+                   impls)
+
+
+def _implementations(w: WhatIf, profile: str) -> tuple[dict[str, Implementation],
+                                                      list[InputError]]:
+    """The profile with the sidebar's dtypes, for the side(s) `w.dtype_scope` names."""
+    try:
+        impl = get_implementation(profile, weight_dtype=w.weight_dtype, kv_dtype=w.kv_dtype,
+                                  compute_dtype=w.compute_dtype)
+    except ValueError as e:  # pydantic's ValidationError is a ValueError too
+        field_, _, rule = str(e).partition(": ")
+        return {}, [InputError("Precision", field_, rule or str(e))]
+    base = get_implementation(profile)
+    sides = {"both": ("Vanilla", "Block"), "vanilla": ("Vanilla",), "block": ("Block",)}
+    chosen = sides.get(w.dtype_scope, ("Vanilla", "Block"))
+    return {label: impl if label in chosen else base for label in ("Vanilla", "Block")}, []

@@ -9,8 +9,9 @@ Query parameters: vanilla, block, hw, profile, batch ("max" or a number), prompt
 reserve_gib; for a custom vanilla v_layers, v_width, v_heads, v_ffn; for a custom block
 b_lb, b_prefix, b_nb, b_nt, b_width, b_heads, b_ffn; for a blockified vanilla bf_lb; for
 efficiencies that override the hardware record's (`EFFICIENCY_FIELDS`) eff_mm, eff_bw, eff_ov,
-t_kernel_us, t_forward_us (absent = the record's own); for parallelism tp, pp (absent = 1;
-docs/parallelism.md).
+t_kernel_us, t_forward_us (absent = the record's own); for precision (docs/precision.md, absent
+= bf16 everywhere) wdtype, kvdtype, cdtype and dtype_on (which side they apply to: both,
+vanilla or block); for parallelism tp, pp (absent = 1; docs/parallelism.md).
 An uploaded config.json cannot travel in a URL: "vanilla=upload" asks for the file again.
 """
 
@@ -23,8 +24,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from costmodel.errors import UserError, check_field
-from costmodel.hardware import Efficiency, hardware_ids
+from costmodel.hardware import DTYPES, Efficiency, hardware_ids
 from costmodel.implementation import PROFILES
+from costmodel.precision import KV_DTYPES, resolve_kv, resolve_weight
 from costmodel.presets import PRESET_NAMES, get_preset, resolve_preset_name
 from costmodel.spec import BlockSpec, StackSpec
 from costmodel.workload import Workload
@@ -38,6 +40,12 @@ VANILLA_CHOICES: tuple[str, ...] = (*VANILLA_PRESETS, CUSTOM, UPLOAD)
 BLOCK_CHOICES: tuple[str, ...] = (*BLOCK_PRESETS, BLOCKIFY, CUSTOM)
 PROFILE_CHOICES: tuple[str, ...] = tuple(PROFILES)
 BATCH_MODES: tuple[str, ...] = ("max", "fixed")
+# the sidebar's choices; a URL may name any valid format (int4-g64, presets)
+WEIGHT_DTYPE_CHOICES: tuple[str, ...] = ("bf16", "fp16", "fp32", "fp8", "int8", "int4-g128",
+                                         "int4-g32")
+KV_DTYPE_CHOICES: tuple[str, ...] = ("bf16", "fp16", "fp32", "fp8", "int8")
+COMPUTE_DTYPE_CHOICES: tuple[str, ...] = DTYPES
+DTYPE_SCOPES: tuple[str, ...] = ("both", "vanilla", "block")
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,11 @@ class WhatIf:
     eff_overlap: float | None = None
     kernel_overhead_us: float | None = None
     forward_overhead_us: float | None = None
+    # precision (costmodel.precision) and the side(s) it applies to
+    weight_dtype: str = "bf16"
+    kv_dtype: str = "bf16"
+    compute_dtype: str = "bf16"
+    dtype_scope: str = "both"
     # parallelism: GPUs per replica = tp x pp (docs/parallelism.md)
     tp: int = 1
     pp: int = 1
@@ -103,6 +116,8 @@ EFFICIENCY_FIELDS: dict[str, tuple[str, float]] = {
     "eff_overlap": ("overlap", 1.0), "kernel_overhead_us": ("kernel_overhead_s", 1e-6),
     "forward_overhead_us": ("forward_overhead_s", 1e-6),
 }
+_PRECISION = {"wdtype": "weight_dtype", "kvdtype": "kv_dtype", "cdtype": "compute_dtype",
+              "dtype_on": "dtype_scope"}
 # WhatIf field -> (model, field, factor to SI) whose rule a URL value must meet before it
 # reaches a widget (widgets clamp out-of-range values silently); docs/reliability.md
 RULES: dict[str, tuple[type[BaseModel], str, float]] = {
@@ -130,10 +145,11 @@ def check_value(field: str, value: Any, text: str) -> Any:
 
 
 QUERY_KEYS: tuple[str, ...] = (*_MAIN, "batch", "reserve_gib", *_CUSTOM_VANILLA, *_CUSTOM_BLOCK,
-                               *_BLOCKIFY, *_EFFICIENCY, *_PARALLEL)
+                               *_BLOCKIFY, *_EFFICIENCY, *_PARALLEL, *_PRECISION)
 # query parameter -> WhatIf field, every parameter
 QUERY_FIELD: dict[str, str] = _MAIN | {"batch": "batch", "reserve_gib": "reserve_GiB"} \
-    | _CUSTOM_VANILLA | _CUSTOM_BLOCK | _BLOCKIFY | _EFFICIENCY | _PARALLEL
+    | _CUSTOM_VANILLA | _CUSTOM_BLOCK | _BLOCKIFY | _EFFICIENCY | _PARALLEL \
+    | _PRECISION
 STREAMLIT_KEYS: tuple[str, ...] = ("embed", "embed_options")  # Streamlit's own; left alone
 
 
@@ -173,12 +189,29 @@ def _float(text: str) -> float:
         raise ValueError(f"expected a number, got {text!r}") from None
 
 
+def _weight_dtype(text: str) -> str:
+    key = text.strip().lower()
+    resolve_weight(key)  # raises "weight_dtype: unknown format ..."
+    return key
+
+
+def _kv_dtype(text: str) -> str:
+    key = text.strip().lower()
+    resolve_kv(key)
+    return key
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "vanilla": _model_choice("vanilla", VANILLA_CHOICES),
     "block": _model_choice("block", BLOCK_CHOICES),
     "hardware": _choice(hardware_ids),
     "profile": _choice(PROFILE_CHOICES),
+    "weight_dtype": _weight_dtype,
+    "kv_dtype": _kv_dtype,
+    "compute_dtype": _choice(COMPUTE_DTYPE_CHOICES),
+    "dtype_scope": _choice(DTYPE_SCOPES),
 }
+assert set(KV_DTYPE_CHOICES) <= set(KV_DTYPES)
 
 
 def _first(value: str | list[str]) -> str:
@@ -190,7 +223,7 @@ def from_query_params(params: Mapping[str, str | list[str]]) -> tuple[WhatIf, li
     changes: dict[str, Any] = {}
     warnings: list[str] = []
     types = {f.name: f.type for f in fields(WhatIf)}
-    mapping = _MAIN | _CUSTOM_VANILLA | _CUSTOM_BLOCK | _BLOCKIFY | _PARALLEL
+    mapping = _MAIN | _CUSTOM_VANILLA | _CUSTOM_BLOCK | _BLOCKIFY | _PARALLEL | _PRECISION
     for key, raw in params.items():
         text = _first(raw)
         try:
@@ -237,6 +270,8 @@ def to_query_params(w: WhatIf) -> dict[str, str]:
     out |= {key: str(getattr(w, name)) for key, name in extra.items()}
     out |= {key: f"{getattr(w, name):g}" for key, name in _EFFICIENCY.items()
             if getattr(w, name) is not None}
+    out |= {key: str(getattr(w, name)) for key, name in _PRECISION.items()
+            if getattr(w, name) != getattr(DEFAULT, name)}
     out |= {key: str(getattr(w, name)) for key, name in _PARALLEL.items()
             if getattr(w, name) != 1}
     return out

@@ -34,6 +34,7 @@ from .implementation import Implementation, get_implementation
 from .metrics import ARGS, METRICS, ROW_FIELDS, StructureKey, cache_generation, formulas
 from .ops import QUANTITIES, ImplStructure, StackStructure
 from .parallel import Parallelism, check_parallelism, get_parallelism
+from .precision import check_group_size
 from .presets import get_preset, with_block_length
 from .spec import BlockSpec, ModelSpec, StackSpec, VanillaSpec
 from .workload import MAX_WHOLE, Workload
@@ -153,21 +154,58 @@ def model_values(spec: VanillaSpec | BlockSpec) -> dict[sp.Symbol, float]:
 
 
 def hardware_values(hw: Hardware, impl: Implementation) -> dict[sp.Symbol, float]:
+    pi = compute_rate(hw, impl)
     return {
-        sy.pi: hw.compute_flops_per_s(impl.compute_dtype),
+        sy.pi: pi,
         sy.beta: hw.bandwidth_bytes_per_s(),
         sy.eta_ov: float(hw.efficiency.overlap),
         sy.t_kernel: float(hw.efficiency.kernel_overhead_s),
         sy.t_forward: float(hw.efficiency.forward_overhead_s),
         sy.M_cap: hw.capacity_bytes(),
+        sy.pi_v: vector_rate(hw, pi),
         sy.t_generate: float(hw.efficiency.generate_call_overhead_s),
     }
 
 
+def compute_rate(hw: Hardware, impl: Implementation) -> float:
+    """The matmul rate of the implementation's compute dtype; a device without it gets one line
+    naming the field and the dtypes it has (docs/precision.md 4)."""
+    if impl.compute_dtype not in hw.supported_dtypes():
+        raise UserError(
+            f"compute_dtype: hardware {hw.id!r} has no {impl.compute_dtype} rate; it has "
+            f"{', '.join(hw.supported_dtypes()) or 'none'} (choose another compute dtype)")
+    return hw.compute_flops_per_s(impl.compute_dtype)
+
+
+def vector_rate(hw: Hardware, pi: float) -> float:
+    """Rate of (de)quantisation arithmetic: the fp32 vector (CUDA-core / SIMD FMA) rate, or the
+    matmul rate where the record has no fp32 figure (docs/precision.md 3)."""
+    return hw.compute_flops_per_s("fp32") if "fp32" in hw.supported_dtypes() else pi
+
+
 def impl_values(impl: Implementation) -> dict[sp.Symbol, float]:
-    return {sy.s_w: float(impl.weight_bytes_per_element),
-            sy.s_a: float(impl.activation_bytes_per_element),
-            sy.s_kv: float(impl.kv_bytes_per_element)}
+    v = impl.precision_values
+    return {getattr(sy, name): float(val) for name, val in v.items()}
+
+
+def check_precision(spec: VanillaSpec | BlockSpec, impl: Implementation) -> None:
+    """Bad precision for this model: a group size that does not divide a linear's input width;
+    quantised weights on a model whose LM head shares the embedding table."""
+    if isinstance(spec, VanillaSpec):
+        stacks = {"": spec.stack}
+        dims = {"lm_head": spec.stack.d_model}
+        if spec.tie_embeddings and impl.weight_dtype not in ("fp32", "bf16", "fp16"):
+            raise UserError(f"weight_dtype: {impl.weight_dtype!r} needs an untied LM head; "
+                             f"{spec.name} ties it to the embedding table")
+    else:
+        stacks = {"block_decoder.": spec.block_decoder, "token_decoder.": spec.token_decoder}
+        dims = {"token_decoder.expansion": spec.block_decoder.d_model,
+                "token_decoder.lm_head": spec.token_decoder.d_model}
+    for prefix, st in stacks.items():
+        dims |= {f"{prefix}layers.attn.qkv": st.d_model,
+                 f"{prefix}layers.attn.dense": st.n_heads * st.dh,
+                 f"{prefix}layers.mlp.down": st.d_ffn}
+    check_group_size(impl.weight_dtype, dims)
 
 
 # --- results ------------------------------------------------------------------------------------
@@ -184,6 +222,7 @@ class OpRow(BaseModel, frozen=True):
     kv_bytes: float
     kernels: float
     time_flops: float  # the FLOPs the roofline time counts (useful ones for flash-style attention)
+    dequant_flops: float = 0.0  # (de)quantisation FLOPs at the vector rate (docs/precision.md 3)
     t_math_s: float
     t_mem_s: float
     time_s: float
@@ -204,6 +243,9 @@ class Estimate(BaseModel, frozen=True):
     kind: Literal["vanilla", "block"]
     hardware: str
     implementation: str
+    weight_dtype: str = "bf16"
+    compute_dtype: str = "bf16"
+    kv_dtype: str = "bf16"
     batch: int
     prompt_tokens: int
     generated_tokens: int
@@ -278,7 +320,7 @@ _N_METRICS, _N_FIELDS = len(METRICS), len(ROW_FIELDS)
 _BOUND = {sy.B: float("nan"), sy.S: float("nan"), sy.G: float("nan"), sy.M_res: float("nan")}
 
 # (id(spec), id(hw), id(impl), tp, pp) -> (spec, hw, impl, formulas, args at B=S=G=M_res=nan,
-# compute FLOP/s, formulas cache generation: stale after formulas.cache_clear()). The entry holds its objects, so their ids stay theirs while cached; all of
+# matrix and vector FLOP/s, formulas cache generation: stale after formulas.cache_clear()). The entry holds its objects, so their ids stay theirs while cached; all of
 # them are frozen, so the cached numbers stay right (docs/performance.md 1).
 _POINTS: dict[tuple, tuple] = {}
 _POINTS_MAX = 256
@@ -288,13 +330,14 @@ def _point_base(spec, hw: Hardware, impl: Implementation, par: Parallelism) -> t
     key = (id(spec), id(hw), id(impl), par.tp, par.pp)
     hit = _POINTS.get(key)
     if (hit is not None and hit[0] is spec and hit[1] is hw and hit[2] is impl
-            and hit[6] == cache_generation()):
+            and hit[7] == cache_generation()):
         return hit
+    check_precision(spec, impl)
     f = formulas(structure_key(spec, impl, par))
     vals = model_values(spec) | impl_values(impl) | hardware_values(hw, impl)
     vals |= parallel_values(par, hw, spec) | _BOUND
-    entry = (spec, hw, impl, f, [float(vals[a]) for a in ARGS],
-             hw.compute_flops_per_s(impl.compute_dtype), cache_generation())
+    entry = (spec, hw, impl, f, [float(vals[a]) for a in ARGS], vals[sy.pi], vals[sy.pi_v],
+             cache_generation())
     if len(_POINTS) >= _POINTS_MAX:
         _POINTS.clear()
     _POINTS[key] = entry
@@ -325,7 +368,7 @@ def estimate(
     impl = get_implementation(implementation)
     par = _NO_PARALLELISM if parallelism is None else get_parallelism(parallelism)
     workload = workload or Workload()
-    _, _, _, f, base, pi, _ = _point_base(spec, hw, impl, par)
+    _, _, _, f, base, pi, pi_v, _ = _point_base(spec, hw, impl, par)
     args = base.copy()
     args[_IDX_S] = float(workload.prompt_tokens)
     args[_IDX_G] = float(workload.generated_tokens)
@@ -352,13 +395,15 @@ def estimate(
     i_kr, i_kw = _IDX_FIELD["kv_read_bytes"], _IDX_FIELD["kv_write_bytes"]
     i_k, i_tm, i_tb = _IDX_FIELD["kernels"], _IDX_FIELD["t_math_s"], _IDX_FIELD["t_mem_s"]
     i_t, i_cb, i_ct = _IDX_FIELD["time_s"], _IDX_FIELD["comm_bytes"], _IDX_FIELD["comm_time"]
+    i_dq = _IDX_FIELD["dequant_flops"]
     for phase, op in f.row_labels:
         v = out[n:n + _N_FIELDS]
         n += _N_FIELDS
         ops.append(construct(
             phase=phase, name=op, flops=v[i_fl], useful_flops=v[i_uf],
             weight_bytes=v[i_wb], activation_bytes=v[i_ar] + v[i_aw],
-            kv_bytes=v[i_kr] + v[i_kw], kernels=v[i_k], time_flops=v[i_tm] * pi,
+            kv_bytes=v[i_kr] + v[i_kw], kernels=v[i_k],
+            time_flops=v[i_tm] * pi - v[i_dq] * pi / pi_v, dequant_flops=v[i_dq],
             t_math_s=v[i_tm], t_mem_s=v[i_tb], time_s=v[i_t],
             bound=_bound(v[i_tm], v[i_tb], v[i_t], v[i_ct]),
             collective_bytes=v[i_cb], collective_time_s=v[i_ct],
@@ -366,7 +411,9 @@ def estimate(
     metrics = {m: float(x) for m, x in zip(METRICS, out, strict=False) if m != "max_batch"}
     step_tokens = spec.block_length if isinstance(spec, BlockSpec) else 1
     return Estimate.model_construct(
-        model=spec.name, kind=spec.kind, hardware=hw.id, implementation=impl.name, batch=batch,
+        model=spec.name, kind=spec.kind, hardware=hw.id, implementation=impl.name,
+        weight_dtype=impl.weight_dtype, compute_dtype=impl.compute_dtype, kv_dtype=impl.kv_dtype,
+        batch=batch,
         prompt_tokens=workload.prompt_tokens, generated_tokens=workload.generated_tokens,
         **metrics, max_batch=max_batch, fits=batch <= max_batch,
         decode_step_tokens=step_tokens,
@@ -388,12 +435,13 @@ def _trusted(cls: type[BaseModel], fields: dict[str, Any]) -> Any:
 
 
 def _op_row(*, phase, name, flops, useful_flops, weight_bytes, activation_bytes, kv_bytes,
-            kernels, time_flops, t_math_s, t_mem_s, time_s, bound, collective_bytes,
-            collective_time_s) -> OpRow:
+            kernels, time_flops, dequant_flops, t_math_s, t_mem_s, time_s, bound,
+            collective_bytes, collective_time_s) -> OpRow:
     return _trusted(OpRow, {
         "phase": phase, "name": name, "flops": flops, "useful_flops": useful_flops,
         "weight_bytes": weight_bytes, "activation_bytes": activation_bytes, "kv_bytes": kv_bytes,
-        "kernels": kernels, "time_flops": time_flops, "t_math_s": t_math_s, "t_mem_s": t_mem_s,
+        "kernels": kernels, "time_flops": time_flops, "dequant_flops": dequant_flops,
+        "t_math_s": t_math_s, "t_mem_s": t_mem_s,
         "time_s": time_s, "bound": bound, "collective_bytes": collective_bytes,
         "collective_time_s": collective_time_s})
 
@@ -413,12 +461,14 @@ def max_batch(model: ModelLike, memory_bytes: float, workload: Workload | None =
     spec, impl = resolve_model(model), get_implementation(implementation)
     par = get_parallelism(parallelism)
     workload = workload or Workload()
+    check_precision(spec, impl)
     f = formulas(structure_key(spec, impl, par))
     vals = model_values(spec) | impl_values(impl) | parallel_values(par, None, spec)
     vals |= {sy.B: 1.0, sy.S: float(workload.prompt_tokens),
              sy.G: float(workload.generated_tokens), sy.M_cap: float(memory_bytes),
              sy.M_res: float(workload.memory_reserve_bytes), sy.pi: 1.0, sy.beta: 1.0,
-             sy.eta_ov: 1.0, sy.t_kernel: 0.0, sy.t_forward: 0.0, sy.t_generate: 0.0}
+             sy.eta_ov: 1.0, sy.t_kernel: 0.0, sy.t_forward: 0.0, sy.t_generate: 0.0,
+             sy.pi_v: 1.0}
     return int(f.evaluate("max_batch", vals)[0])
 
 
@@ -462,8 +512,9 @@ SWEEP_CHUNK_POINTS = 1 << 20
 class SweepPlan(BaseModel, frozen=True, arbitrary_types_allowed=True):
     """A validated sweep: the cartesian product it stands for, not yet evaluated."""
 
-    variants: list[tuple[Any, Hardware, Parallelism]]  # (spec, hardware, layout) per structure
-    implementation: Implementation
+    # (spec, hardware, layout, implementation with its precision) per structure
+    variants: list[tuple[Any, Hardware, Parallelism, Implementation]]
+    implementation: Implementation  # the profile before the dtype axes
     batch: Any  # np.ndarray of batch sizes, or None for "max"
     prompt_tokens: Any  # np.ndarray
     generated_tokens: Any  # np.ndarray
@@ -490,11 +541,16 @@ def plan_sweep(
     implementation: str | Implementation = "static",
     metrics: Sequence[str] = DEFAULT_SWEEP_METRICS,
     memory_reserve_bytes: float = 0.0,
+    weight_dtype: str | Sequence[str] | None = None,
+    kv_dtype: str | Sequence[str] | None = None,
+    compute_dtype: str | Sequence[str] | None = None,
     *,
     parallelism: Parallelism | Sequence[Parallelism] | None = None,
 ) -> SweepPlan:
     """Check every input of a sweep (the arguments of `sweep`) without evaluating anything.
-    `parallelism`: one layout or several (a sweep axis; docs/parallelism.md)."""
+    `parallelism`: one layout or several (a sweep axis; docs/parallelism.md). The dtypes
+    (`costmodel.precision`; presets such as ``w8a16`` and ``kv-fp8`` allowed) are axes too;
+    None keeps the implementation's."""
     if isinstance(metrics, str):
         metrics = [metrics]
     metrics = list(metrics)
@@ -505,6 +561,14 @@ def plan_sweep(
         raise UserError(f"metrics: unknown {unknown} (known: {', '.join(METRICS)})")
     reserve = finite("memory_reserve_bytes", memory_reserve_bytes, lo=0)
     impl = get_implementation(implementation)
+    axes = []
+    for name, axis in (("weight_dtype", weight_dtype), ("kv_dtype", kv_dtype),
+                       ("compute_dtype", compute_dtype)):
+        values = [None] if axis is None else _as_list(axis)
+        if not values:
+            raise UserError(f"{name}: needs at least one dtype (or None for the profile's)")
+        axes.append(values)
+    impls = [impl.with_precision(w, kv, c) for w, kv, c in itertools.product(*axes)]
     model_list, hw_list = _as_list(models), _as_list(hardware)
     if not model_list:
         raise UserError("models: needs at least one model (a preset name or a spec)")
@@ -534,14 +598,18 @@ def plan_sweep(
     if not pars:
         raise UserError("parallelism: needs at least one layout")
     variants = []
-    for spec, hw, par in itertools.product(specs, hws, pars):
-        if isinstance(spec, BlockSpec) and lb_list is not None:
-            variants += [(with_block_length(spec, lb), hw, par) for lb in lb_list]
-        else:
-            variants.append((spec, hw, par))
+    for spec, hw, im, par in itertools.product(specs, hws, impls, pars):
+        blocked = isinstance(spec, BlockSpec) and lb_list is not None
+        for var in [with_block_length(spec, lb) for lb in lb_list] if blocked else [spec]:
+            check_precision(var, im)
+            compute_rate(hw, im)  # the device must have the compute dtype's rate
+            variants.append((var, hw, par, im))
     return SweepPlan(variants=variants, implementation=impl, batch=b_arr, prompt_tokens=s_arr,
                      generated_tokens=g_arr, metrics=tuple(metrics),
                      memory_reserve_bytes=reserve)
+
+
+_LABELS = ("model", "kind", "hardware", "weight_dtype", "compute_dtype", "kv_dtype")
 
 
 def sweep(models: ModelLike | Sequence[ModelLike],
@@ -550,9 +618,11 @@ def sweep(models: ModelLike | Sequence[ModelLike],
     """Evaluate metrics over the cartesian product of the inputs in vectorised calls.
 
     `grid` takes `plan_sweep`'s keywords: batch (sizes or "max"), prompt_tokens,
-    generated_tokens, block_length, implementation, metrics, memory_reserve_bytes.
-    One row per design point: model, kind, hardware, block_length, batch, prompt_tokens,
-    generated_tokens, then the requested metrics. `batch="max"` uses each point's max batch.
+    generated_tokens, block_length, implementation, metrics, memory_reserve_bytes,
+    weight_dtype, kv_dtype, compute_dtype, parallelism.
+    One row per design point: model, kind, hardware, block_length, weight_dtype,
+    compute_dtype, kv_dtype, batch, prompt_tokens, generated_tokens, tp, pp, gpus, then the
+    requested metrics. `batch="max"` uses each point's max batch.
     `block_length` re-blocks every Block Transformer model (vanilla rows ignore it).
     A grid larger than `max_points` is refused (it would not fit in memory); stream it with
     `sweep_chunks` instead.
@@ -565,7 +635,7 @@ def sweep(models: ModelLike | Sequence[ModelLike],
             "the grid to a file with `sweep_chunks` / `blockroof sweep --out FILE.parquet`")
     parts = list(sweep_chunks(plan, chunk_points=max(plan.points, 1)))
     df = pd.concat(parts, ignore_index=True)
-    for label in ("model", "kind", "hardware"):  # categories in order of appearance
+    for label in _LABELS:  # categories in order of appearance
         df[label] = union_categoricals([p[label] for p in parts])
     return typed_frame(df)
 
@@ -573,12 +643,13 @@ def sweep(models: ModelLike | Sequence[ModelLike],
 def sweep_chunks(plan: SweepPlan, chunk_points: int = SWEEP_CHUNK_POINTS) -> Iterator[pd.DataFrame]:
     """The rows of `plan` as DataFrames of at most `chunk_points` rows each, in order (per
     structure, then batch, prompt, generated). Memory stays bounded by one chunk."""
-    impl = plan.implementation
     b_axis = np.array([1.0]) if plan.batch is None else plan.batch
     shape = (len(b_axis), len(plan.prompt_tokens), len(plan.generated_tokens))
     n = shape[0] * shape[1] * shape[2]
-    for spec, hw, par in plan.variants:
+    for spec, hw, par, impl in plan.variants:
         cats = {"model": spec.name, "kind": spec.kind, "hardware": hw.id}
+        dtypes = {"weight_dtype": impl.weight_dtype, "compute_dtype": impl.compute_dtype,
+                  "kv_dtype": impl.kv_dtype}
         for start in range(0, n, chunk_points):
             if chunk_points >= n:  # the whole structure at once: an open grid
                 B, S, G = (b_axis[:, None, None], plan.prompt_tokens[None, :, None],
@@ -600,6 +671,8 @@ def sweep_chunks(plan: SweepPlan, chunk_points: int = SWEEP_CHUNK_POINTS) -> Ite
             # counts as integers; block_length empty for vanilla rows (docs/reliability.md)
             cols["block_length"] = pd.array(
                 np.full(rows, float(getattr(spec, "block_length", np.nan))), dtype="Int64")
+            cols |= {k: pd.Categorical.from_codes(np.zeros(rows, np.int8), [v])
+                     for k, v in dtypes.items()}
             cols |= {"batch": _ints(values[sy.B], rows), "prompt_tokens": _ints(S),
                      "generated_tokens": _ints(G),
                      "tp": np.full(rows, par.tp, dtype=np.int64),
@@ -669,11 +742,12 @@ class Formula(BaseModel, frozen=True, arbitrary_types_allowed=True):
     expr: Any  # sympy expression
     latex: str
     symbols: dict[str, str]  # symbol -> meaning (legend)
+    impl: Implementation | None = None  # the profile with its precision (None: by name)
 
     def evaluate(self, model: ModelLike, hardware: HardwareLike, workload: Workload,
                  parallelism: Parallelism | None = None) -> float:
         spec, hw = resolve_model(model), get_hardware(hardware)
-        impl = get_implementation(self.implementation)
+        impl = self.impl or get_implementation(self.implementation)
         batch = 1 if workload.batch == "max" else workload.batch
         vals = symbol_values(spec, hw, impl, workload, batch, parallelism)
         return float(_compiled(self.expr)(*[np.float64(vals[a]) for a in ARGS]))
@@ -692,7 +766,8 @@ def _legend(name: str) -> str:
     return sy.LEGEND.get(name, "")
 
 
-def formula_names(model: ModelLike = "vanilla_410", implementation: str = "static", *,
+def formula_names(model: ModelLike = "vanilla_410",
+                  implementation: str | Implementation = "static", *,
                   parallelism: Parallelism | None = None) -> list[str]:
     """Metric names, then `<phase>/<op>/<quantity>` names of every row."""
     spec = resolve_model(model)
@@ -730,4 +805,4 @@ def formula(name: str, model: ModelLike = "vanilla_410",
     names = {s.name for s in expr.free_symbols}
     legend = {n: _legend(n) for n in sorted(names)}
     return Formula(name=name, kind=spec.kind, implementation=impl.name, expr=expr,
-                   latex=sp.latex(expr), symbols=legend)
+                   latex=sp.latex(expr), symbols=legend, impl=impl)

@@ -82,6 +82,42 @@ def _hardware(args: argparse.Namespace) -> Any:
     return out if many else out[0]
 
 
+def _implementation(args: argparse.Namespace) -> Any:
+    """--implementation with --weight-dtype / --kv-dtype / --compute-dtype applied (one value
+    each; `sweep` takes comma-separated lists, see `_dtype_axes`)."""
+    from .implementation import get_implementation
+
+    w, kv, c = (getattr(args, a, None) for a in ("weight_dtype", "kv_dtype", "compute_dtype"))
+    if not (w or kv or c):
+        return args.implementation
+    try:
+        return get_implementation(args.implementation, weight_dtype=w, kv_dtype=kv,
+                                  compute_dtype=c)
+    except ValidationError as e:
+        raise UserError(describe_validation_error(e, rename=DTYPE_FLAGS)) from None
+
+
+DTYPE_FLAGS = {"weight_dtype": "--weight-dtype", "kv_dtype": "--kv-dtype",
+               "compute_dtype": "--compute-dtype"}
+
+
+def _dtype_axes(args: argparse.Namespace) -> dict[str, list[str] | None]:
+    return {name: getattr(args, name).split(",") if getattr(args, name) else None
+            for name in DTYPE_FLAGS}
+
+
+def precision_args(s: argparse.ArgumentParser, many: bool = False) -> None:
+    """--weight-dtype, --kv-dtype, --compute-dtype (docs/precision.md)."""
+    lists = " (comma-separated: a sweep axis)" if many else ""
+    s.add_argument("--weight-dtype", default=None, metavar="FORMAT",
+                   help="linear weights: fp32, bf16, fp16, fp8, int8, int4-g<N>, or a preset "
+                        "w8a16, w4a16-g128, w4a16-g32, w8a16-fp8, w8a8-fp8, w8a8-int8" + lists)
+    s.add_argument("--kv-dtype", default=None, metavar="FORMAT",
+                   help="KV cache: fp32, bf16, fp16, fp8, int8, or kv-fp8, kv-int8" + lists)
+    s.add_argument("--compute-dtype", default=None, metavar="DTYPE",
+                   help="dtype the matmuls run in: fp32, tf32, bf16, fp16, fp8, int8" + lists)
+
+
 def _parallelism(args: argparse.Namespace):
     """--tp/--pp as one `Parallelism` (None when both are 1, i.e. not given)."""
     from .parallel import Parallelism
@@ -185,7 +221,7 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     from .calibration import expectation
 
     hw = _hardware(args)
-    exp = expectation(_load_model(args.model), hw, _workload(args), args.implementation,
+    exp = expectation(_load_model(args.model), hw, _workload(args), _implementation(args),
                       parallelism=_parallelism(args))
     est = exp.bound
     expected = None if args.bound else exp.expected
@@ -210,6 +246,8 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     print(f"{est.model} ({est.kind}) on {est.hardware}, profile {est.implementation}: "
           f"batch {est.batch} (max {est.max_batch}), prompt {est.prompt_tokens}, "
           f"generate {est.generated_tokens}, tp {est.tp}, pp {est.pp} ({est.gpus} GPUs)")
+    print(f"precision: weights {est.weight_dtype}, compute {est.compute_dtype}, "
+          f"KV cache {est.kv_dtype}")
     if args.efficiency:
         eff = hw.efficiency.model_dump(exclude={"source"})
         print("efficiencies: " + ", ".join(f"{k} {v:g}" for k, v in eff.items()))
@@ -268,6 +306,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         generated_tokens=whole_list("--generate", args.generate),
         block_length=whole_list("--block-length", args.block_length) if args.block_length
         else None, implementation=args.implementation, memory_reserve_bytes=reserve,
+        **_dtype_axes(args),
         parallelism=[Parallelism(tp=tp, pp=pp) for tp in whole_list("--tp", args.tp)
                      for pp in whole_list("--pp", args.pp)])
     batch = "max" if args.batch == "max" else whole_list("--batch", args.batch)
@@ -339,25 +378,32 @@ def cmd_formula(args: argparse.Namespace) -> None:
     conflict("formula NAME", bool(args.name), "--list", args.list)
     par = _parallelism(args)
     if args.list:
-        print("\n".join(formula_names(_load_model(args.model), args.implementation,
+        print("\n".join(formula_names(_load_model(args.model), _implementation(args),
                                        parallelism=par)))
         return
     if not args.name:
         raise UserError("formula: give a NAME (or --list to see them)")
-    from .api import symbol_values
+    import sympy as sp
+
+    from .api import impl_values, symbol_values
     from .hardware import get_hardware
     from .implementation import get_implementation
     from .units import quantity
 
     spec = _load_model(args.model)
-    f = formula(args.name, spec, args.implementation, parallelism=par)
-    print(f.latex if args.latex else str(f.expr))
+    impl = _implementation(args)
+    f = formula(args.name, spec, impl, parallelism=par)
+    if isinstance(impl, str):
+        print(f.latex if args.latex else str(f.expr))
+    else:  # a dtype flag: bind the precision's bytes and FLOPs
+        expr = f.expr.subs(impl_values(impl))
+        print(sp.latex(expr) if args.latex else str(expr))
     if args.expr_only:
         return
     hw, workload = get_hardware(_hardware(args)), _workload(args)
     batch = 1 if workload.batch == "max" else workload.batch
     values = {s.name: v for s, v in symbol_values(
-        spec, hw, get_implementation(args.implementation), workload, batch, par).items()}
+        spec, hw, get_implementation(impl), workload, batch, par).items()}
     print("\nwhere")
     width = max((len(n) for n in f.symbols), default=1)
     for name, meaning in f.symbols.items():
@@ -495,6 +541,7 @@ def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
     s = command("estimate", "latency, throughput and memory of one workload")
     model_arg(s, required=True)
     workload_args(s)
+    precision_args(s)
     one_workload(s, required=True)
     s.add_argument("--tp", type=int, default=1, help="tensor-parallel degree (GPUs per layer)")
     s.add_argument("--pp", type=int, default=1, help="pipeline stages")
@@ -507,6 +554,7 @@ def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
     s = command("sweep", "vectorised sweep over models, hardware and workloads to CSV/JSON")
     model_arg(s, nargs="+", required=True)
     workload_args(s, many=True)
+    precision_args(s, many=True)
     s.add_argument("--batch", default="1", help="comma-separated batch sizes, or 'max'")
     s.add_argument("--prompt", default="2048", help="comma-separated prompt lengths")
     s.add_argument("--generate", default="128", help="comma-separated generated lengths")
@@ -539,6 +587,7 @@ def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--expr-only", action="store_true",
                    help="print only the formula, without legend and value")
     s.add_argument("--list", action="store_true", help="list formula names")
+    precision_args(s)
     s.add_argument("--tp", type=int, default=1, help="formulas of a tensor-parallel layout")
     s.add_argument("--pp", type=int, default=1, help="formulas of a pipelined layout")
     s.set_defaults(func=cmd_formula)

@@ -19,7 +19,15 @@ from .errors import UserError
 
 def cmd_plan(args: argparse.Namespace) -> None:
     from .capacity import plan_capacity
-    from .cli import _dump, _hardware, _load_model, _parallelism, _print_table, _workload
+    from .cli import (
+        _dump,
+        _hardware,
+        _implementation,
+        _load_model,
+        _parallelism,
+        _print_table,
+        _workload,
+    )
 
     if args.tokens_per_s is not None and args.tokens_per_minute is not None:
         raise UserError("--tokens-per-s/--tokens-per-minute: give one of them, not both")
@@ -34,7 +42,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
         args.tp, args.pp = args.tp or 1, args.pp or 1
     args.batch = "1"
     plan = plan_capacity(
-        _load_model(args.model), _hardware(args), _workload(args), args.implementation,
+        _load_model(args.model), _hardware(args), _workload(args), _implementation(args),
         target_tokens_per_s=target, tpot_bound_s=bound, price_per_gpu_hour=args.price_per_gpu_hour,
         parallelism=_parallelism(args) if fixed else "search",
         max_gpus_per_replica=args.max_gpus_per_replica,
@@ -71,6 +79,9 @@ def register(sub, workload_args: Callable[[argparse.ArgumentParser], None]) -> N
     s.add_argument("--model", required=True,
                    help="preset name, a spec .json, or a Hugging Face config.json")
     workload_args(s)
+    from .cli import precision_args
+
+    precision_args(s)
     s.add_argument("--prompt", type=int, default=2048, help="prompt tokens")
     s.add_argument("--generate", type=int, default=128, help="generated tokens")
     s.add_argument("--reserve-gib", type=float, default=0.0, help="memory kept free, GiB")

@@ -40,15 +40,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
 
+from . import precision
 from .errors import UserError
 
 ComputeDtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8"]
 
-BYTES_PER_ELEMENT: dict[str, float] = {
-    "fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1,
-}
+BYTES_PER_ELEMENT: dict[str, float] = precision.DENSE_BYTES
 
 
 AttentionKind = Literal["fused", "materialized", "split_k"]
@@ -67,10 +66,31 @@ class Implementation(BaseModel, frozen=True, extra="forbid"):
         default=True, description="fused causal attention skips fully masked tiles"
     )
     allocates_unused_block_embedding: bool = False
-    compute_dtype: ComputeDtype = "bf16"
-    weight_bytes_per_element: float = Field(default=2.0, gt=0)
-    activation_bytes_per_element: float = Field(default=2.0, gt=0)
-    kv_bytes_per_element: float = Field(default=2.0, gt=0)
+    # precision (costmodel.precision, docs/precision.md)
+    compute_dtype: ComputeDtype = Field(default="bf16",
+                                        description="dtype the matmul kernels multiply in")
+    weight_dtype: str = Field(default="bf16", description="linear weights: fp32, bf16, fp16, "
+                              "fp8, int8 (per-channel scale), int4-g<N> (group scale + zero)")
+    kv_dtype: str = Field(default="bf16",
+                          description="KV cache: fp32, bf16, fp16, fp8, int8 (scale per vector)")
+
+    @field_validator("weight_dtype")
+    @classmethod
+    def _known_weight(cls, v: str) -> str:
+        precision.weight_format(v)
+        return v
+
+    @field_validator("kv_dtype")
+    @classmethod
+    def _known_kv(cls, v: str) -> str:
+        return precision.kv_check(v)
+
+    @model_validator(mode="after")
+    def _quantised_kv_needs_one_key_dtype(self) -> Implementation:
+        if self.key_cache_fp32 and self.kv_dtype in ("fp8", "int8"):
+            raise ValueError(f"kv_dtype: {self.kv_dtype} is not modelled for profile "
+                             f"{self.name!r}, which caches keys in fp32; use static or hf-legacy")
+        return self
 
     vanilla_attention: AttentionKind | None = Field(
         default=None, description="attention kind of a vanilla model (None: `attention`)")
@@ -102,18 +122,58 @@ class Implementation(BaseModel, frozen=True, extra="forbid"):
                 self.token_decoder_generate_per_block, self.key_cache_fp32,
                 self.cat_keeps_previous_cache)
 
+    @property
+    def precision_values(self) -> dict[str, float]:
+        """Bytes and dequantisation FLOPs per element, by symbol name (`costmodel.precision`)."""
+        return precision.precision_values(self.weight_dtype, self.kv_dtype, self.compute_dtype)
+
+    @property
+    def weight_bytes_per_element(self) -> float:
+        """Bytes per linear weight element, group scales and zero points included."""
+        return self.precision_values["s_w"]
+
+    @property
+    def dense_weight_bytes_per_element(self) -> float:
+        """Bytes per parameter outside linears (embeddings, norms, biases)."""
+        return self.precision_values["s_e"]
+
+    @property
+    def activation_bytes_per_element(self) -> float:
+        return self.precision_values["s_a"]
+
+    @property
+    def kv_bytes_per_element(self) -> float:
+        """Bytes per KV element, not counting int8 scales (`kv_scale_bytes_per_vector`)."""
+        return self.precision_values["s_kv"]
+
+    @property
+    def kv_scale_bytes_per_vector(self) -> float:
+        return self.precision_values["s_kvs"]
+
+    @property
+    def precision_label(self) -> str:
+        return f"weights {self.weight_dtype}, compute {self.compute_dtype}, KV {self.kv_dtype}"
+
     def with_dtype(self, dtype: ComputeDtype) -> Implementation:
         """Same profile computing and storing in `dtype` (e.g. fp32 for CPU measurements)."""
-        s = BYTES_PER_ELEMENT[dtype]
-        return Implementation.model_validate(
-            self.model_dump()
-            | {
-                "compute_dtype": dtype,
-                "weight_bytes_per_element": s,
-                "activation_bytes_per_element": s,
-                "kv_bytes_per_element": s,
-            }
-        )
+        stored = "fp32" if dtype == "tf32" else dtype
+        return self.with_precision(weight_dtype=stored, kv_dtype=stored, compute_dtype=dtype)
+
+    def with_precision(self, weight_dtype: str | None = None, kv_dtype: str | None = None,
+                       compute_dtype: str | None = None) -> Implementation:
+        """A re-validated copy with some precision fields changed; `weight_dtype` and
+        `kv_dtype` also accept the presets (``w8a16``, ``w4a16-g32``, ``w8a8-fp8``, ``kv-int8``,
+        ...). A preset's compute dtype (w8a8-fp8: fp8) applies unless `compute_dtype` is given."""
+        changes: dict[str, str] = {}
+        if weight_dtype is not None:
+            changes["weight_dtype"], implied = precision.resolve_weight(weight_dtype)
+            if implied and compute_dtype is None:
+                changes["compute_dtype"] = implied
+        if kv_dtype is not None:
+            changes["kv_dtype"] = precision.resolve_kv(kv_dtype)
+        if compute_dtype is not None:
+            changes["compute_dtype"] = compute_dtype
+        return Implementation.model_validate(self.model_dump() | changes)
 
 
 STATIC = Implementation(name="static")
@@ -152,7 +212,11 @@ PROFILES: dict[str, Implementation] = {"static": STATIC, "hf-legacy": HF_LEGACY,
                                        "official": OFFICIAL, "official-eager": OFFICIAL_EAGER}
 
 
-def get_implementation(name_or_impl: str | Implementation, dtype: ComputeDtype | None = None) -> Implementation:
+def get_implementation(name_or_impl: str | Implementation, dtype: ComputeDtype | None = None,
+                       *, weight_dtype: str | None = None, kv_dtype: str | None = None,
+                       compute_dtype: str | None = None) -> Implementation:
+    """A profile by name (or as given), with `dtype` for everything (`with_dtype`), then the
+    precision fields given (`with_precision`: dtypes or presets such as ``w8a16``)."""
     if isinstance(name_or_impl, Implementation):
         impl = name_or_impl
     else:
@@ -162,4 +226,8 @@ def get_implementation(name_or_impl: str | Implementation, dtype: ComputeDtype |
             raise UserError(
                 f"implementation: unknown profile {name_or_impl!r} (known: {', '.join(PROFILES)})"
             ) from None
-    return impl.with_dtype(dtype) if dtype else impl
+    if dtype:
+        impl = impl.with_dtype(dtype)
+    if weight_dtype or kv_dtype or compute_dtype:
+        impl = impl.with_precision(weight_dtype, kv_dtype, compute_dtype)
+    return impl

@@ -1,8 +1,9 @@
 """Memory footprint: weights, KV cache at the final context, activation workspace, max batch.
 
-- Weights: parameters (SPEC.md 1.8) x s_w; the hf-legacy profile also holds the unused
-  block-decoder embed_in (V x D_b, SPEC.md 1.3).
-- KV cache per sequence (SPEC.md 2.3): 2 N K d_h s_kv bytes per entry; entries: vanilla S + G - 1
+- Weights: parameters (SPEC.md 1.8) x their bytes: linears at s_w plus s_wc per output channel,
+  embeddings, norms and biases at s_e (docs/precision.md 1); the hf-legacy profile also holds
+  the unused block-decoder embed_in (V x D_b, SPEC.md 1.3).
+- KV cache per sequence (SPEC.md 2.3): 2 N K (d_h s_kv + s_kvs) bytes per entry; entries: vanilla S + G - 1
   (the last generated token is never fed back), block decoder n_p + n_g - 1 blocks, token
   decoder P + L_B - 1 local entries (reset every block; a static cache is allocated that
   size, a ``torch.cat`` one only grows to P + min(L_B, G) - 1). With ``torch.cat`` growth
@@ -32,16 +33,16 @@ from __future__ import annotations
 
 import sympy as sp
 
-from . import params as counts
 from . import symbols as sy
 from .ops import (
     ImplStructure,
     StackStructure,
-    final_norm_params,
-    kv_pair_bytes,
-    layer_params,
+    final_norm_weight_bytes,
+    kv_position_bytes,
+    layer_weight_bytes,
+    linear_weight_bytes,
     rank_symbols,
-    stack_params,
+    stack_weight_bytes,
 )
 from .phases import n_generated_blocks, n_prompt_blocks
 from .symbols import StackSymbols
@@ -50,8 +51,8 @@ from .symbols import StackSymbols
 def kv_bytes_per_entry(x: StackSymbols, im: ImplStructure | None = None) -> sp.Expr:
     """K and V of every layer for one cached position (vanilla_410 bf16: 98,304 bytes)."""
     if im is None:
-        return 2 * x.N * x.K * x.d_h * sy.s_kv
-    return x.N * x.K * x.d_h * kv_pair_bytes(im)
+        return 2 * x.N * x.K * (x.d_h * sy.s_kv + sy.s_kvs)
+    return x.N * kv_position_bytes(im, x.K, x.d_h)
 
 
 def _cat_transient(im: ImplStructure, caches: list[tuple[StackSymbols, sp.Expr]]) -> sp.Expr:
@@ -61,7 +62,7 @@ def _cat_transient(im: ImplStructure, caches: list[tuple[StackSymbols, sp.Expr]]
         return sp.Integer(0)
     if im.cat_keeps_previous_cache:
         return sp.Max(*(kv_bytes_per_entry(x, im) * n for x, n in caches))
-    return sp.Max(*(x.K * x.d_h * sy.s_kv * n for x, n in caches))
+    return sp.Max(*(x.K * (x.d_h * sy.s_kv + sy.s_kvs) * n for x, n in caches))
 
 
 def _forward_workspace(st: StackStructure, im: ImplStructure, x: StackSymbols, q: sp.Expr,
@@ -79,7 +80,10 @@ def _forward_workspace(st: StackStructure, im: ImplStructure, x: StackSymbols, q
 def vanilla_memory(st: StackStructure, im: ImplStructure, tied: bool,
                    tp: sp.Expr | None = None, pp: sp.Expr | None = None) -> dict[str, sp.Expr]:
     x, S, G = sy.VANILLA, sy.S, sy.G
-    params = counts.vanilla_params(stack_params(st, x), sy.V, x.D, tied)
+    # embedding table dense (s_e); an untied LM head is a linear in the weight format
+    weights = stack_weight_bytes(st, x) + sy.V * x.D * sy.s_e
+    if not tied:
+        weights += linear_weight_bytes(x.D, sy.V, bias=False)
     entries = S + G - 1
     if st.sliding_window:  # the cache keeps the last W entries (docs/sliding-window.md)
         entries = sp.Min(entries, sy.W)
@@ -87,22 +91,25 @@ def vanilla_memory(st: StackStructure, im: ImplStructure, tied: bool,
     kv = kv_bytes_per_entry(x, im) * entries + transient
     head_rows = sp.Integer(1) if im.logits == "last" else S
     work = _forward_workspace(st, im.for_stack(""), x, S, S, head_rows)
-    out = _finish(params * sy.s_w, kv, work, transient)
+    out = _finish(weights, kv, work, transient)
     if tp is None and pp is None:
         return out
-    # one GPU's share (docs/parallelism.md 4): the same formulas on one rank's sizes
+    # one GPU's share (docs/parallelism.md 4): the same formulas on one rank's sizes; weights in
+    # their stored format, each linear's scales sharded with its rows or columns
+    t = 1 if tp is None else tp
     xr = rank_symbols(x, tp)
     kv_gpu = kv_bytes_per_entry(xr, im) * entries
     tr_gpu = _cat_transient(im, [(xr, entries)])
     work_gpu = _forward_workspace(st, im.for_stack(""), xr, S, S, head_rows)
-    embed = sy.V * x.D / (1 if tp is None else tp)
+    embed = sy.V * x.D / t * sy.s_e  # vocab-parallel lookup table, dense
+    head = embed if tied else linear_weight_bytes(x.D, sy.V / t, bias=False)
     if pp is None:
-        w = (stack_params(st, x, tp) + (1 if tied else 2) * embed) * sy.s_w
+        w = stack_weight_bytes(st, x, tp) + embed + (0 if tied else head)
         return out | _per_gpu([(w, kv_gpu, tr_gpu, work_gpu)])
     first_n, last_n = sp.ceiling(x.N / pp), sp.floor(x.N / pp)
-    lp = layer_params(st, x, tp)
-    first = (embed + first_n * lp) * sy.s_w
-    last = (last_n * lp + final_norm_params(st, x) + embed) * sy.s_w
+    lw = layer_weight_bytes(st, x, tp)
+    first = embed + first_n * lw
+    last = last_n * lw + final_norm_weight_bytes(st, x) + head
     kv_layer = kv_gpu / x.N
     return out | _per_gpu([(first, first_n * kv_layer, tr_gpu, work_gpu),
                            (last, last_n * kv_layer, tr_gpu, work_gpu)])
@@ -112,11 +119,12 @@ def block_memory(sb: StackStructure, stt: StackStructure, im: ImplStructure,
                  unused_embedding: bool, tp: sp.Expr | None = None,
                  pp: sp.Expr | None = None) -> dict[str, sp.Expr]:
     xb, xt, P, L_B = sy.BLOCK_DEC, sy.TOKEN_DEC, sy.P, sy.L_B
-    params = counts.block_params(sy.V, xb.D / L_B, stack_params(sb, xb),
-                                 counts.expansion_params(xb.D, P, xt.D), stack_params(stt, xt),
-                                 xt.D)
+    # lookup tables dense (s_e); expansion and LM head are linears in the weight format
+    weights = (sy.V * xb.D / L_B * sy.s_e + stack_weight_bytes(sb, xb)
+               + linear_weight_bytes(xb.D, P * xt.D, bias=True) + stack_weight_bytes(stt, xt)
+               + sy.V * xt.D * sy.s_e + linear_weight_bytes(xt.D, sy.V, bias=False))
     if unused_embedding:
-        params += sy.V * xb.D
+        weights += sy.V * xb.D * sy.s_e
     n_p = n_prompt_blocks()
     blocks = n_p + n_generated_blocks() - 1
     local = P + L_B - 1
@@ -128,26 +136,28 @@ def block_memory(sb: StackStructure, stt: StackStructure, im: ImplStructure,
         _forward_workspace(sb, im.for_stack("block_decoder."), xb, n_p, n_p, sp.Integer(0)),
         _forward_workspace(stt, im.for_stack("token_decoder."), xt, P, P, sp.Integer(1)),
     )
-    out = _finish(params * sy.s_w, kv, work, transient)
+    out = _finish(weights, kv, work, transient)
     if tp is None and pp is None:
         return out
     t = 1 if tp is None else tp
     xbr, xtr = rank_symbols(xb, tp), rank_symbols(xt, tp)
     # stage 0: embedder + block decoder; stage 1: expansion, token decoder, its embed_in and head
-    w0 = sy.V * xb.D / L_B / t + stack_params(sb, xb, tp)
+    # (stored formats as above, sharded per rank)
+    w0 = sy.V * xb.D / L_B / t * sy.s_e + stack_weight_bytes(sb, xb, tp)
     if unused_embedding:
-        w0 += sy.V * xb.D / t
-    w1 = P * xt.D * (xb.D + 1) / t + stack_params(stt, xt, tp) + 2 * sy.V * xt.D / t
+        w0 += sy.V * xb.D / t * sy.s_e
+    w1 = (linear_weight_bytes(xb.D, P * xt.D / t, bias=True) + stack_weight_bytes(stt, xt, tp)
+          + sy.V * xt.D / t * sy.s_e + linear_weight_bytes(xt.D, sy.V / t, bias=False))
     kv0 = kv_bytes_per_entry(xbr, im) * blocks
     kv1 = kv_bytes_per_entry(xtr, im) * local
     work0 = _forward_workspace(sb, im.for_stack("block_decoder."), xbr, n_p, n_p, sp.Integer(0))
     work1 = _forward_workspace(stt, im.for_stack("token_decoder."), xtr, P, P, sp.Integer(1))
     if pp is None:
-        return out | _per_gpu([((w0 + w1) * sy.s_w, kv0 + kv1,
+        return out | _per_gpu([(w0 + w1, kv0 + kv1,
                                 _cat_transient(im, [(xbr, blocks), (xtr, local)]),
                                 sp.Max(work0, work1))])
-    return out | _per_gpu([(w0 * sy.s_w, kv0, _cat_transient(im, [(xbr, blocks)]), work0),
-                           (w1 * sy.s_w, kv1, _cat_transient(im, [(xtr, local)]), work1)])
+    return out | _per_gpu([(w0, kv0, _cat_transient(im, [(xbr, blocks)]), work0),
+                           (w1, kv1, _cat_transient(im, [(xtr, local)]), work1)])
 
 
 def _finish(weights: sp.Expr, kv: sp.Expr, work: sp.Expr, transient: sp.Expr

@@ -43,6 +43,7 @@ from .roofline import Row, phase_rows, request_rows, ttft_expr
 ARGS: tuple[sp.Symbol, ...] = (
     *sy.WORKLOAD_SYMBOLS, sy.V, sy.L_B, sy.P, *sy.VANILLA, *sy.BLOCK_DEC, *sy.TOKEN_DEC,
     *sy.BYTES_SYMBOLS, *sy.HARDWARE_SYMBOLS, *sy.PARALLEL_SYMBOLS, *sy.WINDOW_SYMBOLS,
+    *sy.PRECISION_SYMBOLS,
 )
 
 METRICS: tuple[str, ...] = (
@@ -126,14 +127,15 @@ def _build(key: StructureKey) -> tuple[list[Row], dict[str, sp.Expr]]:
                                        cyclic=True)
         step_time = pipeline_time(key.kind, step_rows, lambda r: r.time, cyclic=True)
 
-    # compute-bound batch: T_math = B f / pi, T_mem = (W + B m) / beta
-    step_flops = sp.expand(sum((r.t_math for r in step_rows), sp.Integer(0)) * sy.pi)
+    # compute-bound batch: T_math = t0 + B f / pi (t0: weight dequantisation, batch-free),
+    # T_mem = (W + B m) / beta
+    step_tmath = sp.expand(sum((r.t_math for r in step_rows), sp.Integer(0)))
     step_bytes = sp.expand(sum((r.t_mem for r in step_rows), sp.Integer(0)) * sy.beta)
-    f = sp.diff(step_flops, sy.B)
+    f = sp.diff(step_tmath * sy.pi, sy.B)
     m = sp.diff(step_bytes, sy.B)
-    w = step_bytes.subs(sy.B, 0)
+    w = step_bytes.subs(sy.B, 0) - step_tmath.subs(sy.B, 0) * sy.beta
     excess = f * sy.beta / sy.pi - m
-    bound_batch = sp.Piecewise((w / excess, excess > 0), (sp.oo, True))
+    bound_batch = sp.Piecewise((sp.Max(0, w) / excess, excess > 0), (sp.oo, True))
 
     # KV bytes vs weight bytes of one step at cache context cc
     kv = sp.expand(sum((_quantity(o, "kv_read_bytes") + _quantity(o, "kv_write_bytes")

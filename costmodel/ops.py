@@ -29,7 +29,7 @@ from . import params as counts
 from .collectives import allgather_sent_bytes, allgather_time, allreduce_sent_bytes, allreduce_time
 from .implementation import SPLIT_K_CHUNK, STACK_ROLES, Implementation
 from .spec import StackSpec
-from .symbols import L_B, StackSymbols, V, W, s_a, s_kv, s_w
+from .symbols import L_B, StackSymbols, V, W, q_kv, q_w, s_a, s_e, s_kv, s_kvs, s_w, s_wc
 
 ZERO = sp.Integer(0)
 ONE = sp.Integer(1)
@@ -92,6 +92,7 @@ class OpCost:
     kv_write_bytes: sp.Expr = ZERO
     kernels: sp.Expr = sp.Integer(1)  # kernel launches
     time_uses_useful: bool = False  # roofline time from useful FLOPs (flash-style attention)
+    dequant_flops: sp.Expr = ZERO  # (de)quantisation, at the vector rate (docs/precision.md 3)
     # collectives (costmodel.collectives): the tensor bytes one rank hands to the collective,
     # the bytes all ranks send, and the alpha-beta time
     comm_bytes: sp.Expr = ZERO
@@ -117,8 +118,8 @@ class OpCost:
 
 # The numeric fields of OpCost, in the order compiled functions return them.
 QUANTITIES = ("flops", "useful_flops", "weight_bytes", "act_read_bytes", "act_write_bytes",
-              "kv_read_bytes", "kv_write_bytes", "kernels", "comm_bytes", "comm_sent_bytes",
-              "comm_time")
+              "kv_read_bytes", "kv_write_bytes", "kernels", "dequant_flops", "comm_bytes",
+              "comm_sent_bytes", "comm_time")
 
 
 class Shard(NamedTuple):
@@ -173,19 +174,32 @@ def kv_pair_bytes(im: ImplStructure) -> sp.Expr:
     return (FP32_BYTES if im.key_cache_fp32 else s_kv) + s_kv
 
 
+def kv_position_bytes(im: ImplStructure, K: sp.Expr, d_h: sp.Expr) -> sp.Expr:
+    """Bytes of one cached position's k and v over K heads of one layer: d_h elements each,
+    plus an int8 cache's scale per vector, s_kvs (docs/precision.md 1)."""
+    return K * (d_h * kv_pair_bytes(im) + 2 * s_kvs)
+
+
 def _norm_params(st: StackStructure, D: sp.Expr) -> sp.Expr:
     return counts.norm_params(st.norm, D)
 
 
+def linear_weight_bytes(d_in: sp.Expr, d_out: sp.Expr, bias: bool) -> sp.Expr:
+    """Stored bytes of a Linear d_in -> d_out: weight elements (group scales and zeros
+    amortised in s_w), per-output-channel scales, dense bias (docs/precision.md 1)."""
+    return d_in * d_out * s_w + d_out * s_wc + (d_out * s_e if bias else 0)
+
+
 def _linear(name: str, rows: sp.Expr, d_in: sp.Expr, d_out: sp.Expr, bias: bool) -> OpCost:
-    """y = x W^T (+ b) on `rows` rows: 2*rows*d_in*d_out FLOPs."""
+    """y = x W^T (+ b) on `rows` rows: 2*rows*d_in*d_out FLOPs; weight-only formats
+    dequantise every weight element once per forward (q_w FLOPs each)."""
     f = 2 * rows * d_in * d_out
-    return OpCost(name, f, f, (d_in * d_out + (d_out if bias else 0)) * s_w,
-                  rows * d_in * s_a, rows * d_out * s_a)
+    return OpCost(name, f, f, linear_weight_bytes(d_in, d_out, bias),
+                  rows * d_in * s_a, rows * d_out * s_a, dequant_flops=q_w * d_in * d_out)
 
 
 def _elementwise(name: str, read: sp.Expr, write: sp.Expr, weights: sp.Expr = ZERO) -> OpCost:
-    return OpCost(name, ZERO, ZERO, weights * s_w, read * s_a, write * s_a)
+    return OpCost(name, ZERO, ZERO, weights * s_e, read * s_a, write * s_a)
 
 
 def _norm(name: str, st: StackStructure, rows: sp.Expr, D: sp.Expr) -> OpCost:
@@ -214,16 +228,17 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
         _elementwise(p + "attn.rotary", Bq * (H + K) * d_h, Bq * (H + K) * d_h),
     ]
     new_kv = 2 * Bq * K * d_h  # k and v elements of the new positions
-    pair = kv_pair_bytes(im)  # bytes of one cached k element plus one v element
+    pos = kv_position_bytes(im, K, d_h)  # one cached position's k and v (with int8 scales)
+    quantise = dict(kernels=sp.Integer(2), dequant_flops=q_kv * new_kv)  # docs/precision.md 3
     if im.kv_cache == "static":
         # preallocated buffers written in place at positions c..c+q-1
         ops.append(OpCost(p + "attn.kv_cache", ZERO, ZERO, ZERO, new_kv * s_a, ZERO,
-                          ZERO, Bq * K * d_h * pair, kernels=sp.Integer(2)))
+                          ZERO, Bq * pos, **quantise))
     else:
         # torch.cat(past, new): reads the old cache and writes the whole new one (SPEC.md 2.5.1)
         ops.append(OpCost(p + "attn.kv_cache", ZERO, ZERO, ZERO, new_kv * s_a, ZERO,
-                          B * K * d_h * c * pair, B * K * d_h * n_k * pair,
-                          kernels=sp.Integer(2)))
+                          B * c * pos, B * n_k * pos, **quantise))
+    dequant = q_kv * 2 * B * K * d_h * n_k  # int8 KV: every element read is dequantised
     attn_flops = 4 * B * H * q * n_k * d_h
     causal_flops = 4 * B * H * d_h * visible_keys(st, q, c)
     q_and_out = Bq * H * d_h
@@ -237,12 +252,12 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
         partial = B * H * (d_h + 1) * n_k / SPLIT_K_CHUNK
         core = OpCost(p + "attn.core", attn_flops, causal_flops, ZERO,
                       (q_and_out + partial) * s_a, (q_and_out + partial) * s_a,
-                      B * K * d_h * n_k * pair, ZERO, kernels=sp.Integer(2),
-                      time_uses_useful=True)
+                      B * n_k * pos, ZERO, kernels=sp.Integer(2),
+                      time_uses_useful=True, dequant_flops=dequant)
     elif im.attention in ("fused", "split_k"):
         core = OpCost(p + "attn.core", attn_flops, causal_flops, ZERO, q_and_out * s_a,
-                      q_and_out * s_a, B * K * d_h * n_k * pair, ZERO,
-                      time_uses_useful=im.skips_masked_tiles)
+                      q_and_out * s_a, B * n_k * pos, ZERO,
+                      time_uses_useful=im.skips_masked_tiles, dequant_flops=dequant)
     elif im.key_cache_fp32:
         # GPT-NeoX's eager attention in the released code (docs/published.md 1): q and k are
         # fp32 after rotary, so the scores [B, H, q, n_k] are fp32 and pass through five
@@ -252,7 +267,7 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
         core = OpCost(p + "attn.core", attn_flops, causal_flops, ZERO,
                       q_and_out * s_a + scores * (5 * FP32_BYTES + s_a),
                       q_and_out * s_a + scores * (5 * FP32_BYTES + s_a),
-                      B * K * d_h * n_k * pair, ZERO, kernels=sp.Integer(7))
+                      B * n_k * pos, ZERO, kernels=sp.Integer(7), dequant_flops=dequant)
     else:
         # eager (docs/conventions.md): QK^T writes the scores [B, H, q, n_k]; the scale, the
         # masked_fill (q > 1 only) and the softmax each read and write them; AV reads them.
@@ -263,8 +278,8 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
         mask = 3 * several * q * n_k * BOOL_BYTES
         traffic = (1 + several * grouped) * q_and_out * s_a + (3 + several) * scores * s_a + mask
         core = OpCost(p + "attn.core", attn_flops, causal_flops, ZERO, traffic, traffic,
-                      B * K * d_h * n_k * pair, ZERO,
-                      kernels=4 + 4 * several + several * grouped)
+                      B * n_k * pos, ZERO,
+                      kernels=4 + 4 * several + several * grouped, dequant_flops=dequant)
     if im.key_cache_fp32 and im.attention != "materialized":
         # the fp32 keys are cast to the compute dtype before the kernel (key.to(target_dtype)
         # in the released code, docs/published.md 1): a copy written and read back
@@ -334,8 +349,8 @@ def stack_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
     if embed:
         # gather: reads only the Bq rows it looks up (sharded: every rank gathers Bq rows of
         # its shard, out-of-range ids clamped and masked to zero)
-        # gather: reads the Bq token ids and only the Bq rows it looks up
-        ops.append(OpCost(prefix + "embed_in", ZERO, ZERO, Bq * x.D * s_w, Bq * ID_BYTES,
+        # gather: reads the Bq token ids and only the Bq rows it looks up (dense table, s_e)
+        ops.append(OpCost(prefix + "embed_in", ZERO, ZERO, Bq * x.D * s_e, Bq * ID_BYTES,
                           Bq * x.D * s_a))
         if tp is not None:
             ops.append(allreduce_op(prefix + "embed_in.allreduce", Bq * x.D * s_a, t))
@@ -354,7 +369,7 @@ def embedder_ops(B: sp.Expr, n_blocks: sp.Expr, D_b: sp.Expr,
 
     With `tp`: vocab-parallel like ``embed_in`` (masked lookup, then an all-reduce)."""
     rows = B * n_blocks
-    ops = [OpCost("embedder", ZERO, ZERO, rows * D_b * s_w, rows * L_B * ID_BYTES,
+    ops = [OpCost("embedder", ZERO, ZERO, rows * D_b * s_e, rows * L_B * ID_BYTES,
                   rows * D_b * s_a)]
     if tp is not None:
         ops.append(allreduce_op("embedder.allreduce", rows * D_b * s_a, tp))
@@ -373,23 +388,32 @@ def expansion_ops(B: sp.Expr, D_b: sp.Expr, P: sp.Expr, D_t: sp.Expr,
     return ops
 
 
-def layer_params(st: StackStructure, x: StackSymbols, tp: sp.Expr | None = None) -> sp.Expr:
-    """Parameters of one layer (SPEC.md 1.8: 12D^2 + 13D per NeoX layer); with `tp`, what one
-    rank holds: sharded matrices and column biases, replicated norms and row-parallel biases."""
+def layer_weight_bytes(st: StackStructure, x: StackSymbols, tp: sp.Expr | None = None
+                       ) -> sp.Expr:
+    """Stored bytes of one layer: `linear_weight_bytes` of every linear, norms at s_e (SPEC.md
+    1.8: 12D^2 + 13D parameters per NeoX layer, each at its precision's bytes). With `tp`, what
+    one rank holds (docs/parallelism.md 1): column-parallel linears keep their sharded output
+    columns with those columns' scales and biases; row-parallel ones a slice of the inputs and
+    every output channel's scale and bias; norms replicated."""
     D, d_h = x.D, x.d_h
     sh = shard(x, tp)
     H, K, F = sh.H, sh.K, sh.F
-    return counts.layer_params(D, H, K, d_h, F, mlp=st.mlp, norm=st.norm,
-                               qkv_bias=st.qkv_bias, out_bias=st.out_bias, mlp_bias=st.mlp_bias)
+    n_up = 1 if st.mlp == "gelu" else 2
+    return (linear_weight_bytes(D, (H + 2 * K) * d_h, st.qkv_bias)
+            + linear_weight_bytes(H * d_h, D, st.out_bias)
+            + n_up * linear_weight_bytes(D, F, st.mlp_bias)
+            + linear_weight_bytes(F, D, st.mlp_bias)
+            + 2 * _norm_params(st, D) * s_e)
 
 
-def final_norm_params(st: StackStructure, x: StackSymbols) -> sp.Expr:
-    return _norm_params(st, x.D)
+def final_norm_weight_bytes(st: StackStructure, x: StackSymbols) -> sp.Expr:
+    return _norm_params(st, x.D) * s_e
 
 
-def stack_params(st: StackStructure, x: StackSymbols, tp: sp.Expr | None = None) -> sp.Expr:
-    """Parameters of a stack, layers plus final norm (per rank with `tp`)."""
-    return counts.stack_params(x.N, layer_params(st, x, tp), final_norm_params(st, x))
+def stack_weight_bytes(st: StackStructure, x: StackSymbols, tp: sp.Expr | None = None
+                       ) -> sp.Expr:
+    """Stored bytes of a stack's layers and final norm (per rank with `tp`)."""
+    return x.N * layer_weight_bytes(st, x, tp) + final_norm_weight_bytes(st, x)
 
 
 def embedder_op(B: sp.Expr, n_blocks: sp.Expr, D_b: sp.Expr) -> OpCost:

@@ -1,6 +1,7 @@
 """Roofline time of every (phase, op): max(FLOPs / pi, bytes / beta) per forward, summed exactly.
 
-T_math = FLOPs / pi and T_mem = bytes / beta (JAX scaling book notation); an op is compute-bound
+T_math = FLOPs / pi (+ dequantisation FLOPs / pi_v, docs/precision.md 3) and T_mem = bytes /
+beta (JAX scaling book notation); an op is compute-bound
 when T_math >= T_mem. pi and beta are the achievable rates of `Hardware` (datasheet or measured
 peak times efficiency). Fixed overheads: t_kernel per kernel launch, t_forward per forward call
 (both 0 for a pure roofline). Sums over decode steps use `costmodel.sums` (closed forms).
@@ -54,10 +55,16 @@ def _phase_sum(phase: Phase, expr: sp.Expr) -> sp.Expr:
     return phase.repeat * sum_linear(expr, phase.index, phase.lo, phase.hi)
 
 
+def _t_math(op) -> sp.Expr:
+    """Matmul FLOPs at the compute rate plus (de)quantisation FLOPs at the vector rate
+    (docs/precision.md 3)."""
+    return op.time_flops / sy.pi + op.dequant_flops / sy.pi_v
+
+
 def phase_rows(phase: Phase) -> list[Row]:
     rows = []
     for op in phase.ops:
-        t_math_step = op.time_flops / sy.pi
+        t_math_step = _t_math(op)
         t_mem_step = op.bytes / sy.beta
         if phase.index is None:
             t_max = phase.repeat * sp.Max(t_math_step, t_mem_step)
@@ -112,7 +119,7 @@ def ttft_expr(rows: list[Row]) -> sp.Expr:
 
 def op_time(op) -> sp.Expr:
     """Time of one op in one forward (module docstring), kernel launches included."""
-    t_math, t_mem = op.time_flops / sy.pi, op.bytes / sy.beta
+    t_math, t_mem = _t_math(op), op.bytes / sy.beta
     return (sp.Max(t_math, t_mem) + (1 - sy.eta_ov) * sp.Min(t_math, t_mem)
             + op.kernels * sy.t_kernel + op.comm_time)
 

@@ -76,8 +76,8 @@ def _write_parquet(plan: SweepPlan, tmp: Path, chunk_points: int,
     try:
         for chunk in _chunks(plan, chunk_points, on_chunk):
             # labels as plain strings: per-chunk categoricals would differ in their dictionaries
-            table = pa.Table.from_pandas(chunk.astype({"model": str, "kind": str,
-                                                      "hardware": str}), preserve_index=False)
+            labels = {c: str for c in chunk.columns if isinstance(chunk[c].dtype, pd.CategoricalDtype)}
+            table = pa.Table.from_pandas(chunk.astype(labels), preserve_index=False)
             if writer is None:
                 writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
             writer.write_table(table)

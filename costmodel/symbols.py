@@ -36,7 +36,7 @@ L_B = _int("L_B")
 P = _int("P")
 
 # Bytes per element (Implementation)
-s_w = _pos("s_w")  # weights
+s_w = _pos("s_w")  # linear weights (costmodel.precision)
 s_a = _pos("s_a")  # activations
 s_kv = _pos("s_kv")  # KV cache
 
@@ -53,6 +53,15 @@ t_generate = sp.Symbol("t_generate", nonnegative=True)
 
 # Sliding-window attention (docs/sliding-window.md): keys a query can see, tokens
 W = _int("W")
+
+
+# Precision (costmodel.precision, docs/precision.md); appended after the symbols above
+s_wc = sp.Symbol("s_wc", nonnegative=True)  # bytes per linear output channel (channel scale)
+s_e = _pos("s_e")  # bytes per dense parameter outside linears (embeddings, norms, biases)
+s_kvs = sp.Symbol("s_kvs", nonnegative=True)  # bytes per cached K or V vector (int8 scale)
+q_w = sp.Symbol("q_w", nonnegative=True)  # dequantisation FLOPs per linear weight element
+q_kv = sp.Symbol("q_kv", nonnegative=True)  # (de)quantisation FLOPs per KV element read/written
+pi_v = _pos("pi_v")  # achievable vector (non-matmul) compute, FLOP/s, for dequantisation
 
 
 class StackSymbols(NamedTuple):
@@ -77,6 +86,7 @@ HARDWARE_SYMBOLS = (pi, beta, eta_ov, t_kernel, t_forward, M_cap, M_res, t_gener
 BYTES_SYMBOLS = (s_w, s_a, s_kv)
 WORKLOAD_SYMBOLS = (B, S, G)
 WINDOW_SYMBOLS = (W,)
+PRECISION_SYMBOLS = (s_wc, s_e, s_kvs, q_w, q_kv, pi_v)
 
 LEGEND: dict[str, str] = {
     "B": "batch size (sequences)",
@@ -94,7 +104,7 @@ LEGEND: dict[str, str] = {
     "K": "key/value heads",
     "d_h": "head dimension",
     "F": "MLP width",
-    "s_w": "bytes per weight element",
+    "s_w": "bytes per linear weight element (group scales and zero points included)",
     "s_a": "bytes per activation element",
     "s_kv": "bytes per KV-cache element",
     "pi": "achievable compute, FLOP/s",
@@ -104,6 +114,12 @@ LEGEND: dict[str, str] = {
     "t_forward": "fixed time per forward call, s",
     "M_cap": "device memory capacity, bytes",
     "M_res": "memory reserve, bytes",
+    "s_wc": "bytes per linear output channel (per-channel scale)",
+    "s_e": "bytes per parameter outside linears (embeddings, norms, biases)",
+    "s_kvs": "bytes per cached K or V vector (int8 KV scale)",
+    "q_w": "dequantisation FLOPs per linear weight element",
+    "q_kv": "(de)quantisation FLOPs per KV-cache element read or written",
+    "pi_v": "achievable vector compute for dequantisation, FLOP/s",
     "t_generate": "fixed time per generate() call (HF generation loop set-up), s",
     "W": "attention window (sliding-window attention): keys a query sees, tokens",
 }

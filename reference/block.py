@@ -276,7 +276,7 @@ class BlockLM(nn.Module):
         self.setup_inference(b, n_p, n_g, mode)
         device = input_ids.device
         out = input_ids.new_empty(b, g)
-        dtype = self.token_decoder.lm_head.weight.dtype
+        dtype = self.token_decoder.final_norm.weight.dtype  # lm_head may be quantised
         all_logits = contexts = None
         if return_logits:
             all_logits = torch.empty(b, g, self.spec.vocab_size, device=device, dtype=dtype)

@@ -7,6 +7,11 @@
   ``torch.cat([past, new], dim=2)`` on every forward, starting from the first forward's k/v.
 - ``off``: no cache (training, or a full recompute).
 
+Storage format (`kv_dtype`, set by `reference.quantize.quantize_kv_cache`): ``None`` keeps k and
+v in the model's dtype; ``"int8"`` quantises every written vector (one token, one KV head)
+symmetrically, ``q = round(x / s)`` with ``s = max|x| / 127``, and stores the scale's bytes next
+to its d_h int8 values: k and v become int8 ``[B, K, T, dh + bytes(s)]`` (docs/precision.md 1:
+``1 + s_a / d_h`` bytes per element). Reads dequantise ``q * s`` into the model's dtype.
 ``key_dtype`` (concat only): the dtype keys are cached in. The official profile caches keys in
 fp32, as GPT-NeoX's fp32 rotary tables and torch.cat's type promotion do in the released code
 (docs/published.md 1); attention then reads the fp32 keys.
@@ -33,6 +38,8 @@ class KVCache(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.mode: CacheMode = "off"
+        self.kv_dtype: str | None = None  # None: the model's dtype; "int8": quantised
+        self.dtype: torch.dtype | None = None  # the model's dtype (what reads return)
         self.key_dtype: torch.dtype | None = None
         self.register_buffer("k", None, persistent=False)
         self.register_buffer("v", None, persistent=False)
@@ -49,12 +56,15 @@ class KVCache(nn.Module):
         key_dtype: torch.dtype | None = None,
     ) -> None:
         """Prepare for a new request. Static buffers are reused when the shape is unchanged."""
-        self.mode = mode
+        self.mode, self.dtype = mode, dtype
         self.key_dtype = key_dtype if mode == "concat" else None
         if mode != "static":
             self.k = self.v = None
             return
         shape = (batch, kv_heads, max_entries, head_dim)  # [B, K, T_max, dh]
+        if self.kv_dtype == "int8":  # [B, K, T_max, dh + scale bytes]
+            shape = (*shape[:3], head_dim + torch.finfo(dtype).bits // 8)
+            dtype = torch.int8
         k = self.k
         if k is None or k.shape != shape or k.device != device or k.dtype != dtype:
             # zeros, not empty: the fixed-shape step masks unused entries, and 0 * NaN is NaN
@@ -74,8 +84,9 @@ class KVCache(nn.Module):
                 raise RuntimeError("KVCache: no cache is set up, but c > 0 entries were expected")
             return k, v
         q = k.shape[2]
+        k, v = self._store(k), self._store(v)
         if self.mode == "concat":
-            if self.key_dtype is not None:
+            if self.key_dtype is not None and self.kv_dtype != "int8":
                 k = k.to(self.key_dtype)
             if c == 0:  # a fresh cache, written once as transformers' first torch.cat does
                 self.k = k.clone(memory_format=torch.contiguous_format)
@@ -85,7 +96,7 @@ class KVCache(nn.Module):
                     raise RuntimeError(f"KVCache: expected {c} cached entries")
                 self.k = torch.cat([self.k, k], dim=2)  # [B, K, c+q, dh]
                 self.v = torch.cat([self.v, v], dim=2)
-            return self.k, self.v
+            return self._load(self.k), self._load(self.v)
         assert self.k is not None and self.v is not None
         if c + q > self.k.shape[2]:
             raise RuntimeError(
@@ -93,7 +104,24 @@ class KVCache(nn.Module):
             )
         self.k[:, :, c : c + q].copy_(k)
         self.v[:, :, c : c + q].copy_(v)
-        return self.k[:, :, : c + q], self.v[:, :, : c + q]  # valid prefix only
+        # valid prefix only
+        return self._load(self.k[:, :, : c + q]), self._load(self.v[:, :, : c + q])
+
+    def _store(self, x: Tensor) -> Tensor:
+        """New vectors ``[B, K, q, dh]`` in the storage format (int8: values, then scale bytes)."""
+        if self.kv_dtype != "int8":
+            return x
+        scale = x.abs().amax(dim=-1, keepdim=True).clamp(min=torch.finfo(x.dtype).tiny) / 127
+        q = torch.round(x / scale).clamp(-127, 127).to(torch.int8)
+        return torch.cat([q, scale.contiguous().view(torch.int8)], dim=-1)
+
+    def _load(self, stored: Tensor) -> Tensor:
+        """Stored vectors back in the model's dtype (int8: ``q * scale``)."""
+        if self.kv_dtype != "int8":
+            return stored
+        assert self.dtype is not None
+        dh = stored.shape[-1] - torch.finfo(self.dtype).bits // 8
+        return stored[..., :dh].to(self.dtype) * stored[..., dh:].view(self.dtype)
 
     def update_at(self, k: Tensor, v: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
         """Fixed-shape write at device positions `pos` ([q] long); returns the whole buffers.
@@ -102,9 +130,9 @@ class KVCache(nn.Module):
         """
         if self.mode != "static" or self.k is None or self.v is None:
             raise RuntimeError("KVCache.update_at needs a static cache")
-        self.k.index_copy_(2, pos, k)
-        self.v.index_copy_(2, pos, v)
-        return self.k, self.v
+        self.k.index_copy_(2, pos, self._store(k))
+        self.v.index_copy_(2, pos, self._store(v))
+        return self._load(self.k), self._load(self.v)
 
     @property
     def nbytes(self) -> int:

@@ -5,8 +5,10 @@ that can be admitted) every iteration is a decode step of the same running set, 
 forwards' aggregates grow linearly with the iteration index (each sequence's context grows by
 one token, a Block Transformer's block-decoder context by one block every L_B steps, in a
 pattern periodic in L_B). A stretch of k such iterations is therefore timed in one vectorised
-call of the predictor over a [k, 6] aggregate array; Python runs once per event, not per
-iteration or per op. Iterations that schedule prefill work run one at a time.
+call of the predictor over a [k, kinds, 8] aggregate array; Python runs once per event, not per
+iteration or per op. Iterations that schedule prefill work run one at a time. Every forward's
+aggregates carry its longest q, which puts it in the predictor's one-position (q = 1) or
+multi-position (some q > 1) regime (serving/predictor.py, docs/serving.md 3).
 
 State per request: g (tokens generated so far), the prefill progress of its current (re)prefill
 in units (tokens, or blocks for a Block Transformer), first-token and finish times, preemptions.
@@ -22,7 +24,7 @@ import numpy as np
 
 from costmodel.errors import UserError
 
-from .predictor import Predictor, aggregates
+from .predictor import N_AGG, Q_MAX, RECT, Predictor, aggregates
 from .requests import Trace
 from .scheduler import SchedulerConfig
 
@@ -54,6 +56,9 @@ class Simulator:
         S = trace.prompt_tokens.astype(np.int64)
         self.S, self.G = S, trace.generated_tokens.astype(np.int64)
         self.n_p = -(-S // self.lb)  # prompt blocks (left-padded), or tokens for vanilla
+        # regime of each forward kind in a decode stretch (multi-position: the prefix forward's
+        # P positions; every other forward q = 1), as `_segment_aggregates` sets q_max
+        self.stretch_regimes = (False, self.P > 1, False) if self.block else (False,)
         cap = cfg.kv_capacity_bytes
         if cap is None:
             cap = cfg.memory_fraction * pred.capacity_bytes - pred.weights_bytes
@@ -291,17 +296,21 @@ class Simulator:
 
     # -- a stretch of decode-only iterations -------------------------------------------------
     def _segment_aggregates(self, ids: np.ndarray, k: int, start: int = 0) -> np.ndarray:
-        """[k, kinds, 6] aggregates of each forward kind for decode iterations start..start+k-1 of
-        `ids` (g as it is before iteration 0)."""
+        """[k, kinds, N_AGG] aggregates of each forward kind for decode iterations
+        start..start+k-1 of `ids` (g as it is before iteration 0). Each kind keeps one regime
+        over the stretch (block and token forwards q = 1, prefix forwards q = P): q_max is set
+        even where a forward is absent (its constant aggregate 0 makes it cost 0 in either
+        regime), so the whole stretch is one matrix product."""
         T = np.arange(start, start + k, dtype=np.float64)
         g = self.g[ids]
         n = float(len(ids))
         if not self.block:
             c = float((self.S[ids] + g - 1).sum()) + n * T
-            agg = np.empty((k, 1, 6))
+            agg = np.zeros((k, 1, N_AGG))
             agg[:, 0, 0] = 1.0
             agg[:, 0, 1] = agg[:, 0, 3] = agg[:, 0, 5] = n
             agg[:, 0, 2] = agg[:, 0, 4] = c
+            agg[:, 0, Q_MAX] = 1.0
             return agg
         lb, P = self.lb, self.P
         r = g % lb
@@ -315,18 +324,24 @@ class Simulator:
         cb = at_b @ base + (at_b * (Ti // lb - 1)) @ cnt
         nt = n - nb
         ct = ((1.0 - at_b) * (P + m - 1)) @ cnt
-        # block, prefix, token (forward_kinds order), each [1, sum q, sum qc, sum q^2, sum c, n]
-        agg = np.zeros((k, 3, 6))
+        # block, prefix, token (forward_kinds order), each
+        # [1, sum q, sum qc, sum q^2, sum c, n, q_max n_max, q_max]
+        agg = np.zeros((k, 3, N_AGG))
         agg[:, 0, 0] = nb > 0
-        agg[:, 0, 1::2] = nb[:, None]
-        agg[:, 0, 2::2] = cb[:, None]
+        agg[:, 0, 1:6:2] = nb[:, None]
+        agg[:, 0, 2:6:2] = cb[:, None]
+        agg[:, 0, Q_MAX] = 1.0
         agg[:, 1, 0] = nb > 0
         agg[:, 1, 1] = P * nb
         agg[:, 1, 3] = P * P * nb
         agg[:, 1, 5] = nb
+        if P > 1:  # a multi-position forward: its mask rectangle P x P (c = 0)
+            agg[:, 1, RECT] = float(P * P) * (nb > 0)
+        agg[:, 1, Q_MAX] = P
         agg[:, 2, 0] = nt > 0
-        agg[:, 2, 1::2] = nt[:, None]
-        agg[:, 2, 2::2] = ct[:, None]
+        agg[:, 2, 1:6:2] = nt[:, None]
+        agg[:, 2, 2:6:2] = ct[:, None]
+        agg[:, 2, Q_MAX] = 1.0
         return agg
 
     def _decode_segment(self, t: float, run: list[int], waiting: deque[int],
@@ -351,7 +366,8 @@ class Simulator:
         ends = np.empty(0)
         while done_k < k:
             m = min(chunk, k - done_k)
-            dt = self.p.iteration_time_s(self._segment_aggregates(ids, m, done_k))
+            dt = self.p.iteration_time_s(self._segment_aggregates(ids, m, done_k),
+                                         self.stretch_regimes)
             e = t_cur + np.cumsum(dt)
             if e[-1] >= t_arr:
                 cut = int(np.searchsorted(e, t_arr, side="left"))

@@ -308,10 +308,45 @@ def test_hardware_without_the_profiles_dtype_is_an_error():
     at.sidebar.selectbox(key="hardware").set_value("v100-sxm2-32gb").run()
     assert_clean(at)
     msgs = errors(at)
-    assert len(msgs) == 2 and all("no compute rate for dtype 'bf16'" in m for m in msgs)
+    assert len(msgs) == 2 and all("has no bf16 rate; it has fp32, fp16" in m for m in msgs)
     for page in PAGES[1:]:
         at.switch_page(f"app_pages/{page}.py").run()
         assert_clean(at)
+
+
+def test_precision_in_the_sidebar_and_the_url():
+    """Vanilla with an fp8 KV cache vs a bf16 Block Transformer (docs/precision.md); a device
+    without bf16 runs once the compute dtype is one it has."""
+    at = run_app(query={"kvdtype": "kv-fp8", "dtype_on": "vanilla"})
+    assert_clean(at)
+    assert at.sidebar.selectbox(key="kv_dtype").value == "kv-fp8"
+    from costmodel import get_implementation
+
+    v = estimate("vanilla_410", "h100-sxm-80gb", PREFILL,
+                 get_implementation("static", kv_dtype="fp8"))
+    b = estimate("block_main_b4_1.2b", "h100-sxm-80gb", PREFILL)
+    shown = metrics(at)
+    assert expected_cards("Vanilla", v).items() <= shown.items()
+    assert expected_cards("Block", b).items() <= shown.items()
+    assert v.max_batch > estimate("vanilla_410", "h100-sxm-80gb", PREFILL).max_batch
+    assert any("KV fp8" in c.value for c in at.caption)
+    sb = at.sidebar
+    sb.selectbox(key="weight_dtype").set_value("int4-g128")
+    sb.selectbox(key="hardware").set_value("v100-sxm2-32gb")
+    sb.selectbox(key="compute_dtype").set_value("fp16")
+    sb.radio(key="dtype_scope").set_value("both")
+    at.run()
+    assert_clean(at)
+    assert errors(at) == []
+    impl = get_implementation("static", weight_dtype="int4-g128", kv_dtype="fp8",
+                              compute_dtype="fp16")
+    b = estimate("block_main_b4_1.2b", "v100-sxm2-32gb", PREFILL, impl)
+    assert expected_cards("Block", b).items() <= metrics(at).items()
+    assert {"wdtype": "int4-g128", "kvdtype": "kv-fp8", "cdtype": "fp16"}.items() \
+        <= at.query_params.items()
+    assert "dtype_on" not in at.query_params
+    bad = run_app(query={"wdtype": "int3"})
+    assert any("wdtype='int3'" in w.value and "unknown format" in w.value for w in bad.warning)
 
 
 # --- Design space -------------------------------------------------------------------------------

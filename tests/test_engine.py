@@ -18,7 +18,15 @@ from pydantic import ValidationError
 
 from costmodel import Workload, estimate, get_hardware, get_preset, sweep
 from costmodel import symbols as sy
-from costmodel.api import Estimate, OpRow, _bound, _op_row, structure_key, symbol_values
+from costmodel.api import (
+    Estimate,
+    OpRow,
+    _bound,
+    _op_row,
+    check_precision,
+    structure_key,
+    symbol_values,
+)
 from costmodel.implementation import get_implementation
 from costmodel.metrics import METRICS, ROW_FIELDS, formulas
 from costmodel.parallel import Parallelism, get_parallelism
@@ -33,9 +41,11 @@ LAYOUTS = (Parallelism(), Parallelism(tp=2), Parallelism(pp=2))
 def _estimate_before(model, hardware, workload, implementation, parallelism=None) -> Estimate:
     spec, hw = get_preset(model), get_hardware(hardware)
     impl, par = get_implementation(implementation), get_parallelism(parallelism)
+    check_precision(spec, impl)
     f = formulas(structure_key(spec, impl, par))
-    pi = hw.compute_flops_per_s(impl.compute_dtype)
-    metrics, rows = f.evaluate_all(symbol_values(spec, hw, impl, workload, 1.0, par))
+    vals = symbol_values(spec, hw, impl, workload, 1.0, par)
+    pi, pi_v = vals[sy.pi], vals[sy.pi_v]
+    metrics, rows = f.evaluate_all(vals)
     max_batch = int(metrics["max_batch"])
     batch = max(max_batch, 1) if workload.batch == "max" else workload.batch
     if batch != 1:
@@ -48,14 +58,17 @@ def _estimate_before(model, hardware, workload, implementation, parallelism=None
             weight_bytes=v["weight_bytes"],
             activation_bytes=v["act_read_bytes"] + v["act_write_bytes"],
             kv_bytes=v["kv_read_bytes"] + v["kv_write_bytes"], kernels=v["kernels"],
-            time_flops=v["t_math_s"] * pi, t_math_s=v["t_math_s"], t_mem_s=v["t_mem_s"],
-            time_s=v["time_s"], bound=_bound(v["t_math_s"], v["t_mem_s"], v["time_s"],
-                                             v["comm_time"]),
+            time_flops=v["t_math_s"] * pi - v["dequant_flops"] * pi / pi_v,
+            dequant_flops=v["dequant_flops"],
+            t_math_s=v["t_math_s"], t_mem_s=v["t_mem_s"], time_s=v["time_s"],
+            bound=_bound(v["t_math_s"], v["t_mem_s"], v["time_s"], v["comm_time"]),
             collective_bytes=v["comm_bytes"], collective_time_s=v["comm_time"]))
     step_tokens = spec.block_length if spec.kind == "block" else 1
     return Estimate(
-        model=spec.name, kind=spec.kind, hardware=hw.id, implementation=impl.name, batch=batch,
-        prompt_tokens=workload.prompt_tokens, generated_tokens=workload.generated_tokens,
+        model=spec.name, kind=spec.kind, hardware=hw.id, implementation=impl.name,
+        weight_dtype=impl.weight_dtype, compute_dtype=impl.compute_dtype, kv_dtype=impl.kv_dtype,
+        batch=batch, prompt_tokens=workload.prompt_tokens,
+        generated_tokens=workload.generated_tokens,
         **{m: metrics[m] for m in METRICS if m != "max_batch"},
         max_batch=max_batch, fits=batch <= max_batch, ops=ops,
         decode_step_tokens=step_tokens,
@@ -135,7 +148,8 @@ def test_point_function_falls_back_to_numpy_where_python_floats_differ():
 
 def test_trusted_rows_equal_validated_rows():
     kw = dict(phase="decode", name="layers.mlp", flops=1.0, useful_flops=1.0, weight_bytes=2.0,
-              activation_bytes=3.0, kv_bytes=0.0, kernels=4.0, time_flops=1.0, t_math_s=1e-6,
+              activation_bytes=3.0, kv_bytes=0.0, kernels=4.0, time_flops=1.0,
+              dequant_flops=0.5, t_math_s=1e-6,
               t_mem_s=2e-6, time_s=3e-6, bound="memory", collective_bytes=0.0,
               collective_time_s=0.0)
     fast, slow = _op_row(**kw), OpRow(**kw)

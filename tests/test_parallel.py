@@ -182,3 +182,28 @@ def test_cli_plan_and_estimate_layouts(capsys) -> None:
     assert "tp: 3 must divide" in capsys.readouterr().err
     assert main(["plan", "--model", "vanilla_70", "--tokens-per-s", "1",
                  "--tokens-per-minute", "1"]) == 2
+
+
+def test_quantised_weights_per_gpu_under_tp() -> None:
+    """w8a16 on llama-2-7b, tp = 2: int8 elements halve; per-output-channel bf16 scales follow
+    their columns (column-parallel qkv, gate, up) or stay whole (row-parallel dense, down);
+    norms replicated; vocab-parallel bf16 table and int8 head (docs/parallelism.md 1,
+    docs/precision.md 1)."""
+    spec = spec_from_hf_config(read_json_file(CONFIGS / "llama-2-7b.json", field="m"),
+                               name="llama-2-7b")
+    N, D, F, V = 32, 4096, 11008, 32000
+    layer = (D * 3 * D // 2 + 3 * D // 2 * 2 + D // 2 * D + D * 2
+             + 2 * (D * F // 2 + F // 2 * 2) + F // 2 * D + D * 2 + 2 * D * 2)
+    per_gpu = N * layer + D * 2 + V * D // 2 * 2 + V // 2 * D + V // 2 * 2
+    impl = get_implementation("static", weight_dtype="w8a16")
+    wl = Workload(batch=1, prompt_tokens=5, generated_tokens=200)
+    one = estimate(spec, "a100-sxm-80gb", wl, impl)
+    two = estimate(spec, "a100-sxm-80gb", wl, impl, parallelism=Parallelism(tp=2))
+    assert two.weights_bytes_per_gpu == per_gpu
+    assert 0.5 < two.weights_bytes_per_gpu / one.weights_bytes_per_gpu < 0.5002
+    df = sweep(spec, "a100-sxm-80gb", batch=1, prompt_tokens=5, generated_tokens=200,
+               weight_dtype=["bf16", "w8a16"], parallelism=[Parallelism(), Parallelism(tp=2)],
+               metrics=["weights_bytes_per_gpu", "tpot_s"])
+    row = df[(df.weight_dtype == "int8") & (df.tp == 2)].iloc[0]
+    assert row.weights_bytes_per_gpu == per_gpu and row.tpot_s == pytest.approx(two.tpot_s)
+    assert len(df) == 4

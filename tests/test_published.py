@@ -66,7 +66,8 @@ def _core(prefix: str, profile: str):
 
 def test_official_core_traffic_follows_the_stack_kind():
     x = sy.VANILLA
-    vals = {x.N: 1, sy.B: 4, sy.c: 99, x.H: 8, x.K: 8, x.d_h: 64, sy.s_a: 2, sy.s_kv: 2}
+    vals = {x.N: 1, sy.B: 4, sy.c: 99, x.H: 8, x.K: 8, x.d_h: 64, sy.s_a: 2, sy.s_kv: 2,
+            sy.s_kvs: 0}  # a dense cache: no int8 scales (docs/precision.md)
     scores = 4 * 8 * 1 * 100  # B H q n_k
     fused = _core("", "official")  # vanilla: FA2; fp32 keys cast to bf16 (a copy each way)
     eager = _core("token_decoder.", "official")  # eager fp32 scores: 5 kernels + a cast

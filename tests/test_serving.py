@@ -15,8 +15,10 @@ from costmodel.api import resolve_model, structure_key
 from costmodel.implementation import get_implementation
 from serving import SLO, SchedulerConfig, Trace, max_rate, read_trace, simulate
 from serving.predictor import (
+    REGIMES,
     check_linear_form,
     coefficients,
+    equal_aggregates,
     forward_kinds,
 )
 from serving.requests import parse_distribution, poisson_trace
@@ -28,8 +30,9 @@ MODELS = ["vanilla_410", "block_main_b4_1.2b"]
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("profile", ["static", "hf-legacy"])
 def test_forward_coefficients_reproduce_the_compiled_formulas(model, profile):
-    """The aggregate form (weights once, per-token, per-context terms) equals the cost model's
-    op formulas at points the coefficients were not read from."""
+    """Each regime's aggregate form (weights once, per-token, per-context terms; the mask
+    rectangle of a multi-position forward) equals the cost model's op formulas at points of
+    that regime the coefficients were not read from."""
     from costmodel import symbols as sy
     from costmodel.api import hardware_values, impl_values, model_values
     from costmodel.hardware import get_hardware
@@ -39,13 +42,24 @@ def test_forward_coefficients_reproduce_the_compiled_formulas(model, profile):
     vals = model_values(spec) | impl_values(impl) | hardware_values(hw, impl)
     vals |= {sy.B: 1.0, sy.S: 1.0, sy.G: 1.0, sy.M_res: 0.0}
     rng = np.random.default_rng(0)
-    pts = [(float(rng.integers(1, 64)), float(rng.integers(1, 4096)),
-            float(rng.integers(0, 8192))) for _ in range(5)]
+    pts = {"one": [(float(rng.integers(1, 64)), 1.0, float(rng.integers(0, 8192)))
+                   for _ in range(5)],
+           "multi": [(float(rng.integers(1, 64)), float(rng.integers(2, 4096)),
+                      float(rng.integers(0, 8192))) for _ in range(5)]}
     for kind in forward_kinds(spec.kind):
-        coef = coefficients(key, kind, vals)
-        assert check_linear_form(key, kind, vals, coef, pts) < 1e-9
-        w = coef[:, 1, 0].sum()  # weight-side bytes of a forward with no sequence
-        assert w > 0
+        for regime in REGIMES:
+            coef = coefficients(key, kind, vals, regime)
+            assert check_linear_form(key, kind, vals, coef, pts[regime], regime) < 1e-9
+            w = coef[:, 1, 0].sum()  # weight-side bytes of a forward with no sequence
+            assert w > 0
+        # the regimes differ: a one-position step is not the multi-position form at q = 1
+        # (no mask, no output layout copy, fewer kernels)
+        one, multi = (coefficients(key, kind, vals, r) for r in REGIMES)
+        kernels_one = one[:, 2, :] @ equal_aggregates(4, 1, 100)
+        kernels_multi = multi[:, 2, :] @ equal_aggregates(4, 1, 100)
+        assert kernels_one.sum() < kernels_multi.sum()
+        with pytest.raises(ValueError, match="q: 1 new positions lie outside"):
+            check_linear_form(key, kind, vals, multi, [(2.0, 1.0, 5.0)], "multi")
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -210,3 +224,34 @@ def test_chunked_prefill_trades_ttft_for_steadier_tpot():
     assert ch.tpot_s.p50 < pf.tpot_s.p50 and ch.tpot_s.p99 < pf.tpot_s.p99
     assert ch.ttft_s.p50 > pf.ttft_s.p50
     assert ch.completed == pf.completed == pf.requests
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("profile", ["static", "hf-legacy"])
+def test_decode_stretch_equals_its_forwards_timed_one_by_one(model, profile):
+    """The vectorised decode stretch (aggregates built per iteration index, one regime per
+    forward kind) equals timing each iteration's forwards from the sequences' own q and c."""
+    from serving.predictor import build_predictor
+    from serving.simulator import Simulator
+
+    p = build_predictor(model, HW, profile)
+    rng = np.random.default_rng(5)
+    n = 7
+    tr = Trace(np.zeros(n), rng.integers(1, 600, n), np.full(n, 50))
+    sim = Simulator(p, tr, SchedulerConfig())
+    sim.g[:] = rng.integers(1, 20, n)
+    ids = np.arange(n)
+    k, lb, P = 9, sim.lb, sim.P
+    agg = sim._segment_aggregates(ids, k)
+    got = p.iteration_time_s(agg)  # regimes derived from q_max
+    np.testing.assert_array_equal(got, p.iteration_time_s(agg, sim.stretch_regimes))
+    for t in range(k):
+        g = sim.g + t
+        if sim.block:
+            b = g % lb == 0
+            want = (p.time_s("block", np.ones(b.sum()), sim.n_p[b] + g[b] // lb - 1)
+                    + p.time_s("prefix", np.full(b.sum(), P), np.zeros(b.sum()))
+                    + p.time_s("token", np.ones((~b).sum()), P + g[~b] % lb - 1))
+        else:
+            want = p.time_s("step", np.ones(n), sim.S + g - 1)
+        assert got[t] == pytest.approx(want, rel=1e-12)

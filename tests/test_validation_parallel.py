@@ -44,3 +44,18 @@ def test_alpha_beta_fit_recovers_the_ring_parameters() -> None:
                           latency_per_step_us=a * 1e6, bandwidth_GBps=b / 1e9)
     hw = interconnect_record("h100-sxm-80gb", res)
     assert hw.id == "h100-sxm-80gb-gloo" and hw.interconnect_latency_us == pytest.approx(50)
+
+
+@pytest.mark.parametrize(("model", "weights", "kv"), [("vanilla_70", "w8a16", None),
+                                                      ("block_main_b4_19", "w4a16-g32", "kv-int8")])
+def test_tp2_quantised_counts_equal_the_cost_model(model: str, weights: str, kv: str | None
+                                                   ) -> None:
+    """Rank 0 of the sharded reference, then quantised (scales of its own rows/columns), counts
+    exactly what the cost model's per-rank quantised rows and weights per GPU predict."""
+    rep = compare(get_preset(model), 2, 8, 4, "static", "bf16", weight_dtype=weights,
+                  kv_dtype=kv, tp=2)
+    assert rep.mismatches == 0
+    params = next(r for r in rep.rows if r.op == "(parameters)")
+    dense = compare(get_preset(model), 2, 8, 4, "static", "bf16", tp=2)
+    assert params.counted["bytes"] < 0.75 * next(
+        r for r in dense.rows if r.op == "(parameters)").counted["bytes"]

@@ -79,7 +79,8 @@ def cmd_count(args: argparse.Namespace) -> None:
         for s, g in settings:
             for profile in profiles:
                 t0 = time.perf_counter()
-                rep = compare(spec, args.batch, s, g, profile, args.dtype, tp=args.tp)
+                rep = compare(spec, args.batch, s, g, profile, args.dtype,
+                              weight_dtype=args.weight_dtype, kv_dtype=args.kv_dtype, tp=args.tp)
                 total += rep.mismatches
                 reports.append(rep.to_json() | {"seconds": round(time.perf_counter() - t0, 2)})
                 if args.json:
@@ -92,8 +93,9 @@ def cmd_count(args: argparse.Namespace) -> None:
                         print(format_table(rep))
                 else:
                     print(f"{spec.name}: batch {args.batch}, prompt {s}, generate {g}, "
-                          f"profile {profile}, {args.dtype}, tp {args.tp}; counted on the meta "
-                          "device; d_* = cost model - counted")
+                          f"profile {profile}, {args.dtype}, weights "
+                          f"{args.weight_dtype or args.dtype}, KV {args.kv_dtype or args.dtype}, "
+                          f"tp {args.tp}; counted on the meta device; d_* = cost model - counted")
                     print(format_table(rep))
                     if args.tp > 1:
                         from .collectives import format_collectives
@@ -232,6 +234,11 @@ def register(sub: Any) -> None:
     c.add_argument("--implementation", default="static",
                    choices=[*PROFILES, "both", "all"])
     c.add_argument("--dtype", default="bf16", choices=["bf16", "fp32", "fp16"])
+    c.add_argument("--weight-dtype", default=None, metavar="FORMAT",
+                   help="quantise the reference's linears: int8 (w8a16) or int4-g<N> "
+                        "(w4a16-g32, ...); docs/precision.md")
+    c.add_argument("--kv-dtype", default=None, metavar="FORMAT",
+                   help="KV-cache format: int8 (kv-int8) or the model dtype")
     c.add_argument("--tp", type=int, default=1,
                    help="count rank 0 of a tp-way sharded reference, collectives included")
     c.add_argument("--out", help="also write the reports as JSON to this file")
@@ -291,7 +298,7 @@ def register(sub: Any) -> None:
 
     r = vs.add_parser("run", help="microbench -> measure -> calibrate -> report")
     r.add_argument("--device", required=True, choices=["cpu", "cuda"])
-    r.add_argument("--suite", required=True, choices=["tiny", "cpu", "gpu"])
+    r.add_argument("--suite", required=True, choices=["tiny", "cpu", "gpu", "cpu-quant", "gpu-quant"])
     r.add_argument("--out", required=True, help="run directory (resumed if it exists)")
     r.add_argument("--threads", type=int, default=None, help="CPU threads (torch; default: the suite's, else torch's)")
     r.add_argument("--limit", type=int, default=None, help="first N points of the suite only")

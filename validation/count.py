@@ -49,6 +49,7 @@ from costmodel.metrics import ARGS, formulas
 from costmodel.parallel import Parallelism
 from costmodel.spec import BlockSpec, VanillaSpec
 from reference import build_model
+from reference.quantize import quantize_kv_cache, quantize_model
 
 from .microbench import TORCH_DTYPE
 from .tracing import RequestCounts, trace_request
@@ -57,7 +58,13 @@ COMPARED: tuple[str, ...] = ("flops", "weight_bytes", "kv_read_bytes", "kv_write
 # with tensor parallelism also the tensor bytes of every collective (validation/collectives.py)
 COMPARED_ALL: tuple[str, ...] = (*COMPARED, "comm_bytes")
 # activation traffic and kernels of every aten op (validation/traffic.py, docs/conventions.md),
-# compared for the profiles whose kernels the reference runs: static and hf-legacy
+# compared for the profiles whose kernels the reference runs: static and hf-legacy, in dense
+# formats. Quantised formats compare FLOPs, weight and KV bytes only: the reference runs torch's
+# packed CPU kernels and an eager int8-KV dequantised copy, while the cost model describes the
+# fused GPU kernels (dequantisation inside the matmul or attention kernel; docs/precision.md).
+# Tensor-parallel runs compare collectives' bytes but not activation traffic: the sharded
+# reference's masked vocab-parallel lookup and logit gather run small helper kernels that the
+# cost model folds into its collective ops (docs/parallelism.md).
 TRAFFIC: tuple[str, ...] = ("act_read_bytes", "act_write_bytes", "kernels")
 TRAFFIC_PROFILES = ("static", "hf-legacy")
 EVALUATED: tuple[str, ...] = (*COMPARED_ALL, *TRAFFIC)
@@ -92,6 +99,8 @@ class CountReport:
     prompt_tokens: int
     generated_tokens: int
     rows: list[CountRow]
+    weight_dtype: str = "bf16"
+    kv_dtype: str = "bf16"
 
     @property
     def mismatches(self) -> int:
@@ -136,6 +145,7 @@ def exact_values(spec: VanillaSpec | BlockSpec, impl: Implementation, batch: int
     vals[sy.tp] = tp
     vals |= {sy.B: batch, sy.S: prompt_tokens, sy.G: generated_tokens, sy.M_res: 0}
     vals |= {s: 1 for s in sy.HARDWARE_SYMBOLS if s is not sy.M_res}  # rates: irrelevant here
+    vals[sy.pi_v] = 1
     return {k: _exact(v) for k, v in vals.items()}
 
 
@@ -164,9 +174,11 @@ def predicted_counts(spec: VanillaSpec | BlockSpec, impl: Implementation, batch:
 
 def count_request(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
                   generated_tokens: int, implementation: str = "static", dtype: str = "bf16",
-                  device: str = "meta", tp: int = 1) -> RequestCounts:
-    """Build the reference (on `device`, default meta: no memory, no arithmetic) and count one
-    `generate` request (rank 0 of a `tp`-way sharded model, collectives recorded)."""
+                  device: str = "meta", weight_dtype: str | None = None,
+                  kv_dtype: str | None = None, tp: int = 1) -> RequestCounts:
+    """Build the reference (on `device`, default meta: no memory, no arithmetic), shard it
+    (rank 0 of `tp`, collectives recorded), quantise its linears / KV cache if asked
+    (`reference.quantize`, on the rank's shards) and count one `generate` request."""
     if dtype not in TORCH_DTYPE:
         raise UserError(f"dtype: expected one of {', '.join(TORCH_DTYPE)}, got {dtype!r}")
     model = build_model(spec, device=device, dtype=TORCH_DTYPE[dtype], seed=0)
@@ -174,6 +186,11 @@ def count_request(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
         from reference.tp import shard_model
 
         shard_model(model, 0, tp)
+    if weight_dtype or kv_dtype:
+        impl = get_implementation(implementation, dtype=dtype,  # type: ignore[arg-type]
+                                  weight_dtype=weight_dtype, kv_dtype=kv_dtype)
+        quantize_model(model, impl.weight_dtype)
+        quantize_kv_cache(model, impl.kv_dtype)
     vocab = spec.vocab_size
     if device == "meta":
         ids = torch.zeros(batch, prompt_tokens, dtype=torch.long, device="meta")
@@ -185,16 +202,26 @@ def count_request(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
 
 def compare(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
             generated_tokens: int, implementation: str = "static", dtype: str = "bf16",
-            device: str = "meta", tp: int = 1) -> CountReport:
-    """Count the reference and compare with the cost model (module docstring); with `tp`,
-    rank 0 of the sharded reference against one rank's rows, collectives' bytes included."""
-    impl = get_implementation(implementation, dtype=dtype)  # type: ignore[arg-type]
+            device: str = "meta", weight_dtype: str | None = None,
+            kv_dtype: str | None = None, tp: int = 1) -> CountReport:
+    """Count the reference and compare with the cost model (module docstring).
+
+    `weight_dtype` / `kv_dtype` (docs/precision.md; presets allowed): quantised linears and an
+    int8 KV cache on the reference, the same formats in the cost model; activations and
+    scales stay in `dtype`. With `tp`, rank 0 of the sharded reference against one rank's
+    rows, collectives' bytes included."""
+    impl = get_implementation(implementation, dtype=dtype,  # type: ignore[arg-type]
+                              weight_dtype=weight_dtype, kv_dtype=kv_dtype)
+    if impl.compute_dtype != dtype:
+        raise UserError(f"weight_dtype: {weight_dtype!r} changes the compute dtype; the "
+                        f"reference computes in {dtype} (weight-only formats only)")
     counted = count_request(spec, batch, prompt_tokens, generated_tokens, implementation,
-                            dtype, device, tp)
+                            dtype, device, weight_dtype, kv_dtype, tp)
     predicted, weights, kv_per_sample = predicted_counts(spec, impl, batch, prompt_tokens,
                                                          generated_tokens, at_rest=True, tp=tp)
     compared = COMPARED_ALL if tp > 1 else COMPARED
-    if implementation in TRAFFIC_PROFILES:
+    if (implementation in TRAFFIC_PROFILES and weight_dtype is None and kv_dtype is None
+            and tp == 1):
         compared = (*compared, *TRAFFIC)
     rows = []
     keys = list(predicted) + [k for k in counted.counts if k not in predicted]
@@ -206,14 +233,14 @@ def compare(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
     unused = 0
     if isinstance(spec, BlockSpec) and impl.allocates_unused_block_embedding:
         # vocab-parallel like every table: one rank holds 1/tp of it
-        unused = int(spec.params_unused_embed_in * impl.weight_bytes_per_element) // tp
+        unused = int(spec.params_unused_embed_in * impl.dense_weight_bytes_per_element) // tp
     rows.append(CountRow(REQUEST_PHASE, "(parameters)",
                          {"bytes": counted.parameter_bytes}, {"bytes": weights - unused}))
     rows.append(CountRow(REQUEST_PHASE, "(kv cache)",
                          {"bytes": sum(counted.kv_cache_peak_bytes.values())},
                          {"bytes": batch * kv_per_sample}))
     return CountReport(spec.name, implementation, dtype, batch, prompt_tokens,
-                       generated_tokens, rows)
+                       generated_tokens, rows, impl.weight_dtype, impl.kv_dtype)
 
 
 SHORT = {"flops": "flops", "weight_bytes": "weight_B", "kv_read_bytes": "kv_read_B",

@@ -14,7 +14,9 @@
 #    was measured (a resumed run that measures nothing), splits one decode step of
 #    vanilla_410 and of block_main_b4_1.2b by op (`validate ops`, 90 s each at most and only
 #    while the whole script stays under BLOCKROOF_GPU_TOTAL_S, default 570 s, into gpu/ops/;
-#    BLOCKROOF_GPU_OPS="model:batch:context ..." to change), and leaves in $OUT: gpu_run.tar.gz
+#    BLOCKROOF_GPU_OPS="model:batch:context ..." to change), then, with the time left, the
+#    gpu-quant suite (bf16 vs int8 weights and int8 KV cache, into gpu-quant/; it has not run
+#    on a GPU yet), and leaves in $OUT: gpu_run.tar.gz
 #    (the whole run directory), run.log, summary.json, report.md, nvidia-smi.txt (5 files:
 #    the device tool brings back at most 8).
 # With more than one GPU it also runs an NCCL all-reduce sweep (`validate allreduce --device
@@ -111,6 +113,18 @@ else
     echo "note: multi-GPU case skipped (${NGPU:-0} GPU(s))" | tee -a "$OUT/run.log"
 fi
 
-tar -czf "$OUT/gpu_run.tar.gz" -C "$RUN_PARENT" gpu
+# bf16 vs int8 weights / int8 KV cache (suite gpu-quant, docs/precision.md), while time lasts
+left=$(( ${BLOCKROOF_GPU_TOTAL_S:-570} - SECONDS - 15 ))
+QUANT=()
+if [ "$left" -ge 90 ]; then
+    timeout "$left" python3 -m costmodel.cli validate run --device "$DEVICE" --suite gpu-quant \
+        --out "$RUN_PARENT/gpu-quant" --budget-s $(( left - 60 )) --no-progress \
+        ${EXTRA[@]+"${EXTRA[@]}"} 2>&1 | tee -a "$OUT/run.log" || true
+    [ -d "$RUN_PARENT/gpu-quant" ] && QUANT=(gpu-quant)
+else
+    echo "note: no time left for the gpu-quant suite" | tee -a "$OUT/run.log"
+fi
+
+tar -czf "$OUT/gpu_run.tar.gz" -C "$RUN_PARENT" gpu ${QUANT[@]+"${QUANT[@]}"}
 cp "$RUN/summary.json" "$RUN/report.md" "$OUT/" 2>/dev/null || true
 exit "$rc"

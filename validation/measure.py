@@ -48,6 +48,7 @@ from costmodel.spec import BlockSpec, VanillaSpec
 from costmodel.workload import Workload
 from reference import BlockLM, VanillaLM, build_model
 from reference.kv_cache import KVCache
+from reference.quantize import quantize_kv_cache, quantize_model
 
 from .contention import ContentionGuard
 from .dataset import append_record, point_id, read_dataset, write_json_atomic
@@ -232,13 +233,17 @@ class Runner:
         self.warnings: list[str] = []
 
     # models
-    def model(self, spec: VanillaSpec | BlockSpec) -> VanillaLM | BlockLM:
-        key = spec.model_dump_json()
+    def model(self, spec: VanillaSpec | BlockSpec, p: Point | None = None) -> VanillaLM | BlockLM:
+        formats = (p.weight_dtype, p.kv_dtype) if p is not None else (None, None)
+        key = (spec.model_dump_json(), formats)
         if key != self._key:
             self._model = None  # free the previous model first
             release(torch.nn.Module())
             self._model = build_model(spec, device=self.device, dtype=TORCH_DTYPE[self.dtype],
                                       seed=0)
+            if formats[0]:  # quantised from the full-precision weights (docs/precision.md 2)
+                quantize_model(self._model, self._impl(p).weight_dtype)
+            quantize_kv_cache(self._model, formats[1] or "")
             self._key = key
         assert self._model is not None
         return self._model
@@ -304,11 +309,11 @@ class Runner:
 
     def measure(self, p: Point, deadline: float | None = None) -> dict[str, Any]:
         spec = p.spec()
-        model = self.model(spec)
+        model = self.model(spec, p)
         extra: dict[str, Any] = {}
         batch = p.batch
         if batch == "max":
-            impl = get_implementation(p.profile, dtype=self.dtype)  # type: ignore[arg-type]
+            impl = self._impl(p)
             wl = Workload(prompt_tokens=p.prompt_tokens, generated_tokens=p.generated_tokens,
                           memory_reserve_bytes=RESERVE_BYTES)
             extra["predicted_max_batch"] = predicted_max_batch(spec, self.capacity, wl, impl)
@@ -345,8 +350,13 @@ class Runner:
                        "attempt_medians_s": [a["measured_s"] for a in attempts]}
         return self.record(p, spec, int(batch), best | extra)
 
+    def _impl(self, p: Point) -> Any:
+        """The point's profile in the suite's dtype, with its weight and KV formats."""
+        return get_implementation(p.profile, dtype=self.dtype,  # type: ignore[arg-type]
+                                  weight_dtype=p.weight_dtype, kv_dtype=p.kv_dtype)
+
     def record(self, p: Point, spec: Any, batch: int, res: dict[str, Any]) -> dict[str, Any]:
-        impl = get_implementation(p.profile, dtype=self.dtype)  # type: ignore[arg-type]
+        impl = self._impl(p)
         block = isinstance(spec, BlockSpec)
         rec: dict[str, Any] = {
             "point_id": self.point_key(p), "suite": self.suite.name,
@@ -361,6 +371,8 @@ class Runner:
             "prefix_length": spec.prefix_length if block else None,
             "warmup": self.suite.warmup_for(p),
         }
+        if p.weight_dtype or p.kv_dtype:  # read back by validation.predict.point_inputs
+            rec |= {"weight_dtype": impl.weight_dtype, "kv_dtype": impl.kv_dtype}
         rec |= res
         rec["predicted_s"] = predict_record(rec | {"spec": spec.model_dump()}, self.hw)
         rec |= roofline_counts(rec | {"spec": spec.model_dump()})
@@ -379,7 +391,7 @@ class Runner:
         """A rough upper estimate of a point's wall time: the uncalibrated roofline x
         `SLOWDOWN` plus an eager per-layer-forward cost, times the calls it makes."""
         spec = p.spec()
-        impl = get_implementation(p.profile, dtype=self.dtype)  # type: ignore[arg-type]
+        impl = self._impl(p)
         batch = p.batch
         cuda = self.device.startswith("cuda")
         # + the untimed tensor-accounting call on a CPU
@@ -396,7 +408,7 @@ class Runner:
             (spec.block_length if block and p.phase == "decode_step" else 1)
         rec = {"phase": p.phase, "spec": spec.model_dump(), "implementation": p.profile,
                "dtype": self.dtype, "batch": batch, "prompt_tokens": p.prompt_tokens,
-               "generated_tokens": gen}
+               "generated_tokens": gen, "weight_dtype": p.weight_dtype, "kv_dtype": p.kv_dtype}
         t = predict_record(rec, self.hw)
         if block:
             layers = spec.block_decoder.n_layers + spec.token_decoder.n_layers

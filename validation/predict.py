@@ -56,7 +56,9 @@ def point_inputs(rec: dict[str, Any]) -> PointInputs:
     if phase not in PHASE_METRIC:
         raise UserError(f"phase: unknown phase {phase!r} (known: {', '.join(PHASE_METRIC)})")
     spec = _SPEC.validate_python(rec["spec"])
-    impl = get_implementation(rec["implementation"], dtype=rec["dtype"])
+    # quantised points (docs/precision.md) record their weight and KV formats
+    impl = get_implementation(rec["implementation"], dtype=rec["dtype"],
+                              weight_dtype=rec.get("weight_dtype"), kv_dtype=rec.get("kv_dtype"))
     return PointInputs(spec, impl, int(rec["batch"]), int(rec["prompt_tokens"]),
                        int(rec["generated_tokens"]), PHASE_METRIC[phase])
 
@@ -106,6 +108,8 @@ class Predictor:
             idx = np.array([i for i, _ in items])
             vals = [_values(p) for _, p in items]
             arrays = {k: np.array([v[k] for v in vals], dtype=np.float64) for k in vals[0]}
+            # dequantisation runs at the vector rate: its ratio to the (calibrated) matmul rate
+            arrays[sy.pi_v] = np.array([_vector_ratio(hw, p.impl) for _, p in items])
             self.groups.append((formulas(key), metric, idx, arrays))
 
     def predict(self, rates: Rates) -> np.ndarray:
@@ -115,8 +119,15 @@ class Predictor:
                sy.t_forward: rates.t_forward_s, sy.M_cap: self.hw_capacity,
                sy.t_generate: rates.t_generate_s}
         for f, metric, idx, arrays in self.groups:
-            out[idx] = f.evaluate(metric, arrays | hwv)
+            pi_v = {sy.pi_v: arrays[sy.pi_v] * rates.pi_flops_per_s}
+            out[idx] = f.evaluate(metric, arrays | hwv | pi_v)
         return out
+
+
+def _vector_ratio(hw: Hardware, impl: Implementation) -> float:
+    """pi_v / pi of `hardware_values` (docs/precision.md 3): 1 where the matmul dtype is fp32."""
+    vals = hardware_values(hw, impl)
+    return vals[sy.pi_v] / vals[sy.pi]
 
 
 def predict_record(rec: dict[str, Any], hw: Hardware) -> float:
@@ -138,7 +149,7 @@ def predicted_memory_bytes(rec: dict[str, Any], hw: Hardware) -> float:
                                           generated_tokens=p.generated_tokens),
                      p.impl).memory_bytes_total
     if isinstance(p.spec, BlockSpec) and p.impl.allocates_unused_block_embedding:
-        total -= p.spec.params_unused_embed_in * p.impl.weight_bytes_per_element
+        total -= p.spec.params_unused_embed_in * p.impl.dense_weight_bytes_per_element
     return float(total)
 
 

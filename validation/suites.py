@@ -6,6 +6,8 @@ A `Point` names a preset (optionally re-blocked to another block length), a prof
 - ``tiny``: a handful of fp32 CPU points that run in seconds (CI exercises the whole pipeline).
 - ``cpu``: >= 24 fp32 points over vanilla and block presets small enough for 2 cores: several
   batches, contexts and block lengths, both profiles; one thread (see `cpu`); ~5-10 minutes.
+- ``cpu-quant``: int8 / int4-g32 weight-only linears and an int8 KV cache beside fp32 twins.
+- ``gpu-quant``: bf16 vs int8 weights and KV cache, decode steps (for a lent GPU).
 - ``gpu``: bf16 on one H100: vanilla_160, vanilla_410, block_main_b4_85, block_main_b4_1.2b,
   per-phase timings at several batches and contexts, then generation at the paper's two
   settings (SPEC.md 5.1) at the largest batch that fits, while the time budget lasts.
@@ -33,6 +35,8 @@ class Point:
     profile: str = "static"
     block_length: int | None = None  # re-block a block preset (None: the preset's)
     repeats: int | None = None  # None: the suite's default for the phase
+    weight_dtype: str | None = None  # quantised linears (docs/precision.md); None: the dtype
+    kv_dtype: str | None = None  # "int8": quantised KV cache; None: the dtype
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
@@ -61,9 +65,13 @@ class Point:
 
     def fields(self) -> dict[str, object]:
         """The defining fields (for the point id)."""
-        return {"model": self.spec().name, "phase": self.phase, "batch": self.batch,
-                "prompt_tokens": self.prompt_tokens,
-                "generated_tokens": self.generated_tokens, "profile": self.profile}
+        out: dict[str, object] = {
+            "model": self.spec().name, "phase": self.phase, "batch": self.batch,
+            "prompt_tokens": self.prompt_tokens, "generated_tokens": self.generated_tokens,
+            "profile": self.profile}
+        # only when set, so that the ids of dense points do not change
+        return out | {k: v for k, v in (("weight_dtype", self.weight_dtype),
+                                        ("kv_dtype", self.kv_dtype)) if v}
 
 
 @dataclass(frozen=True)
@@ -131,6 +139,20 @@ def cpu() -> Suite:
                  repeats={"prefill": 7, "decode_step": 15, "generate": 3}, threads=1)
 
 
+def cpu_quant() -> Suite:
+    """Quantised points beside their fp32 twins (fp32 activations; docs/precision.md): int8 and
+    int4-g32 weight-only linears (torch's packed CPU kernels) and an int8 KV cache, on the
+    decode steps where they change the bytes read, plus prefills; one thread, as `cpu`."""
+    pts: list[Point] = []
+    formats = [(None, None), ("int8", None), ("int4-g32", None), (None, "int8")]
+    for w, kv in formats:
+        for m in ("vanilla_31", "vanilla_70", "block_main_b4_5", "block_main_b4_19"):
+            pts += _grid(m, "decode_step", [1, 8], [128, 1024], weight_dtype=w, kv_dtype=kv)
+            pts += _grid(m, "prefill", [1], [256], weight_dtype=w, kv_dtype=kv)
+    return Suite("cpu-quant", "fp32", tuple(pts), warmup=3,
+                 repeats={"prefill": 5, "decode_step": 11}, threads=1)
+
+
 GPU_MODELS = ("vanilla_160", "vanilla_410", "block_main_b4_85", "block_main_b4_1.2b")
 
 
@@ -149,7 +171,20 @@ def gpu() -> Suite:
                  repeats={"prefill": 10, "decode_step": 20}, budget_s=330.0)
 
 
-SUITES = {"tiny": tiny, "cpu": cpu, "gpu": gpu}
+def gpu_quant() -> Suite:
+    """bf16 vs int8 weight-only linears and an int8 KV cache on a GPU, decode steps of the
+    two paper models of the Compare page. The reference's packed int8 matmul is torch's
+    ``_weight_int8pack_mm`` (a CUDA kernel exists for it); int4 needs the CUDA tinygemm layout
+    and is left out."""
+    pts: list[Point] = []
+    for w, kv in ((None, None), ("int8", None), (None, "int8")):
+        for m in ("vanilla_410", "block_main_b4_1.2b"):
+            pts += _grid(m, "decode_step", [1, 64], [2048], weight_dtype=w, kv_dtype=kv)
+    return Suite("gpu-quant", "bf16", tuple(pts), warmup=2, repeats={"decode_step": 20},
+                 budget_s=120.0)
+
+
+SUITES = {"tiny": tiny, "cpu": cpu, "gpu": gpu, "cpu-quant": cpu_quant, "gpu-quant": gpu_quant}
 
 
 def _shrink(p: Point) -> Point:

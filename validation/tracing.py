@@ -26,11 +26,14 @@ conventions from the formula side):
   tests/test_validation_count.py checks it equals `FlopCounterMode` module by module.
 - Weight bytes: per module call, the bytes of the module's own parameters (a Linear reads its
   weight and bias once per forward, whatever the batch), except lookups (`nn.Embedding`, the
-  block embedder), which read only the rows they gather: ids x row bytes.
+  block embedder), which read only the rows they gather: ids x row bytes. Quantised linears
+  (`reference.quantize`) read their packed weight, scales (buffers) and bias; their packed
+  matmuls count 2 * rows * in * out FLOPs (no `FlopCounterMode` formula exists for them).
 - KV bytes: the cache entries an op reads or writes (SPEC.md 2.3, 2.5). ``attn.kv_cache``:
   static, the new k and v written into the preallocated buffers; concat (hf-legacy), the old
   cache read by ``torch.cat`` (c > 0) and every entry of the new cache tensors written (at
-  c = 0 the first forward's k and v are copied into a fresh cache). ``attn.core``: the k and v tensors handed to attention (the valid prefix).
+  c = 0 the first forward's k and v are copied into a fresh cache). ``attn.core``: the k and v tensors handed to attention (the valid prefix). An int8 cache counts its stored
+  bytes (int8 values and per-vector scales), not the dequantised copies attention receives.
 - KV-cache size: the bytes of every layer's k and v tensors, per stack, largest over the
   request after each forward (at rest: not the transient of a ``torch.cat``).
 
@@ -72,6 +75,7 @@ from reference.attention import AttentionCore
 from reference.block import BlockLM, Embedder
 from reference.kv_cache import KVCache
 from reference.layers import DecoderLayer
+from reference.quantize import QUANTIZED_MATMULS, QuantizedLinear
 from reference.rotary import Rotary
 from reference.vanilla import VanillaLM
 
@@ -93,9 +97,17 @@ def _cpu_flash_flops(query: Any, key: Any, value: Any, *args: Any, **kwargs: Any
     return sdpa_flop_count(query, key, value)
 
 
+def _quantized_mm_flops(x: Any, weight: Any, *args: Any, out_val: Any = None, **kw: Any) -> int:
+    """Packed int8/int4 weight-only matmuls (`reference.quantize`): 2 * rows * in * out, like
+    mm; `FlopCounterMode` has no formula for them and counts 0 (docs/precision.md 3)."""
+    rows, d_in = x.shape
+    return 2 * rows * d_in * out_val.shape[-1]
+
+
 FLOP_FORMULAS: dict[Any, Callable[..., int]] = {
     **flop_registry,
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_flops,
+    **dict.fromkeys(QUANTIZED_MATMULS, _quantized_mm_flops),
 }
 
 
@@ -232,6 +244,7 @@ class Tracer:
         self.kv_peak: dict[str, int] = defaultdict(int)
         self.forwards: dict[str, int] = defaultdict(int)
         self.caches = [(name, m) for name, m in model.named_modules() if isinstance(m, KVCache)]
+        self.cache_at = dict(self.caches)
         self.recording: list[list[tuple[str, str, int]]] = []  # LayerMemo's open records
         self.param_storages = {_storage(p) for p in model.parameters()}
         self.fused_depth = 0  # > 0 inside a fused kernel counted as one (attention core)
@@ -282,6 +295,8 @@ class Tracer:
         if isinstance(module, nn.Embedding | Embedder):
             w = module.weight
             self.add("weight_bytes", args[0].numel() * w.shape[1] * w.element_size())
+        elif isinstance(module, QuantizedLinear):  # packed weight, scales (buffers) and bias
+            self.add("weight_bytes", sum(_nbytes(t) for t in module.stored_weights()))
         else:
             self.add("weight_bytes", sum(_nbytes(p) for p in module.parameters(recurse=False)))
         if isinstance(module, Rotary):
@@ -291,7 +306,7 @@ class Tracer:
             self.add("kernels", 1)
             self.add("act_read_bytes", _nbytes(args[0]))
         if isinstance(module, AttentionCore):
-            self.add("kv_read_bytes", _nbytes(args[1]) + _nbytes(args[2]))  # k, v
+            self.add("kv_read_bytes", self._kv_read_bytes(path, args[1], args[2]))
             if not module.materialize:
                 # SDPA counted at the granularity of the fused kernel it stands for (flash
                 # attention): one kernel reading q (and a mask passed in), writing the output
@@ -299,6 +314,14 @@ class Tracer:
                 self.add("kernels", 1)
                 self.add("act_read_bytes", _nbytes(args[0]) + _nbytes(
                     args[3] if len(args) > 3 else None))
+
+    def _kv_read_bytes(self, core_path: str, k: Tensor, v: Tensor) -> int:
+        """The k, v handed to attention, as the cache stores them: an int8 cache's reads are
+        its stored int8 values and scales for those entries, not the dequantised copies."""
+        cache = self.cache_at.get(core_path.rsplit(".", 1)[0] + ".kv_cache")
+        if cache is None or cache.kv_dtype is None or cache.k is None:
+            return _nbytes(k) + _nbytes(v)
+        return (_nbytes(cache.k) + _nbytes(cache.v)) * k.shape[2] // cache.k.shape[2]
 
     def _post(self, module: nn.Module, args: Any, out: Any) -> None:
         if isinstance(module, Rotary) or (isinstance(module, AttentionCore)
@@ -330,10 +353,12 @@ class Tracer:
             finally:
                 self.in_cache_update = False
                 self.stack.pop()
+            # bytes as stored (an int8 cache: values and scales)
             if cache.mode == "static":
-                self.add("kv_write_bytes", _nbytes(k) + _nbytes(v), path)
+                stored = _nbytes(cache.k) + _nbytes(cache.v)
+                self.add("kv_write_bytes", stored * k.shape[2] // cache.k.shape[2], path)
             elif cache.mode == "concat":
-                self.add("kv_write_bytes", _nbytes(k_all) + _nbytes(v_all), path)
+                self.add("kv_write_bytes", _nbytes(cache.k) + _nbytes(cache.v), path)
             return k_all, v_all
 
         return update
@@ -359,6 +384,8 @@ class Tracer:
 
     def result(self) -> RequestCounts:
         params = sum(_nbytes(p) for p in self.model.parameters())
+        params += sum(_nbytes(b) for m in self.model.modules() if isinstance(m, QuantizedLinear)
+                      for b in m.buffers(recurse=False))
         return RequestCounts({k: dict(v) for k, v in self.counts.items()}, dict(self.kv_peak),
                              params, dict(self.forwards))
 

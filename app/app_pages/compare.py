@@ -30,7 +30,7 @@ for col, (label, est) in zip(cols, ests.items(), strict=False):
         st.subheader(f"{label}: {fmt.model_name(est.model)}")
         for m in tables.COMPARE_METRICS:
             st.metric(f"{label} {m.label}", m.show(getattr(est, m.key)))
-        st.caption(f"batch used: {est.batch:,}")
+        st.caption(f"batch used: {est.batch:,} · {ctx.precision_text(label)}")
         if not est.fits:
             st.warning(f"{label}: batch {est.batch} does not fit the device memory "
                        f"(max batch {est.max_batch}).")

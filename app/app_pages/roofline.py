@@ -6,14 +6,14 @@ import pandas as pd
 import streamlit as st
 
 from app import figures, fmt, inputs, tables, ui
-from costmodel.implementation import get_implementation
 
 ctx = inputs.context()
 st.title("Roofline")
 ests = ui.estimates_or_stop(ctx)
 
 hw = ctx.hardware
-dtype = get_implementation(ctx.profile).compute_dtype
+# the sidebar's compute dtype (docs/precision.md), of the first side shown
+dtype = ctx.implementation(next(iter(ests))).compute_dtype
 pi = hw.compute_flops_per_s(dtype)
 beta = hw.bandwidth_bytes_per_s()
 c1, c2, c3 = st.columns(3)
