@@ -242,3 +242,17 @@ def test_streamed_chunks_equal_the_whole_grid():
     for col in ("tpot_s", "memory_bytes_total"):
         np.testing.assert_allclose(whole[col].to_numpy(dtype=float),
                                    streamed[col].to_numpy(dtype=float), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtypes", [dict(weight_dtype="w4a16-g128", kv_dtype="int8"),
+                                    dict(weight_dtype="w8a8-fp8")])
+def test_fast_estimate_equals_the_previous_one_with_quantized_formats(dtypes):
+    # dequantisation FLOPs at the vector rate enter time_flops (docs/precision.md 3)
+    impl = get_implementation("static", **dtypes)
+    for model in MODELS:
+        for batch in (1, 48, "max"):
+            wl = Workload(batch=batch, prompt_tokens=1000, generated_tokens=33)
+            new = estimate(model, "h100-sxm-80gb", wl, impl)
+            _assert_identical(new, _estimate_before(model, "h100-sxm-80gb", wl, impl))
+            # weight-only int4 dequantises in the kernel; W8A8 fp8 multiplies natively
+            assert any(r.dequant_flops > 0 for r in new.ops) == ("w4" in dtypes["weight_dtype"])
