@@ -634,9 +634,13 @@ def sweep(models: ModelLike | Sequence[ModelLike],
             f"{max_points:,} (about 250 bytes each); raise it with max_points=N, or stream "
             "the grid to a file with `sweep_chunks` / `blockroof sweep --out FILE.parquet`")
     parts = list(sweep_chunks(plan, chunk_points=max(plan.points, 1)))
+    labels = {label: union_categoricals([p[label] for p in parts]) for label in _LABELS}
+    for p in parts:  # one category set per label first: concat then keeps the categoricals
+        for label, u in labels.items():  # (else it falls back to strings: seconds at 1M rows)
+            p[label] = p[label].cat.set_categories(u.categories)
     df = pd.concat(parts, ignore_index=True)
-    for label in _LABELS:  # categories in order of appearance
-        df[label] = union_categoricals([p[label] for p in parts])
+    for label, u in labels.items():  # categories in order of appearance
+        df[label] = u
     return typed_frame(df)
 
 
@@ -725,8 +729,10 @@ def typed_frame(df: pd.DataFrame) -> pd.DataFrame:
     """Byte and FLOP columns as int64 where every value is a finite whole number below 2**53
     (they are counts: CSV and JSON then show 123, not 123.0)."""
     for name in df.columns:
+        if not name.endswith(_WHOLE_METRICS) or df[name].dtype != np.float64:
+            continue  # (to_numpy of a label column would build a million strings)
         col = df[name].to_numpy()
-        if (name.endswith(_WHOLE_METRICS) and col.dtype == np.float64
+        if (col.dtype == np.float64
                 and np.all(np.isfinite(col)) and np.all(col == np.floor(col))
                 and np.all(np.abs(col) < 2**53)):
             df[name] = col.astype(np.int64)
