@@ -1,4 +1,4 @@
-"""Streamlit caches around the cost model (NOTES.md, Streamlit).
+"""Streamlit caches around the cost model (docs/engineering-notes.md, Streamlit).
 
 `st.cache_resource` (one shared object, no pickling) holds what cannot be pickled or is costly
 to build: the hardware database, `Formula` objects with their compiled evaluators, the

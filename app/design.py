@@ -52,7 +52,7 @@ HEAT_PROMPTS = tuple(2**k for k in range(7, 16))
 PARETO_X: dict[str, str] = {
     "params_total": "total parameters",
     "params_non_embedding": "non-embedding parameters",
-    "loss": "paper training loss (SPEC.md 5.2)",
+    "loss": "paper training loss (docs/model.md 5.2)",
 }
 
 Model = VanillaSpec | BlockSpec

@@ -1,4 +1,4 @@
-"""Human units at the edge (DESIGN.md: SI inside, human units only at the edges).
+"""Human units at the edge (docs/design.md: SI inside, human units only at the edges).
 
 The dashboard's metric cards show these strings; tests compare them with the same functions
 applied to `costmodel.estimate` results.

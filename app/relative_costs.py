@@ -1,4 +1,4 @@
-"""The paper's relative-cost table (SPEC.md 4.1, paper v1 Table 1) derived from the formulas.
+"""The paper's relative-cost table (docs/model.md 4.1, paper v1 Table 1) derived from the formulas.
 
 How it is derived (no numbers typed in):
 
@@ -121,7 +121,7 @@ def _items(vanilla: VanillaSpec, blk: Any, impl: str) -> dict[tuple[str, str], t
 
 
 def derive(vanilla: VanillaSpec, implementation: str = "static") -> list[DerivedItem]:
-    """Every (item, decoder) ratio of SPEC.md 4.1, derived symbolically (a few seconds; cache
+    """Every (item, decoder) ratio of docs/model.md 4.1, derived symbolically (a few seconds; cache
     the result: it depends only on the vanilla model's structure and the profile)."""
     impl = get_implementation(implementation).name
     lb = next(x for x in (4, 2, 1) if vanilla.stack.d_model % x == 0)
@@ -161,7 +161,7 @@ def latex(expr: sp.Expr) -> str:
 
 def markdown_table(items: list[DerivedItem], at_inputs: Mapping[tuple[str, str, str], float],
                    decoder: str) -> str:
-    """The SPEC.md 4.1 table for one decoder ("block" or "token"): the paper's factor, the
+    """The docs/model.md 4.1 table for one decoder ("block" or "token"): the paper's factor, the
     derived factor and its value at the current inputs; LaTeX in $...$ (Streamlit markdown
     renders it)."""
     if decoder not in DECODERS:

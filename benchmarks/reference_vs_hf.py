@@ -6,11 +6,11 @@ generated lengths, greedy decoding:
 1. measures this machine's fp32 matmul rate (2048^3 matmuls) and copy bandwidth (a 256 MiB
    ``copy_`` into a preallocated tensor, bytes read + written; a ``clone`` would mostly time
    the page faults of fresh memory, ~2.8 vs ~16 GB/s here), the peaks of the roofline below;
-2. for a decode-heavy and a prefill-heavy setting (SPEC.md 5.1's prompt/generated 128/2048 and
+2. for a decode-heavy and a prefill-heavy setting (docs/model.md 5.1's prompt/generated 128/2048 and
    2048/128 scaled down to 128/384 at batch 8 and 512/32 at batch 8), times our `VanillaLM.generate` (static KV cache) and transformers' `generate`
    (``use_cache=True``, EOS disabled, ``min_new_tokens = max_new_tokens``), checks that both
    produce the same tokens, and times our `BlockLM.generate` of the matched block preset;
-3. prints throughput (generated tokens per second, SPEC.md 6 item 5: prefill time included),
+3. prints throughput (generated tokens per second, docs/model.md 6 item 5: prefill time included),
    and the achieved fraction of the cost model's roofline time (``costmodel.estimate`` with the
    ``static`` profile in fp32 and a `Hardware` record holding the measured peaks).
 
@@ -43,7 +43,7 @@ from reference import BlockLM, VanillaLM, build_model  # noqa: E402
 from reference.hf_interop import load_into_hf, neox_config_kwargs, to_neox_state_dict  # noqa: E402
 
 THREADS = 2
-# vanilla preset -> matched block preset (SPEC.md 5.3)
+# vanilla preset -> matched block preset (docs/model.md 5.3)
 MATCHED_BLOCK = {"vanilla_31": "block_main_b4_5", "vanilla_70": "block_main_b4_19"}
 
 
@@ -111,7 +111,7 @@ def memory_GiB() -> float:
 def measure_peaks(repeats: int = 5) -> tuple[float, float]:
     """(fp32 matmul FLOP/s, copy bytes/s read + written), medians."""
     n = 2048
-    a, b = torch.randn(n, n), torch.randn(n, n)  # randn, not zeros (NOTES.md)
+    a, b = torch.randn(n, n), torch.randn(n, n)  # randn, not zeros (docs/engineering-notes.md)
     t = time_runs(lambda: a @ b, repeats).median_s
     flops = 2 * n**3 / t
     x = torch.randn(64 * 2**20)  # 256 MiB

@@ -6,7 +6,7 @@
     >>> est.throughput_tokens_per_s, est.batch, est.breakdown()   # DataFrame per (phase, op)
 
 Numbers come from the compiled formulas of `costmodel.metrics`; every numeric input is cast to
-float64 at this boundary (int64 overflows silently in these formulas, NOTES.md).
+float64 at this boundary (int64 overflows silently in these formulas, docs/engineering-notes.md).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ wins (ties: lower TPOT); `CapacityPlan.layouts` says why each alternative lost
     >>> plan.batch, plan.replicas, plan.gpus
 
 The batch per replica is the largest batch that fits the device memory (the max batch, as the
-paper measures throughput, SPEC.md 5.1) or, given a per-token latency bound, the largest batch
+paper measures throughput, docs/model.md 5.1) or, given a per-token latency bound, the largest batch
 whose TPOT (time per output token after the first) meets it. Candidate batches 1..max_batch are
 evaluated in one vectorised `costmodel.sweep` call. `workload.batch` is ignored: the plan
 chooses the batch; `workload.memory_reserve_bytes` is kept free as in `estimate`.
@@ -32,7 +32,7 @@ from pydantic import BaseModel
 
 from .api import HardwareLike, ModelLike, estimate, grid_metrics, resolve_model, sweep
 from .errors import UserError
-from .hardware import get_hardware
+from .hardware import Hardware, get_hardware
 from .implementation import Implementation, get_implementation
 from .parallel import Parallelism, check_parallelism, get_parallelism
 from .workload import Workload
@@ -88,6 +88,8 @@ class CapacityPlan(BaseModel, frozen=True):
     kv_overtakes_weights_context: float
     tp: int = 1
     pp: int = 1
+    # what the figures rest on: a calibrated expectation, or the roofline bound (docs/published.md 4)
+    basis: str = ""
     memory_bytes_per_gpu: float = 0.0
     layouts: list[LayoutOption] = []
     reason: str = ""
@@ -209,6 +211,24 @@ def _plan_layout(spec, hw, impl, workload, par: Parallelism, bound: float | None
     return est, batch, limited_by, base
 
 
+def planning_hardware(hw: Hardware, impl: Implementation, use_bound: bool = False
+                      ) -> tuple[Hardware, str]:
+    """The device record a plan uses, and a sentence saying what its figures are."""
+    from .calibration import calibrated_hardware, calibration_for, is_pure_roofline
+
+    if not use_bound and is_pure_roofline(hw):  # efficiencies the caller set are kept
+        calibrated = calibrated_hardware(hw, impl)
+        if calibrated is not None:
+            return calibrated, ("calibrated expectation: "
+                                + calibration_for(hw, impl).summary)  # type: ignore[union-attr]
+    if is_pure_roofline(hw):
+        why = "asked for" if use_bound else (f"no calibration record for {hw.id} running "
+                                             f"{impl.name}")
+        return hw, (f"roofline bound ({why}): the most throughput {hw.id} allows; measured "
+                    "throughput is lower, so this plan buys the fewest GPUs that could do")
+    return hw, f"the efficiencies of the record {hw.id} ({hw.efficiency.source or 'given'})"
+
+
 def plan_capacity(
     model: ModelLike,
     hardware: HardwareLike,
@@ -220,6 +240,7 @@ def plan_capacity(
     price_per_gpu_hour: float | None = None,
     parallelism: Parallelism | Literal["search"] | None = None,
     max_gpus_per_replica: int = 8,
+    use_bound: bool = False,
 ) -> CapacityPlan:
     """Layout, batch per replica, memory, throughput, replicas (GPUs) and cost for a target.
 
@@ -234,6 +255,11 @@ def plan_capacity(
     - cost_per_million_tokens = price_per_gpu_hour x gpus per replica / (3600 x per-replica
       throughput) x 1e6, every replica busy; cost_per_million_tokens_at_target charges the
       whole fleet (gpus x price) for the target rate only.
+
+    - basis: where a calibration record exists for (hardware, implementation)
+      (`costmodel.calibration`), the plan uses that calibrated expectation, so a fleet is not
+      sized on the roofline's optimism; `use_bound=True` plans on the pure roofline instead.
+      `basis` says which, and that a figure without a record is a bound.
 
     Raises ValueError naming the field: non-positive targets, a negative price, a model whose
     weights do not fit the device (``hardware``), a bound that even batch 1 misses
@@ -250,6 +276,7 @@ def plan_capacity(
     spec = resolve_model(model)
     hw = get_hardware(hardware)
     impl = get_implementation(implementation)
+    hw, basis = planning_hardware(hw, impl, use_bound)
     search = isinstance(parallelism, str)
     if search and parallelism != "search":
         raise UserError(f"parallelism: expected a Parallelism or 'search', got {parallelism!r}")
@@ -342,7 +369,7 @@ def plan_capacity(
     cost_at_target = (None if price is None or target is None
                       else cost_per_hour / (3600 * target) * 1e6)
     return CapacityPlan(
-        model=spec.name, hardware=hw.id, implementation=impl.name,
+        model=spec.name, hardware=hw.id, implementation=impl.name, basis=basis,
         prompt_tokens=est.prompt_tokens, generated_tokens=est.generated_tokens,
         target_tokens_per_s=target, tpot_bound_s=bound, price_per_gpu_hour=price,
         batch=batch, limited_by=limited_by,

@@ -443,7 +443,7 @@ def cmd_paper(args: argparse.Namespace) -> None:
     for p, rec in records.items():
         if rec is not None:
             print(f"calibrated-{p}: {rec.summary} (in-sample here: fitted on this table)")
-    print("\nBlock / vanilla throughput ratios of matched pairs (SPEC.md 5.3)\n")
+    print("\nBlock / vanilla throughput ratios of matched pairs (docs/model.md 5.3)\n")
     _print_table(pairs.to_dict("records"), list(pairs.columns))
 
 

@@ -45,7 +45,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
         _load_model(args.model), _hardware(args), _workload(args), _implementation(args),
         target_tokens_per_s=target, tpot_bound_s=bound, price_per_gpu_hour=args.price_per_gpu_hour,
         parallelism=_parallelism(args) if fixed else "search",
-        max_gpus_per_replica=args.max_gpus_per_replica,
+        max_gpus_per_replica=args.max_gpus_per_replica, use_bound=args.bound,
     )
     if args.json:
         _dump(plan.model_dump())
@@ -56,6 +56,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
                   else f"{plan.target_tokens_per_s:.6g} tokens/s")
     bound_txt = "none" if plan.tpot_bound_s is None else f"{plan.tpot_bound_s * 1e3:g} ms"
     print(f"target {target_txt}, TPOT bound {bound_txt}")
+    print(f"basis: {plan.basis}")
     print(f"chosen: {plan.reason}")
     print(f"  GPUs {plan.gpus} = {plan.replicas} replicas x {plan.gpus_per_replica} "
           f"(tp {plan.tp} x pp {plan.pp})")
@@ -94,5 +95,8 @@ def register(sub, workload_args: Callable[[argparse.ArgumentParser], None]) -> N
     s.add_argument("--tp", type=int, default=None, help="fix the tensor-parallel degree")
     s.add_argument("--pp", type=int, default=None, help="fix the pipeline stages")
     s.add_argument("--max-gpus-per-replica", type=int, default=8)
+    s.add_argument("--bound", action="store_true",
+                   help="plan on the pure roofline even where a calibration record exists "
+                        "(default: the calibrated expectation where there is one)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_plan)

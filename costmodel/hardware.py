@@ -1,10 +1,10 @@
-"""What a device can do: datasheet peaks, efficiencies and measured overrides (DESIGN.md idea 4).
+"""What a device can do: datasheet peaks, efficiencies and measured overrides (docs/design.md idea 4).
 
 A `Hardware` record holds the vendor's **dense** peaks (never the 2:4-sparse numbers NVIDIA
 prints; `sparsity_factor` only records that sparsity exists), memory bandwidth in decimal GB/s
 as printed, the printed capacity with its unit, and the interconnect **per direction** (the
 printed NVLink figure is a bidirectional total). Figures and their sources come from the
-project's research note hardware.md (sections 1-3); each record cites them by tag (S1...).
+project's research note docs/hardware.md (sections 1-3); each record cites them by tag (S1...).
 
 The roofline reads three rates, all SI:
 
@@ -15,10 +15,10 @@ The roofline reads three rates, all SI:
 - ``ridge_point(dtype)``: their ratio, the critical arithmetic intensity in FLOP/byte.
 
 Measured overrides take priority over efficiencies' base, as in llm-analysis's
-``achieved_tflops`` (hardware.md 3, S25). The default database entries carry no measured block
+``achieved_tflops`` (docs/hardware.md 3, S25). The default database entries carry no measured block
 and efficiencies of 1.0 (pure roofline); ``*-measured`` entries carry the test machine's figures.
 
-Capacity units (hardware.md 1): vendors print "GB" for HBM and GDDR parts whose capacity is
+Capacity units (docs/hardware.md 1): vendors print "GB" for HBM and GDDR parts whose capacity is
 really close to GiB (an "80 GB" H100 shows 79.6 GiB = 85.5e9 bytes). Records store the printed
 number with ``memory_capacity_unit="GiB"``, so ``capacity_bytes()`` multiplies by 2**30; a
 record whose vendor means decimal gigabytes says ``"GB"`` (x 1e9).
@@ -60,8 +60,8 @@ class PeakFlops(BaseModel, frozen=True, extra="forbid"):
     """Dense datasheet peaks per dtype, TFLOP/s (TOP/s for int8); None = unsupported/unpublished.
 
     fp32 is the vector (CUDA-core) FMA rate; tf32 the tensor-core path PyTorch uses for fp32
-    matmuls only when allowed (hardware.md 1). bf16/fp16 on GeForce parts are the FP32-accumulate
-    figures, which is what PyTorch uses (hardware.md 1, RTX 4090).
+    matmuls only when allowed (docs/hardware.md 1). bf16/fp16 on GeForce parts are the FP32-accumulate
+    figures, which is what PyTorch uses (docs/hardware.md 1, RTX 4090).
     """
 
     fp32_TFLOPs: PositiveFloat | None = None
@@ -80,7 +80,7 @@ class PeakFlops(BaseModel, frozen=True, extra="forbid"):
 class Efficiency(BaseModel, frozen=True, extra="forbid"):
     """Fractions of the peak rates achieved, and fixed overheads (calibrated by validation).
 
-    Defaults are the pure roofline. Typical achieved values (hardware.md 3): large bf16 GEMMs
+    Defaults are the pure roofline. Typical achieved values (docs/hardware.md 3): large bf16 GEMMs
     0.78-0.87 of peak on A100/H100/H200/B200; streaming copies ~0.9 of HBM bandwidth.
     """
 
@@ -154,7 +154,7 @@ class Hardware(BaseModel, frozen=True, extra="forbid"):
     )
     efficiency: Efficiency = Efficiency()
     measured: Measured | None = None
-    sources: list[str] = Field(min_length=1, description="citation tags/URLs (hardware.md 6)")
+    sources: list[str] = Field(min_length=1, description="citation tags/URLs (docs/hardware.md 6)")
     notes: str = ""
 
     def __hash__(self) -> int:

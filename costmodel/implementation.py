@@ -1,14 +1,14 @@
-"""How a model is executed: the implementation profiles of the cost model (DESIGN.md idea 4).
+"""How a model is executed: the implementation profiles of the cost model (docs/design.md idea 4).
 
 Two named profiles share every formula and differ only in these switches:
 
 - ``static``: our reference's fast path. KV cache preallocated and written in place; attention
   reads only the valid prefix of the cache; LM head on the last position of a prefill only;
   fused attention (scores never reach memory, masked tiles skipped).
-- ``hf-legacy``: the official code (SPEC.md 2.1, 2.2, 2.5). KV cache grown by ``torch.cat``
+- ``hf-legacy``: the official code (docs/model.md 2.1, 2.2, 2.5). KV cache grown by ``torch.cat``
   (old cache read and the whole new one written on every forward); vanilla prefill logits for
   every prompt position; eager attention that materialises the full masked score matrix; the
-  unused block-decoder ``embed_in`` table allocated (SPEC.md 1.3); one token-decoder
+  unused block-decoder ``embed_in`` table allocated (docs/model.md 1.3); one token-decoder
   ``generate()`` call per block (a forward-call overhead, see `Hardware` efficiencies).
 - ``official``: the released code as it runs (docs/model.md 2.1, 2.2, 2.5 and 6; see
   docs/published.md): like ``hf-legacy`` but with the attention kind of each stack as the

@@ -1,9 +1,9 @@
 """Memory footprint: weights, KV cache at the final context, activation workspace, max batch.
 
-- Weights: parameters (SPEC.md 1.8) x their bytes: linears at s_w plus s_wc per output channel,
+- Weights: parameters (docs/model.md 1.8) x their bytes: linears at s_w plus s_wc per output channel,
   embeddings, norms and biases at s_e (docs/precision.md 1); the hf-legacy profile also holds
-  the unused block-decoder embed_in (V x D_b, SPEC.md 1.3).
-- KV cache per sequence (SPEC.md 2.3): 2 N K (d_h s_kv + s_kvs) bytes per entry; entries: vanilla S + G - 1
+  the unused block-decoder embed_in (V x D_b, docs/model.md 1.3).
+- KV cache per sequence (docs/model.md 2.3): 2 N K (d_h s_kv + s_kvs) bytes per entry; entries: vanilla S + G - 1
   (the last generated token is never fed back), block decoder n_p + n_g - 1 blocks, token
   decoder P + L_B - 1 local entries (reset every block; a static cache is allocated that
   size, a ``torch.cat`` one only grows to P + min(L_B, G) - 1). With ``torch.cat`` growth

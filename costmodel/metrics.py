@@ -2,14 +2,14 @@
 
 `formulas(key)` returns a `Formulas` object: the (phase, op) rows of `costmodel.roofline`, the
 metric expressions below, and cached `lambdify`'d numpy functions over one fixed argument list
-(`ARGS`), so a sweep over a million design points is one vectorised call (NOTES.md, sympy).
+(`ARGS`), so a sweep over a million design points is one vectorised call (docs/engineering-notes.md, sympy).
 
 Metrics (SI units):
 - ``ttft_s``: time to first token. Vanilla: the prefill. Block: prefill, expansion and the
   token decoder's first prefix pass.
-- ``request_time_s``: the whole request, prefill included (what the paper times, SPEC.md 6).
+- ``request_time_s``: the whole request, prefill included (what the paper times, docs/model.md 6).
 - ``tpot_s``: (request - TTFT) / (G - 1), per generated token after the first.
-- ``throughput_tokens_per_s``: B * G / request time (SPEC.md 6.5: generated tokens only).
+- ``throughput_tokens_per_s``: B * G / request time (docs/model.md 6.5: generated tokens only).
 - ``decode_step_time_s``: one decode step at the prompt's context: one token (vanilla), one
   whole block of L_B tokens (block: embedder, block-decoder step, prefix pass, L_B - 1 steps).
 - ``compute_bound_batch``: batch at which that decode step's T_math reaches its T_mem

@@ -1,6 +1,6 @@
 """The operator inventory: FLOPs and bytes of every op of one forward, as sympy expressions.
 
-Op names equal the reference's module paths with layer indices dropped (DESIGN.md idea 2):
+Op names equal the reference's module paths with layer indices dropped (docs/design.md idea 2):
 ``layers.attn.qkv`` is the fused QKV Linear of every layer of a vanilla model,
 ``token_decoder.layers.mlp.down`` the MLP down-projection of every token-decoder layer. The op
 named after a layer itself (``layers``) is the residual addition in the layer's forward.
@@ -12,8 +12,8 @@ Conventions (one forward of batch B with q new positions per sequence and c cach
   masked rectangle); the causal ("useful") part is 4*B*H*d_h*(q*c + q*(q+1)/2).
 - Weight bytes are read once per forward, whatever the batch (a gather reads only its rows).
 - Activation bytes: each op reads its inputs and writes its outputs once (no fusion across ops).
-- KV bytes: the cache entries an op reads and writes (SPEC.md 2.3, 2.5).
-Sizes per SPEC.md 1.6 / 1.8: QKV D -> (H + 2K) d_h, dense H d_h -> D, MLP D -> F -> D (gated: two
+- KV bytes: the cache entries an op reads and writes (docs/model.md 2.3, 2.5).
+Sizes per docs/model.md 1.6 / 1.8: QKV D -> (H + 2K) d_h, dense H d_h -> D, MLP D -> F -> D (gated: two
 D -> F projections), LayerNorm 2D parameters, RMSNorm D.
 """
 
@@ -209,7 +209,7 @@ def _norm(name: str, st: StackStructure, rows: sp.Expr, D: sp.Expr) -> OpCost:
 def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbols,
               Bq: sp.Expr, B: sp.Expr, q: sp.Expr, c: sp.Expr,
               tp: sp.Expr | None = None) -> list[OpCost]:
-    """Ops of ONE decoder layer (SPEC.md 1.6) for a forward of q new positions after c cached.
+    """Ops of ONE decoder layer (docs/model.md 1.6) for a forward of q new positions after c cached.
 
     Bq = B*q rows. Returned costs are for one layer; `stack_ops` scales them by N. With `tp`
     (a symbol) they are one rank's share of a Megatron-sharded layer plus its two all-reduces
@@ -235,7 +235,7 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
         ops.append(OpCost(p + "attn.kv_cache", ZERO, ZERO, ZERO, new_kv * s_a, ZERO,
                           ZERO, Bq * pos, **quantise))
     else:
-        # torch.cat(past, new): reads the old cache and writes the whole new one (SPEC.md 2.5.1)
+        # torch.cat(past, new): reads the old cache and writes the whole new one (docs/model.md 2.5.1)
         ops.append(OpCost(p + "attn.kv_cache", ZERO, ZERO, ZERO, new_kv * s_a, ZERO,
                           B * c * pos, B * n_k * pos, **quantise))
     dequant = q_kv * 2 * B * K * d_h * n_k  # int8 KV: every element read is dequantised
@@ -365,7 +365,7 @@ def stack_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
 
 def embedder_ops(B: sp.Expr, n_blocks: sp.Expr, D_b: sp.Expr,
                  tp: sp.Expr | None = None) -> list[OpCost]:
-    """Lookup + concat embedder (SPEC.md 1.2): L_B rows of width D_b/L_B per block = D_b.
+    """Lookup + concat embedder (docs/model.md 1.2): L_B rows of width D_b/L_B per block = D_b.
 
     With `tp`: vocab-parallel like ``embed_in`` (masked lookup, then an all-reduce)."""
     rows = B * n_blocks
@@ -378,7 +378,7 @@ def embedder_ops(B: sp.Expr, n_blocks: sp.Expr, D_b: sp.Expr,
 
 def expansion_ops(B: sp.Expr, D_b: sp.Expr, P: sp.Expr, D_t: sp.Expr,
                   tp: sp.Expr | None = None) -> list[OpCost]:
-    """Expansion Linear D_b -> P*D_t with bias, on one context embedding (SPEC.md 1.4).
+    """Expansion Linear D_b -> P*D_t with bias, on one context embedding (docs/model.md 1.4).
 
     With `tp`: column-parallel (P*D_t/tp outputs per rank), then all-gathered."""
     t = ONE if tp is None else tp
@@ -390,7 +390,7 @@ def expansion_ops(B: sp.Expr, D_b: sp.Expr, P: sp.Expr, D_t: sp.Expr,
 
 def layer_weight_bytes(st: StackStructure, x: StackSymbols, tp: sp.Expr | None = None
                        ) -> sp.Expr:
-    """Stored bytes of one layer: `linear_weight_bytes` of every linear, norms at s_e (SPEC.md
+    """Stored bytes of one layer: `linear_weight_bytes` of every linear, norms at s_e (docs/model.md
     1.8: 12D^2 + 13D parameters per NeoX layer, each at its precision's bytes). With `tp`, what
     one rank holds (docs/parallelism.md 1): column-parallel linears keep their sharded output
     columns with those columns' scales and biases; row-parallel ones a slice of the inputs and

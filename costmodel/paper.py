@@ -1,10 +1,10 @@
 """The paper's measured Table 1 (v2) beside the cost model's predictions (`blockroof paper`).
 
-Measured values are copied from SPEC.md 5.2 (paper v2 Table 1: one H100, bf16, max batch,
+Measured values are copied from docs/model.md 5.2 (paper v2 Table 1: one H100, bf16, max batch,
 throughput in 1K generated tokens/s, memory in MB per sample). Predictions: the same presets and
 settings on `h100-sxm-80gb` at the predicted max batch, for every implementation profile, with
 the paper's batch-search stop rule as the memory reserve (it stops when less than 2 GiB is
-free, SPEC.md 6.6). A roofline is an upper bound on throughput: predicted / measured says how
+free, docs/model.md 6.6). A roofline is an upper bound on throughput: predicted / measured says how
 far the official code runs from the hardware's limits.
 
 Calibrated columns (``calibrated-<profile>``): the device with the efficiencies of its
@@ -39,7 +39,7 @@ class PaperRow(NamedTuple):
     thr_decode_ktok_s: float
 
 
-# SPEC.md 5.2 (paper v2 Table 1), columns Loss, Mem Prefill-h, Mem Decode-h, Thr Prefill-h,
+# docs/model.md 5.2 (paper v2 Table 1), columns Loss, Mem Prefill-h, Mem Decode-h, Thr Prefill-h,
 # Thr Decode-h.
 TABLE1: tuple[PaperRow, ...] = (
     PaperRow("vanilla_31", 3.002, 355.0, 38.5, 10.8, 41.6),
@@ -54,7 +54,7 @@ TABLE1: tuple[PaperRow, ...] = (
     PaperRow("block_main_b4_1.2b", 2.188, 194.2, 153.9, 12.4, 25.7),
 )
 
-# The paper's two settings (SPEC.md 5.1): name -> (prompt, generated)
+# The paper's two settings (docs/model.md 5.1): name -> (prompt, generated)
 SETTINGS: dict[str, tuple[int, int]] = {"prefill-heavy": (2048, 128), "decode-heavy": (128, 2048)}
 PROFILES = ("static", "hf-legacy", "official", "official-eager")
 # profiles whose calibration record (if the device has one) gets a calibrated-<profile> column
@@ -104,7 +104,7 @@ def paper_table(hardware: str = "h100-sxm-80gb", reserve_bytes: float = 2 * GiB)
 
 
 def pair_ratios(table: pd.DataFrame) -> pd.DataFrame:
-    """Block / vanilla throughput ratios of the matched pairs of SPEC.md 5.3, measured and
+    """Block / vanilla throughput ratios of the matched pairs of docs/model.md 5.3, measured and
     predicted, per setting."""
     by = table.set_index(["preset", "setting"])
     profiles = [c[: -len("_throughput_tok_s")] for c in table.columns

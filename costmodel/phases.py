@@ -1,9 +1,9 @@
 """The phases of a request, each a forward (or a range of forwards) over the op inventory.
 
-Vanilla (SPEC.md 2.1): ``prefill`` over the S prompt tokens (the first new token comes from its
+Vanilla (docs/model.md 2.1): ``prefill`` over the S prompt tokens (the first new token comes from its
 logits), then ``decode``: G - 1 one-token steps at cached context c = S .. S + G - 2.
 
-Block Transformer (SPEC.md 2.2), with n_p = ceil(S / L_B) prompt blocks (left-padded),
+Block Transformer (docs/model.md 2.2), with n_p = ceil(S / L_B) prompt blocks (left-padded),
 n_g = ceil(G / L_B) generated blocks and g_last = G - (n_g - 1) L_B tokens in the last block:
 - ``prefill``: embedder over the n_p prompt blocks, block decoder over n_p positions;
 - ``block_decoder.step``: for blocks j = 1 .. n_g - 1, the embedder on the block just generated

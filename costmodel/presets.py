@@ -1,9 +1,9 @@
-"""The paper's ten main models (SPEC.md 3.2), named as the official configs, plus `blockify`.
+"""The paper's ten main models (docs/model.md 3.2), named as the official configs, plus `blockify`.
 
-Every stack inherits Pythia-410m's architecture (SPEC.md 1.3): GELU MLP with F = 4D, LayerNorm,
+Every stack inherits Pythia-410m's architecture (docs/model.md 1.3): GELU MLP with F = 4D, LayerNorm,
 biases everywhere, rotary on 25% of each head, parallel residual, V = 50304. Block models derive
-head_dim from D (32 if D <= 256, 64 if D <= 1536, else 128; SPEC.md 1.3).
-vanilla_31 uses F = 4D = 1024, the width that reproduces the paper's 31M / 5M (SPEC.md 3.3).
+head_dim from D (32 if D <= 256, 64 if D <= 1536, else 128; docs/model.md 1.3).
+vanilla_31 uses F = 4D = 1024, the width that reproduces the paper's 31M / 5M (docs/model.md 3.3).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ ModelSpecT = VanillaSpec | BlockSpec
 
 
 def neox_stack(n_layers: int, d_model: int, n_heads: int) -> StackSpec:
-    """A Pythia/GPT-NeoX stack with MLP width 4D (SPEC.md 1.6)."""
+    """A Pythia/GPT-NeoX stack with MLP width 4D (docs/model.md 1.6)."""
     return StackSpec(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_ffn=4 * d_model)
 
 
 def block_head_dim(d_model: int) -> int:
-    """`util/config.py::preprocess_config` head_dim rule for block models (SPEC.md 1.3)."""
+    """`util/config.py::preprocess_config` head_dim rule for block models (docs/model.md 1.3)."""
     if d_model <= 256:
         return 32
     if d_model <= 1536:
@@ -41,7 +41,7 @@ def _block(name: str, n_layers: int, d_model: int) -> BlockSpec:
                      block_decoder=stack, token_decoder=stack)
 
 
-# (config name, paper display name) -> spec; SPEC.md 3.2 tables.
+# (config name, paper display name) -> spec; docs/model.md 3.2 tables.
 _PRESETS: dict[str, tuple[str, ModelSpecT]] = {
     "vanilla_31": ("Vanilla 31M", _vanilla("vanilla_31", 6, 256, 8)),
     "vanilla_70": ("Vanilla 70M", _vanilla("vanilla_70", 6, 512, 8)),
@@ -57,7 +57,7 @@ _PRESETS: dict[str, tuple[str, ModelSpecT]] = {
 
 PRESET_NAMES: tuple[str, ...] = tuple(_PRESETS)
 
-# Matched pairs of SPEC.md 5.3 (vanilla, block).
+# Matched pairs of docs/model.md 5.3 (vanilla, block).
 MATCHED_PAIRS: tuple[tuple[str, str], ...] = (
     ("vanilla_410", "block_main_b4_1.2b"),
     ("vanilla_410", "block_main_b4_800"),
@@ -71,7 +71,7 @@ def _key(name: str) -> str:
     return re.sub(r"[\s_\-]+", "", name.strip().lower())
 
 
-# Public checkpoints whose configuration a preset mirrors exactly (SPEC.md 3.2: the vanilla models
+# Public checkpoints whose configuration a preset mirrors exactly (docs/model.md 3.2: the vanilla models
 # are the Pythia configs; same layers, width, heads, MLP width and vocabulary). Accepted as
 # aliases, with or without the organisation.
 PUBLIC_CHECKPOINTS: dict[str, tuple[str, ...]] = {
@@ -126,7 +126,7 @@ def blockify(
     """A Block Transformer with the vanilla model's stack shape split into block/token decoders.
 
     `layer_split` = (block-decoder layers, token-decoder layers); default is the paper's 1:1
-    split of the vanilla depth (SPEC.md 3.2: N_b = N_t). Both decoders keep the vanilla width.
+    split of the vanilla depth (docs/model.md 3.2: N_b = N_t). Both decoders keep the vanilla width.
     """
     n = vanilla.stack.n_layers
     if layer_split is None:

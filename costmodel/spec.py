@@ -3,7 +3,7 @@
 A spec says *what* a model is (sizes and structural choices). How it is executed (cache kind,
 logits rows, bytes per element) is an `Implementation`; what is asked of it is a `Workload`.
 
-Parameter formulas follow SPEC.md 1.8 (GPT-NeoX layer with F = 4D: 12D^2 + 13D) generalised to
+Parameter formulas follow docs/model.md 1.8 (GPT-NeoX layer with F = 4D: 12D^2 + 13D) generalised to
 GQA, gated MLPs, RMSNorm and optional biases. The ``params_*`` properties are plain Python
 integers (exact); the symbolic versions live in `costmodel.ops`.
 """
@@ -23,7 +23,7 @@ NormKind = Literal["layernorm", "rmsnorm"]
 
 
 class StackSpec(BaseModel, frozen=True, extra="forbid"):
-    """One decoder stack: `n_layers` identical layers plus a final norm (SPEC.md 1.6)."""
+    """One decoder stack: `n_layers` identical layers plus a final norm (docs/model.md 1.6)."""
 
     n_layers: PositiveInt
     d_model: PositiveInt
@@ -65,7 +65,7 @@ class StackSpec(BaseModel, frozen=True, extra="forbid"):
             )
         return self
 
-    # Derived sizes (plain properties so that a dump loads back; see NOTES.md, pydantic).
+    # Derived sizes (plain properties so that a dump loads back; see docs/engineering-notes.md, pydantic).
     @property
     def kv_heads(self) -> int:
         return self.n_kv_heads or self.n_heads
@@ -76,7 +76,7 @@ class StackSpec(BaseModel, frozen=True, extra="forbid"):
 
     @property
     def rotary_dims(self) -> int:
-        # GPT-NeoX: rotary_ndims = int(head_size * rotary_pct) (SPEC.md 1.6)
+        # GPT-NeoX: rotary_ndims = int(head_size * rotary_pct) (docs/model.md 1.6)
         return int(self.dh * self.rotary_fraction)
 
     @property
@@ -101,7 +101,7 @@ class StackSpec(BaseModel, frozen=True, extra="forbid"):
 
 
 class VanillaSpec(BaseModel, frozen=True, extra="forbid"):
-    """A decoder-only LM: token embedding, one stack, LM head (SPEC.md 1.8, vanilla total)."""
+    """A decoder-only LM: token embedding, one stack, LM head (docs/model.md 1.8, vanilla total)."""
 
     kind: Literal["vanilla"] = "vanilla"
     name: str = "custom-vanilla"
@@ -116,7 +116,7 @@ class VanillaSpec(BaseModel, frozen=True, extra="forbid"):
 
     @property
     def params_non_embedding(self) -> int:
-        # Paper convention (SPEC.md 3.3): layers + final norm.
+        # Paper convention (docs/model.md 3.3): layers + final norm.
         return self.stack.params
 
     @property
@@ -126,7 +126,7 @@ class VanillaSpec(BaseModel, frozen=True, extra="forbid"):
 
 
 class BlockSpec(BaseModel, frozen=True, extra="forbid"):
-    """A Block Transformer with a prefix token decoder (SPEC.md 1.2-1.5, 1.8).
+    """A Block Transformer with a prefix token decoder (docs/model.md 1.2-1.5, 1.8).
 
     embedder: lookup table V x (D_b / L_B), `block_length` embeddings concatenated into one D_b
     vector per block; block decoder over blocks; expansion Linear D_b -> P * D_t (with bias);
@@ -162,7 +162,7 @@ class BlockSpec(BaseModel, frozen=True, extra="forbid"):
 
     @property
     def local_cache_entries(self) -> int:
-        # SPEC.md 1.4: prefix plus every generated token except the last.
+        # docs/model.md 1.4: prefix plus every generated token except the last.
         return self.prefix_length + self.block_length - 1
 
     @property
@@ -177,20 +177,20 @@ class BlockSpec(BaseModel, frozen=True, extra="forbid"):
 
     @property
     def params_non_embedding(self) -> int:
-        # Paper convention (SPEC.md 3.3, "N-Emb (computed)"): the decoder layers of both stacks;
+        # Paper convention (docs/model.md 3.3, "N-Emb (computed)"): the decoder layers of both stacks;
         # final norms and the expansion layer are counted in the total only.
         return self.block_decoder.params_layers + self.token_decoder.params_layers
 
     @property
     def params_total(self) -> int:
-        # SPEC.md 1.8, paper-style: without the unused block-decoder embed_in (V x D_b).
+        # docs/model.md 1.8, paper-style: without the unused block-decoder embed_in (V x D_b).
         return counts.block_params(self.vocab_size, self.embedder_width,
                                    self.block_decoder.params, self.params_expansion,
                                    self.token_decoder.params, self.token_decoder.d_model)
 
     @property
     def params_unused_embed_in(self) -> int:
-        """The official code's unused block-decoder embed_in (SPEC.md 1.3), memory only."""
+        """The official code's unused block-decoder embed_in (docs/model.md 1.3), memory only."""
         return self.vocab_size * self.block_decoder.d_model
 
 

@@ -1,4 +1,4 @@
-"""Closed-form sums over decode steps (DESIGN.md idea 3: no Python loops over steps).
+"""Closed-form sums over decode steps (docs/design.md idea 3: no Python loops over steps).
 
 Every per-step quantity of the cost model is linear in its step index (cached context grows by
 one entry per step), so sums of FLOPs and bytes are arithmetic series, and the roofline time of

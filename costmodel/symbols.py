@@ -1,6 +1,6 @@
 """Every sympy symbol of the cost model, in one place, with its meaning and unit.
 
-Notation follows SPEC.md 1.1: V vocabulary, L_B block length, P prefix length; a stack has N
+Notation follows docs/model.md 1.1: V vocabulary, L_B block length, P prefix length; a stack has N
 layers of width D, H query heads, K key/value heads of size d_h and an MLP of width F. Stack
 symbols carry a subscript: none for a vanilla model, ``b`` for the block decoder, ``t`` for the
 token decoder. The workload is batch B, prompt S tokens, G generated tokens.

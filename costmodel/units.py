@@ -1,4 +1,4 @@
-"""Human units at the edges (DESIGN.md: SI inside, human units only at the edges).
+"""Human units at the edges (docs/design.md: SI inside, human units only at the edges).
 
 The CLI's text output and the dashboard print numbers through these functions; `--json` and
 the API stay raw SI. Decimal SI prefixes for rates and counts (k, M, G, T, P), binary prefixes

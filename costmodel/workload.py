@@ -1,4 +1,4 @@
-"""What is asked of a model: batch, prompt and generated lengths (SPEC.md 5.1 settings)."""
+"""What is asked of a model: batch, prompt and generated lengths (docs/model.md 5.1 settings)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,6 @@ class Workload(BaseModel, frozen=True, extra="forbid"):
     )
 
 
-# The paper's two settings (SPEC.md 5.1): prefill-heavy and decode-heavy.
+# The paper's two settings (docs/model.md 5.1): prefill-heavy and decode-heavy.
 PREFILL_HEAVY = Workload(batch="max", prompt_tokens=2048, generated_tokens=128)
 DECODE_HEAVY = Workload(batch="max", prompt_tokens=128, generated_tokens=2048)

@@ -1,6 +1,6 @@
 """PyTorch reference of the vanilla and Block Transformers, built from `costmodel.spec` specs.
 
-Module paths equal the cost model's operator names with layer indices dropped (DESIGN.md idea
+Module paths equal the cost model's operator names with layer indices dropped (docs/design.md idea
 2): ``embed_in``, ``layers.{ln_attn, attn.{qkv, rotary, kv_cache, core, dense}, ln_mlp,
 mlp.{gate, up, act, down}}``, ``final_norm``, ``lm_head`` for `VanillaLM`; ``embedder``,
 ``block_decoder.{layers, final_norm}``, ``token_decoder.{expansion, embed_in, layers,

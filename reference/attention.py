@@ -1,11 +1,11 @@
 """Self-attention: fused QKV projection, rotary, KV cache, attention core, output projection.
 
 Module paths (cost-model operator names): ``attn.qkv``, ``attn.rotary``, ``attn.kv_cache``,
-``attn.core``, ``attn.dense`` (SPEC.md 1.6, generalised to GQA).
+``attn.core``, ``attn.dense`` (docs/model.md 1.6, generalised to GQA).
 
 QKV layout. The fused projection ``D -> (H + 2K) * dh`` is laid out per key/value head as
 ``[q_1 .. q_G | k | v]`` blocks of `dh` (G = H / K query heads per KV head). For K = H this is
-exactly GPT-NeoX's per-head ``[q|k|v]`` layout (SPEC.md 1.6), so GPT-NeoX weights load as they
+exactly GPT-NeoX's per-head ``[q|k|v]`` layout (docs/model.md 1.6), so GPT-NeoX weights load as they
 are; query head ``h`` uses KV head ``h // G``, as transformers' `repeat_kv` does.
 
 Attention core FLOPs (what `torch.utils.flop_counter.FlopCounterMode` counts, see
@@ -14,8 +14,8 @@ rectangle (masking does not reduce the count), for both paths:
 - fast path: ``F.scaled_dot_product_attention(..., enable_gqa=K < H)``. A one-position query
   attends to every cached key with no mask; a prefill with c = 0 uses ``is_causal=True``;
   q > 1 with c > 0 passes an explicit lower-right boolean mask (``is_causal`` is top-left
-  aligned; NOTES.md).
-- materialised path (``hf-legacy``, SPEC.md 1.6): ``scores = (q @ k^T) * dh^-0.5`` as a
+  aligned; docs/engineering-notes.md).
+- materialised path (``hf-legacy``, docs/model.md 1.6): ``scores = (q @ k^T) * dh^-0.5`` as a
   ``[B, K, G*q, n_k]`` tensor (query heads grouped under their KV head, no K/V copies),
   causal boolean mask, softmax, ``@ v``.
 """
@@ -104,7 +104,7 @@ class AttentionCore(nn.Module):
 
 
 class Attention(nn.Module):
-    """Causal self-attention with rotary and a KV cache (SPEC.md 1.6)."""
+    """Causal self-attention with rotary and a KV cache (docs/model.md 1.6)."""
 
     def __init__(self, stack: StackSpec) -> None:
         super().__init__()

@@ -1,16 +1,16 @@
-"""Block Transformer with a prefix token decoder (SPEC.md 1.2-1.5, 1.7, 2.2), from a `BlockSpec`.
+"""Block Transformer with a prefix token decoder (docs/model.md 1.2-1.5, 1.7, 2.2), from a `BlockSpec`.
 
 Modules (cost-model operator names):
 - ``embedder``: lookup table V x (D_b / L_B) owned directly (``embedder.weight``); the L_B
-  embeddings of a block are concatenated, in token order, into one D_b vector (SPEC.md 1.2).
-- ``block_decoder``: ``layers``, ``final_norm`` over block positions (SPEC.md 1.3). The official
+  embeddings of a block are concatenated, in token order, into one D_b vector (docs/model.md 1.2).
+- ``block_decoder``: ``layers``, ``final_norm`` over block positions (docs/model.md 1.3). The official
   code's unused ``embed_in`` table is not allocated.
 - ``token_decoder``: ``expansion`` (Linear D_b -> P * D_t, with bias), ``embed_in`` (V x D_t),
-  ``layers``, ``final_norm``, ``lm_head`` (D_t -> V, no bias, untied) (SPEC.md 1.4, 1.5).
+  ``layers``, ``final_norm``, ``lm_head`` (D_t -> V, no bias, untied) (docs/model.md 1.4, 1.5).
 
 Public API (`BlockLM`)
 - ``model(input_ids [B, n * L_B], compute_loss=False) -> BlockLMOutput``: training forward of
-  SPEC.md 1.7: the context embedding of block i (block decoder output after final_norm) decodes
+  docs/model.md 1.7: the context embedding of block i (block decoder output after final_norm) decodes
   the tokens of block i+1; token-decoder logits ``[B, n-1, L_B, V]``.
 - ``pad_prompt(input_ids, pad_id=0)``: left-pad ``[B, S]`` to ``[B, ceil(S / L_B) * L_B]``.
 - ``setup_inference(batch, n_prompt_blocks, n_gen_blocks, mode)``: block-decoder cache of
@@ -23,9 +23,9 @@ Public API (`BlockLM`)
 - ``generate_block(ctx [B, D_b], n_tokens, ...) -> Generation``: the token decoder for one block:
   expansion to P prefix vectors, one forward over them (c = 0) that emits token 1 from the last
   prefix position, then single-token forwards k = 2..n_tokens at local c = P + k - 2; positions
-  0 .. P + L_B - 2 (SPEC.md 2.4, training convention); the local cache restarts every block.
+  0 .. P + L_B - 2 (docs/model.md 2.4, training convention); the local cache restarts every block.
 - ``generate(input_ids, max_new_tokens, temperature=0.0, generator=None, pad_id=0,
-  mode="static", compile=False, return_logits=False) -> Generation``: SPEC.md 2.2. One embedder
+  mode="static", compile=False, return_logits=False) -> Generation``: docs/model.md 2.2. One embedder
   call over the n_p prompt blocks; for generated block j = 0..n_g-1: block decoder (j = 0: the
   n_p-block prefill; else one block at c = n_p + j - 1), ``generate_block`` (L_B tokens, the last
   block G - (n_g - 1) L_B), and, except after the last block, the embedder on the new block.
@@ -54,7 +54,7 @@ from .sampling import Generation, compiled_step, decode_tokens
 
 
 class Embedder(nn.Module):
-    """Lookup + concat (SPEC.md 1.2): ``[B, n * L_B]`` token ids -> ``[B, n, L_B * width]``."""
+    """Lookup + concat (docs/model.md 1.2): ``[B, n * L_B]`` token ids -> ``[B, n, L_B * width]``."""
 
     def __init__(self, vocab_size: int, width: int, block_length: int) -> None:
         super().__init__()
@@ -89,13 +89,13 @@ class TokenDecoder(DecoderStack):
         self.lm_head = Linear(d_t, spec.vocab_size, bias=False)
 
     def expand(self, ctx: Tensor) -> Tensor:
-        # ctx: [M, D_b] -> prefix vectors [M, P, D_t] (SPEC.md 1.4)
+        # ctx: [M, D_b] -> prefix vectors [M, P, D_t] (docs/model.md 1.4)
         return self.expansion(ctx).view(ctx.shape[0], self.prefix_length, -1)
 
     def forward(self, ctx: Tensor, tokens: Tensor) -> Tensor:
         """No-cache logits ``[M, t+1, V]`` of positions P-1 .. P+t-1 for tokens ``[M, t]``.
 
-        Row i predicts token i+1 of the block; training uses t = L_B - 1 (SPEC.md 1.4).
+        Row i predicts token i+1 of the block; training uses t = L_B - 1 (docs/model.md 1.4).
         """
         x = torch.cat([self.expand(ctx), self.embed_in(tokens)], dim=1)  # [M, P+t, D_t]
         h = self.run_layers(x)
@@ -171,7 +171,7 @@ class BlockLM(nn.Module):
         raise ValueError(f"phase: unknown phase {phase!r} or missing pos")
 
     def _train(self, input_ids: Tensor, compute_loss: bool) -> BlockLMOutput:
-        # input_ids: [B, n * L_B] (SPEC.md 1.7)
+        # input_ids: [B, n * L_B] (docs/model.md 1.7)
         b, t = input_ids.shape
         lb, n = self.block_length, t // self.block_length
         if n < 2:
@@ -187,7 +187,7 @@ class BlockLM(nn.Module):
 
     # -- inference phases -------------------------------------------------------------------
     def pad_prompt(self, input_ids: Tensor, pad_id: int = 0) -> Tensor:
-        """Left-pad ``[B, S]`` with ``pad_id`` to a multiple of L_B (SPEC.md 2.2 step 1)."""
+        """Left-pad ``[B, S]`` with ``pad_id`` to a multiple of L_B (docs/model.md 2.2 step 1)."""
         pad = -input_ids.shape[1] % self.block_length
         return F.pad(input_ids, (pad, 0), value=pad_id) if pad else input_ids
 
@@ -239,7 +239,7 @@ class BlockLM(nn.Module):
         return_logits: bool = False,
         pos: Tensor | None = None,
     ) -> Generation:
-        """Token decoder for one block from its context embedding ``[B, D_b]`` (SPEC.md 2.2).
+        """Token decoder for one block from its context embedding ``[B, D_b]`` (docs/model.md 2.2).
 
         ``pos`` (compile only) is a reusable device index tensor; one is made if not given.
         """

@@ -16,7 +16,7 @@ def build_model(
     dtype: torch.dtype = torch.float32,
     seed: int | None = None,
 ) -> VanillaLM | BlockLM:
-    """`VanillaLM` or `BlockLM` with the SPEC.md 1.2-1.4 initialisation, in eval mode.
+    """`VanillaLM` or `BlockLM` with the docs/model.md 1.2-1.4 initialisation, in eval mode.
 
     On ``device="meta"`` no memory is allocated: parameter counts and FLOP counts
     (`FlopCounterMode` works on meta tensors) of full-size models cost nothing.

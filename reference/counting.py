@@ -2,7 +2,7 @@
 
 `FlopCounterMode` counts matmuls as 2 * M * N * K (a Linear: ``2 * rows * in * out``; bias adds
 and elementwise work count 0) and fused attention kernels by `sdpa_flop_count`:
-``4 * B * H * q * n_k * dh``, the full rectangle, also for causal attention (NOTES.md). It has
+``4 * B * H * q * n_k * dh``, the full rectangle, also for causal attention (docs/engineering-notes.md). It has
 GQA support (query heads H, KV heads K < H: still H in the formula).
 
 On CPU, ``scaled_dot_product_attention`` dispatches to

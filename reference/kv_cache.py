@@ -3,7 +3,7 @@
 - ``static``: `k` and `v` are preallocated buffers ``[B, K, T_max, dh]`` written by index;
   attention reads only the valid prefix ``[:, :, :c+q]`` (c = entries cached before the forward,
   q = new positions). Shapes and addresses stay fixed across steps, as CUDA graphs need.
-- ``concat``: the hf-legacy profile (SPEC.md 1.6, 2.5 item 1): the cache is grown by
+- ``concat``: the hf-legacy profile (docs/model.md 1.6, 2.5 item 1): the cache is grown by
   ``torch.cat([past, new], dim=2)`` on every forward, starting from the first forward's k/v.
 - ``off``: no cache (training, or a full recompute).
 

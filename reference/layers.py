@@ -1,6 +1,6 @@
 """Decoder layer and the stack base class shared by every decoder in `reference`.
 
-`DecoderLayer` (SPEC.md 1.6): ``ln_attn``, ``attn``, ``ln_mlp``, ``mlp``.
+`DecoderLayer` (docs/model.md 1.6): ``ln_attn``, ``attn``, ``ln_mlp``, ``mlp``.
 - parallel residual (GPT-NeoX): ``x + attn(ln_attn(x)) + mlp(ln_mlp(x))``;
 - sequential (Llama): ``h = x + attn(ln_attn(x)); h + mlp(ln_mlp(h))``.
 
@@ -66,7 +66,7 @@ class DecoderLayer(nn.Module):
 
 
 def init_weights(module: nn.Module, std: float = 0.02) -> None:
-    """normal(0, std) for linears and embeddings, zero biases, unit/zero norms (SPEC.md 1.2-1.4)."""
+    """normal(0, std) for linears and embeddings, zero biases, unit/zero norms (docs/model.md 1.2-1.4)."""
     for m in module.modules():
         if isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0.0, std)

@@ -1,4 +1,4 @@
-"""Feed-forward blocks: GPT-NeoX GELU MLP (SPEC.md 1.6) and the gated SiLU MLP of Llama configs.
+"""Feed-forward blocks: GPT-NeoX GELU MLP (docs/model.md 1.6) and the gated SiLU MLP of Llama configs.
 
 Module paths: ``mlp.up``, ``mlp.act``, ``mlp.down`` (gelu) and additionally ``mlp.gate``
 (gated_silu). ``act`` is exact (erf) GELU, or SiLU.
@@ -19,7 +19,7 @@ class GeluMLP(nn.Module):
     def __init__(self, stack: StackSpec) -> None:
         super().__init__()
         self.up = Linear(stack.d_model, stack.d_ffn, bias=stack.mlp_bias)
-        self.act = nn.GELU()  # exact erf GELU (SPEC.md 1.3)
+        self.act = nn.GELU()  # exact erf GELU (docs/model.md 1.3)
         self.down = Linear(stack.d_ffn, stack.d_model, bias=stack.mlp_bias)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""Normalisation layers chosen by `StackSpec.norm` (SPEC.md 1.6: LayerNorm with affine parameters).
+"""Normalisation layers chosen by `StackSpec.norm` (docs/model.md 1.6: LayerNorm with affine parameters).
 
 `layernorm` is `nn.LayerNorm` (weight and bias, 2D parameters); `rmsnorm` is `nn.RMSNorm` (weight
 only, D parameters), as Llama-family configs use. Both are parameter-exact with

@@ -1,4 +1,4 @@
-"""Rotary position embedding, GPT-NeoX "rotate-half" convention (SPEC.md 1.6).
+"""Rotary position embedding, GPT-NeoX "rotate-half" convention (docs/model.md 1.6).
 
 Only the first `rotary_dims = int(head_dim * rotary_fraction)` dimensions of each query and key
 head rotate; the rest pass through. Frequencies are `base ** (-2i / rotary_dims)`, angles are

@@ -106,7 +106,7 @@ class ParallelEmbedding(nn.Embedding):
 
 
 class ParallelEmbedder(Embedder):
-    """The block embedder (lookup + concat, SPEC.md 1.2) with a vocab-parallel table."""
+    """The block embedder (lookup + concat, docs/model.md 1.2) with a vocab-parallel table."""
 
     def setup(self, lo: int, name: str, group: dist.ProcessGroup | None) -> None:
         self.lo, self.op, self.group = lo, name, group

@@ -5,17 +5,17 @@ Modules: ``embed_in`` (V x D), ``layers`` (`DecoderLayer`), ``final_norm``, ``lm
 
 Public API
 - ``model(input_ids, compute_loss=False) -> LMOutput``: training forward over ``[B, S]``, no
-  cache; logits ``[B, S, V]``; loss = next-token cross-entropy (SPEC.md 1.7).
+  cache; logits ``[B, S, V]``; loss = next-token cross-entropy (docs/model.md 1.7).
 - ``setup_inference(batch, max_entries, mode)``: caches for one request (``mode`` "static" or
   "hf-legacy", see `reference.layers`); ``generate`` uses ``max_entries = S + G - 1``.
 - ``prefill(input_ids) -> [B, 1, V]`` (static: LM head on the last position only) or
-  ``[B, S, V]`` (hf-legacy: every prompt position, SPEC.md 2.1). Fills the caches, c = 0.
+  ``[B, S, V]`` (hf-legacy: every prompt position, docs/model.md 2.1). Fills the caches, c = 0.
 - ``decode_step(tokens [B, 1], c) -> [B, 1, V]``: one position at context c (c cached entries).
 - ``decode_step_fixed(tokens [B, 1], pos) -> [B, 1, V]``: the fixed-shape step for compiling.
 - ``generate(input_ids, max_new_tokens, temperature=0.0, generator=None, mode="static",
   compile=False, return_logits=False) -> Generation``: prefill (first new token from its last
   logits row), then G-1 one-token steps at c = S .. S+G-2; positions 0 .. S+G-2; no host
-  synchronisation in the loop (SPEC.md 2.1).
+  synchronisation in the loop (docs/model.md 2.1).
 - ``kv_cache_bytes()``: bytes held by the caches now (nominal, also on ``meta``).
 
 Every phase enters the model through ``forward(..., phase=...)``, so module hooks such as

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Pinned CPU torch first: an unpinned torch would pull a multi-GB CUDA build (NOTES.md).
+# Pinned CPU torch first: an unpinned torch would pull a multi-GB CUDA build (docs/engineering-notes.md).
 python3 -m pip install -q torch==2.13.0
 python3 -m pip install -q -e ".[dev]"
 

@@ -1,5 +1,5 @@
 """The dashboard in a real browser: `streamlit run` on 127.0.0.1 driven by Playwright with the
-system Chromium (never a downloaded browser, NOTES.md). One interaction per page with an
+system Chromium (never a downloaded browser, docs/engineering-notes.md). One interaction per page with an
 assertion on what is displayed; element screenshots go to test-artifacts/ (gitignored)."""
 
 from __future__ import annotations

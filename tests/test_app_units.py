@@ -325,7 +325,7 @@ def test_figures_build():
     assert heat.data[0].z[0][1] is None
 
 
-# --- relative costs (SPEC.md 4.1) ---------------------------------------------------------------
+# --- relative costs (docs/model.md 4.1) ---------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def derived():
@@ -348,7 +348,7 @@ def test_derived_relative_costs_token_decoder(derived):
     L = relative_costs.L
     assert by[("Memory", "Parameters", "token")] == 1
     assert by[("IO", "Parameters", "token")] == 1
-    # the paper's L_B / L, with the code's exact cache size P + L_B - 1 (SPEC.md 2.3)
+    # the paper's L_B / L, with the code's exact cache size P + L_B - 1 (docs/model.md 2.3)
     assert sp.simplify(by[("Memory", "KV cache", "token")] - (sy.L_B + sy.P - 1) / L) == 0
     # linear FLOPs per token: (P + L_B - 1) / L_B of a vanilla stack (1.25 at P=2, L_B=4)
     assert sp.simplify(by[("FLOPs", "Linear projections", "token")]

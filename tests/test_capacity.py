@@ -155,3 +155,23 @@ def test_plan_properties(target, bound_ms):
     assert 1 <= plan.batch <= plan.max_batch
     per = plan.throughput_tokens_per_s_per_replica
     assert plan.replicas * per >= target > (plan.replicas - 1) * per
+
+
+def test_plan_uses_the_calibrated_expectation_where_a_record_exists():
+    """A record for (device, profile) makes the plan buy more GPUs than the bound would
+    (docs/published.md 4); without one the plan says its figures are a bound."""
+    from costmodel.calibration import calibration_for
+
+    w = Workload(prompt_tokens=2048, generated_tokens=128)
+    rec = calibration_for("h100-sxm-80gb", "official-eager")
+    assert rec is not None
+    kw = dict(target_tokens_per_s=1e5, implementation="official-eager")
+    expected = plan_capacity("vanilla_410", "h100-sxm-80gb", w, **kw)
+    bound = plan_capacity("vanilla_410", "h100-sxm-80gb", w, use_bound=True, **kw)
+    assert expected.basis.startswith("calibrated expectation") and rec.id in expected.basis
+    assert bound.basis.startswith("roofline bound (asked for)")
+    assert (expected.throughput_tokens_per_s_per_replica
+            < bound.throughput_tokens_per_s_per_replica)
+    assert expected.gpus > bound.gpus
+    plain = plan_capacity("vanilla_410", "a100-sxm-80gb", w, target_tokens_per_s=1e5)
+    assert plain.basis.startswith("roofline bound (no calibration record for a100-sxm-80gb")

@@ -41,13 +41,13 @@ def values_for(model, workload, profile="static", hardware=H100, batch=None):
 # --- hand-checked numbers ------------------------------------------------------------------------
 
 def test_vanilla_410_kv_cache_is_98304_bytes_per_token_bf16():
-    # SPEC.md 2.3: 2 * N * D * s = 2 * 24 * 1024 * 2 = 98,304 bytes per token.
+    # docs/model.md 2.3: 2 * N * D * s = 2 * 24 * 1024 * 2 = 98,304 bytes per token.
     est = estimate("vanilla_410", H100, Workload(batch=1, prompt_tokens=1000, generated_tokens=1))
     assert est.kv_cache_bytes_per_sample == 98_304 * 1000  # S + G - 1 entries
 
 
 def test_block_1p4b_kv_cache_per_sample():
-    # SPEC.md 2.3 worked numbers: 96 KiB per block, L = 2176 -> 544 blocks; local cache 5.
+    # docs/model.md 2.3 worked numbers: 96 KiB per block, L = 2176 -> 544 blocks; local cache 5.
     est = estimate("block_main_b4_1.2b", H100, Workload(batch=1, prompt_tokens=2048,
                                                          generated_tokens=128))
     per_entry = 2 * 12 * 2048 * 2
@@ -65,7 +65,7 @@ def test_weights_bytes_equal_parameters_times_two_bf16():
 
 
 def test_decode_step_flops_match_spec_4_3():
-    # SPEC.md 4.3 vanilla decode step at context c: 24 N D^2 + 4 N D (c+1) + 2 D V (matmuls,
+    # docs/model.md 4.3 vanilla decode step at context c: 24 N D^2 + 4 N D (c+1) + 2 D V (matmuls,
     # without biases' adds); our count is exact for the same matmuls.
     spec = get_preset("vanilla_410")
     N, D, V = 24, 1024, 50304
@@ -78,7 +78,7 @@ def test_decode_step_flops_match_spec_4_3():
 
 
 def test_prefill_lm_head_rows_depend_on_profile():
-    # SPEC.md 2.1: HF 4.39 computes logits for every prompt position.
+    # docs/model.md 2.1: HF 4.39 computes logits for every prompt position.
     w = Workload(batch=2, prompt_tokens=512, generated_tokens=1)
     ops = {p: {(r.phase, r.name): r for r in estimate("vanilla_70", H100, w, p).ops}
            for p in PROFILES}
@@ -87,7 +87,7 @@ def test_prefill_lm_head_rows_depend_on_profile():
 
 
 def test_token_decoder_forwards_per_block():
-    # SPEC.md 2.2: L_g token-decoder forwards, LM head on L_B rows per block.
+    # docs/model.md 2.2: L_g token-decoder forwards, LM head on L_B rows per block.
     w = Workload(batch=1, prompt_tokens=128, generated_tokens=64)
     est = estimate("block_main_b4_5", H100, w)
     head = sum(r.flops for r in est.ops if r.name == "token_decoder.lm_head")
@@ -329,7 +329,7 @@ def test_max_batch_fills_memory():
         est.memory_bytes_per_sample
 
 
-# --- SPEC.md 4.1 relative factors as limits ------------------------------------------------------
+# --- docs/model.md 4.1 relative factors as limits ------------------------------------------------------
 
 def _sum_rows(est, prefix, quantity, phases=None):
     return sum(getattr(r, quantity) for r in est.ops
@@ -337,7 +337,7 @@ def _sum_rows(est, prefix, quantity, phases=None):
 
 
 def test_relative_factors_of_spec_4_1():
-    """Block decoder / token decoder vs a vanilla stack of the same N and D (SPEC.md 4.1)."""
+    """Block decoder / token decoder vs a vanilla stack of the same N and D (docs/model.md 4.1)."""
     N, D, L_B = 12, 768, 4
     vanilla = get_preset("vanilla_160")  # N=12, D=768
     block = get_preset("block_main_b4_85").model_validate(

@@ -1,4 +1,4 @@
-"""Hardware database and roofline rates, against the figures of hardware.md (sections 2-4)."""
+"""Hardware database and roofline rates, against the figures of docs/hardware.md (sections 2-4)."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def test_raw_json_round_trips_through_the_model():
 @pytest.mark.parametrize(
     ("hw_id", "field", "expected"),
     [
-        # hardware.md 2a, 2b (dense)
+        # docs/hardware.md 2a, 2b (dense)
         ("h100-sxm-80gb", "bf16_TFLOPs", 989.4),
         ("h100-sxm-80gb", "tf32_TFLOPs", 494.7),
         ("h100-sxm-80gb", "fp8_TFLOPs", 1978.9),
@@ -142,7 +142,7 @@ def test_memory_and_interconnect(hw_id, bandwidth_GBps, capacity, interconnect):
 @pytest.mark.parametrize(
     ("hw_id", "dtype", "ridge"),
     [
-        # hardware.md 4 (dense bf16 peak / bandwidth, FLOP/byte)
+        # docs/hardware.md 4 (dense bf16 peak / bandwidth, FLOP/byte)
         ("h100-sxm-80gb", "bf16", 295),
         ("h100-pcie-80gb", "bf16", 378),
         ("h200-sxm-141gb", "bf16", 206),
@@ -159,7 +159,7 @@ def test_memory_and_interconnect(hw_id, bandwidth_GBps, capacity, interconnect):
         ("mi250x-gcd", "bf16", 117),
         ("tpu-v5e", "bf16", 241),
         ("tpu-v5p", "bf16", 166),
-        # hardware.md 4 gives 281 with 8 TB/s; the database keeps the conservative 7.7 TB/s
+        # docs/hardware.md 4 gives 281 with 8 TB/s; the database keeps the conservative 7.7 TB/s
         ("b200", "bf16", 2250 / 7.7),
     ],
 )
@@ -167,7 +167,7 @@ def test_ridge_points(hw_id, dtype, ridge):
     assert get_hardware(hw_id).ridge_point(dtype) == pytest.approx(ridge, rel=0.01)
 
 
-# hardware.md 2c: what the datasheets print with 2:4 sparsity, per field.
+# docs/hardware.md 2c: what the datasheets print with 2:4 sparsity, per field.
 PRINTED_SPARSE = {
     "h100-sxm-80gb": {"tf32_TFLOPs": 989, "bf16_TFLOPs": 1979, "fp16_TFLOPs": 1979,
                       "fp8_TFLOPs": 3958, "int8_TOPs": 3958},

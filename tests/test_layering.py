@@ -1,4 +1,4 @@
-"""Layering (DESIGN.md): `costmodel` imports no torch/streamlit and nothing from `validation`,
+"""Layering (docs/design.md): `costmodel` imports no torch/streamlit and nothing from `validation`,
 `reference` or `app`; `blockroof validate` without torch is one line and exit status 2."""
 
 from __future__ import annotations

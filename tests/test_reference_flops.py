@@ -61,7 +61,7 @@ def test_vanilla_prefill_and_decode_counts(mode: str, math_backend: bool) -> Non
     model.setup_inference(b, s + 4, mode)  # type: ignore[arg-type]
     flops = counted(lambda: model.prefill(ids), math_backend)
     check_stack(flops, "", STACK, b * s, b, s, s)
-    head_rows = b if mode == "static" else b * s  # SPEC.md 2.1: hf-legacy logits on all rows
+    head_rows = b if mode == "static" else b * s  # docs/model.md 2.1: hf-legacy logits on all rows
     assert flops["lm_head"] == 2 * head_rows * STACK.d_model * V
     assert "embed_in" not in flops  # a lookup: no FLOPs
     for c in (s, s + 1, s + 2):
@@ -72,7 +72,7 @@ def test_vanilla_prefill_and_decode_counts(mode: str, math_backend: bool) -> Non
 
 @pytest.mark.parametrize("mode", ["static", "hf-legacy"])
 def test_block_generate_counts(mode: str) -> None:
-    """Whole-request totals per module equal the sums over the SPEC.md 2.2 schedule."""
+    """Whole-request totals per module equal the sums over the docs/model.md 2.2 schedule."""
     spec = BlockSpec(vocab_size=V, block_length=4, prefix_length=2,
                      block_decoder=StackSpec(n_layers=2, d_model=64, n_heads=4, d_ffn=128),
                      token_decoder=STACK)

@@ -113,7 +113,7 @@ def test_block_cached_equals_recompute(mode: str, batch: int, s: int, g: int) ->
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(("s", "g"), [(6, 10), (8, 8), (3, 2)])
 def test_block_generation_matches_training_forward(mode: str, s: int, g: int) -> None:
-    """Context embeddings and token logits of generation are the training forward's (SPEC.md 1.7)."""
+    """Context embeddings and token logits of generation are the training forward's (docs/model.md 1.7)."""
     model, lb = block(seed=3), 4
     ids = prompt(2, s, seed=5)
     out = model.generate(ids, g, mode=mode, pad_id=1, return_logits=True)  # type: ignore[arg-type]
@@ -190,7 +190,7 @@ def test_fixed_shape_steps_equal_the_eager_ones() -> None:
 
 
 def test_static_and_legacy_cache_sizes() -> None:
-    """KV bytes: vanilla S+G-1 entries; block n_p+n_g-1 blocks and P+L_B-1 local (SPEC.md 2.3)."""
+    """KV bytes: vanilla S+G-1 entries; block n_p+n_g-1 blocks and P+L_B-1 local (docs/model.md 2.3)."""
     b, s, g = 3, 7, 6
     model = vanilla(LLAMA)
     kv_entry = 2 * LLAMA.kv_heads * LLAMA.dh * 4  # k and v, fp32

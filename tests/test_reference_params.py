@@ -101,7 +101,7 @@ def test_module_paths_are_the_cost_model_names() -> None:
         "token_decoder.layers.2.attn.core", "token_decoder.final_norm", "token_decoder.lm_head",
     ]:
         assert path in names
-    assert "block_decoder.embed_in" not in names  # the official code's unused table (SPEC.md 1.3)
+    assert "block_decoder.embed_in" not in names  # the official code's unused table (docs/model.md 1.3)
     assert dict(model.embedder.named_children()) == {}
     # parameter-free modules
     layer = model.block_decoder.layers[0]
@@ -132,7 +132,7 @@ def test_initialisation() -> None:
     td, layer = model.token_decoder, model.block_decoder.layers[0]
     assert abs(layer.attn.qkv.weight.std().item() - 0.02) < 0.002
     assert abs(model.embedder.weight.std().item() - 0.02) < 0.002
-    assert abs(td.expansion.weight.std().item() - 256**-0.5) < 0.005  # SPEC.md 1.4
+    assert abs(td.expansion.weight.std().item() - 256**-0.5) < 0.005  # docs/model.md 1.4
     assert torch.count_nonzero(td.expansion.bias) == 0
     assert torch.count_nonzero(layer.attn.qkv.bias) == 0
     assert torch.all(layer.ln_attn.weight == 1) and torch.count_nonzero(layer.ln_attn.bias) == 0

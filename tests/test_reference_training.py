@@ -1,7 +1,7 @@
 """Both reference models learn: a short CPU run on shipped prose beats the unigram entropy.
 
 Byte-level vocabulary (256). The unigram entropy H1 of the text (nats per byte) is the loss of
-the best context-free predictor; a model that uses context must go well below it (SPEC.md 1.7
+the best context-free predictor; a model that uses context must go well below it (docs/model.md 1.7
 losses: vanilla next-token CE, block token-decoder CE).
 """
 

@@ -1,4 +1,4 @@
-"""Specs: parameter counts against SPEC.md 3.3, validation messages, HF import, blockify."""
+"""Specs: parameter counts against docs/model.md 3.3, validation messages, HF import, blockify."""
 
 import pytest
 from pydantic import ValidationError
@@ -7,7 +7,7 @@ from costmodel import blockify, get_preset, spec_from_hf_config
 from costmodel.presets import PRESET_NAMES, UnknownPresetError, display_name, with_block_length
 from costmodel.spec import BlockSpec, StackSpec, VanillaSpec
 
-# SPEC.md 3.3: (N-Emb computed, Total paper-style computed), millions, 2 decimals.
+# docs/model.md 3.3: (N-Emb computed, Total paper-style computed), millions, 2 decimals.
 SPEC_3_3 = {
     "vanilla_31": (4.74, 30.49),
     "vanilla_70": (18.92, 70.43),
@@ -20,7 +20,7 @@ SPEC_3_3 = {
     "block_main_b4_800": (805.73, 1045.93),
     "block_main_b4_1.2b": (1208.60, 1448.80),
 }
-# SPEC.md 3.3 last-but-one column: totals including the unused block-decoder embed_in.
+# docs/model.md 3.3 last-but-one column: totals including the unused block-decoder embed_in.
 SPEC_3_3_WITH_UNUSED = {
     "block_main_b4_5": 46.72, "block_main_b4_19": 103.15, "block_main_b4_85": 211.80,
     "block_main_b4_300": 471.82, "block_main_b4_800": 1148.96, "block_main_b4_1.2b": 1551.82,
@@ -43,7 +43,7 @@ def test_block_totals_with_unused_embedding(name):
 
 
 def test_neox_layer_is_12d2_plus_13d():
-    # SPEC.md 1.8
+    # docs/model.md 1.8
     for d in (256, 1024, 2048):
         st = StackSpec(n_layers=1, d_model=d, n_heads=8, d_ffn=4 * d)
         assert st.params_per_layer == 12 * d * d + 13 * d
@@ -88,7 +88,7 @@ def test_specs_are_frozen_and_hashable():
 
 
 def test_hf_gpt_neox_config_reproduces_pythia_410m():
-    # Pythia-410m config.json fields (SPEC.md 3.1); 405,334,016 parameters.
+    # Pythia-410m config.json fields (docs/model.md 3.1); 405,334,016 parameters.
     cfg = {"model_type": "gpt_neox", "num_hidden_layers": 24, "hidden_size": 1024,
            "num_attention_heads": 16, "intermediate_size": 4096, "rotary_pct": 0.25,
            "rotary_emb_base": 10000, "use_parallel_residual": True, "vocab_size": 50304,

@@ -1,4 +1,4 @@
-"""Validation of the cost model against the PyTorch reference (DESIGN.md, validation loop).
+"""Validation of the cost model against the PyTorch reference (docs/design.md, validation loop).
 
 - `validation.tracing`, `validation.count`: exact FLOPs, weight bytes and KV bytes of the
   reference per (phase, op), compared with the cost model's executed counts (must be equal);

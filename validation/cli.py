@@ -4,7 +4,7 @@ command (its `COMMAND_MODULES` registry), which then calls `register`.
 count: the reference counted on the meta device against the cost model, op by op
 (`validation.count`); prints the per-op table and, last, ``count mismatches: K``.
 ``--model all``, ``--implementation both`` (static, hf-legacy) or ``all`` (every profile) and ``--paper-settings`` (2048/128 and 128/2048,
-SPEC.md 5.1) loop; the last line is then the total.
+docs/model.md 5.1) loop; the last line is then the total.
 
 run: the whole loop (`validation.pipeline`); last line ``held-out MAPE decode: X% prefill: Y%``.
 """

@@ -1,5 +1,5 @@
 """Contention guard for timing on a shared CPU (the project's 2-core machines run other
-sessions' tests beside ours; NOTES.md).
+sessions' tests beside ours; docs/engineering-notes.md).
 
 Other processes slow a CPU measurement in bursts of seconds to minutes, often long enough to
 hit every repeat of one point, so a median alone does not remove them. `ContentionGuard`

@@ -24,7 +24,7 @@ tolerance; `Estimate.ops` floats agree with these to float64 rounding (tests che
 
 Two documented adjustments, both memory-only (no FLOP or traffic count is adjusted):
 - hf-legacy block models: the cost model holds the official code's unused block-decoder
-  ``embed_in`` (V x D_b, SPEC.md 1.3, `BlockSpec.params_unused_embed_in`); the reference does
+  ``embed_in`` (V x D_b, docs/model.md 1.3, `BlockSpec.params_unused_embed_in`); the reference does
   not allocate it, so it is subtracted before comparing parameter bytes.
 - concat (hf-legacy, official) caches: `costmodel.memory` adds the transient of ``torch.cat``
   (old and new copies coexist: one layer's K, or the official profile's whole previous tuple);

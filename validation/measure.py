@@ -1,9 +1,9 @@
 """Timed runs of the reference: per-phase times, memory, max batch; one JSONL record per point.
 
-Protocol (SPEC.md 6, NOTES.md "PyTorch measurement"):
+Protocol (docs/model.md 6, docs/engineering-notes.md "PyTorch measurement"):
 - models are built once per spec with random weights (seed 0) in the suite's dtype;
 - inputs are drawn on the CPU outside the timed region; for ``generate`` the copy to the
-  device happens inside it, and the region is the whole ``generate`` call (SPEC.md 6.2-6.3);
+  device happens inside it, and the region is the whole ``generate`` call (docs/model.md 6.2-6.3);
 - warm-up calls, then repeats; CUDA events on GPU, ``perf_counter`` on CPU with the thread
   count set explicitly; median and interquartile range (plus mean and std, as the paper);
 - ``prefill``/``decode_step`` regions call the reference's phase methods directly (table in
@@ -15,7 +15,7 @@ Protocol (SPEC.md 6, NOTES.md "PyTorch measurement"):
 - on a shared CPU, `validation.contention.ContentionGuard` waits for a quiet machine before a
   point and measures it again (up to twice) when other processes slowed it or its spread is
   large; the attempt with the lowest median is kept, every attempt's median is recorded;
-- ``batch="max"``: the paper's batch-size search (SPEC.md 6.6) with an OOM-safe probe, then
+- ``batch="max"``: the paper's batch-size search (docs/model.md 6.6) with an OOM-safe probe, then
   a timed ``generate`` at the largest batch found.
 
 Every point is appended to the dataset (`validation.dataset`) as soon as it is measured, with
@@ -60,7 +60,7 @@ from .suites import Point, Suite
 from .timing import synchronize, time_call
 
 GiB = 2**30
-RESERVE_BYTES = 2 * GiB  # the paper's search stops with < 2 GiB free (SPEC.md 6.6)
+RESERVE_BYTES = 2 * GiB  # the paper's search stops with < 2 GiB free (docs/model.md 6.6)
 SLOWDOWN = 4.0  # budget estimates: measured / uncalibrated roofline on a CPU, generously
 SLOWDOWN_CUDA = 2.5  # the same on a GPU (large-batch steps run near the roofline)
 EAGER_LAYER_S = 3e-4  # budget estimates: eager PyTorch time of one layer forward
@@ -95,7 +95,7 @@ def _restorer(model: torch.nn.Module) -> Callable[[], None]:
 
 def _ids(vocab: int, batch: int, length: int, seed: int) -> Tensor:
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, vocab, (batch, length), generator=g)  # on the CPU (SPEC.md 6.2)
+    return torch.randint(0, vocab, (batch, length), generator=g)  # on the CPU (docs/model.md 6.2)
 
 
 def region(model: VanillaLM | BlockLM, spec: VanillaSpec | BlockSpec, p: Point, batch: int,
@@ -154,10 +154,10 @@ def release(model: torch.nn.Module) -> None:
         torch.cuda.empty_cache()
 
 
-# --- max batch (SPEC.md 6.6) -----------------------------------------------------------------
+# --- max batch (docs/model.md 6.6) -----------------------------------------------------------------
 
 def round_batch(b: int) -> int:
-    """The paper's rounding of a search candidate (SPEC.md 6.6.2.3)."""
+    """The paper's rounding of a search candidate (docs/model.md 6.6.2.3)."""
     for lo, step in ((2048, 256), (512, 64), (128, 16), (32, 4)):
         if b >= lo:
             return max(lo, int(round(b / step)) * step)
@@ -173,7 +173,7 @@ class SearchResult:
 def search_max_batch(probe: Callable[[int], int | None], total_bytes: float,
                      reserve_bytes: float = RESERVE_BYTES, max_trials: int = 12,
                      deadline: float | None = None) -> SearchResult:
-    """The paper's search (SPEC.md 6.6): B = 1, 2, then the memory-per-sample slope between
+    """The paper's search (docs/model.md 6.6): B = 1, 2, then the memory-per-sample slope between
     the smallest and largest successful batch, an upper bound (the smallest OOM, or the slope's
     extrapolation to the device memory), the rounded midpoint, until < `reserve_bytes` is free
     or the candidate repeats. `probe(b)` returns the peak bytes of batch b, or None on OOM."""

@@ -1,6 +1,6 @@
 """Peak memory of a region: CUDA allocator statistics, or tensor accounting on CPU.
 
-- CUDA (NOTES.md): ``reset_peak_memory_stats()`` before, ``max_memory_allocated()`` (tensors)
+- CUDA (docs/engineering-notes.md): ``reset_peak_memory_stats()`` before, ``max_memory_allocated()`` (tensors)
   and ``max_memory_reserved()`` (allocator) after.
 - CPU: PyTorch keeps no allocator statistics, so `TensorAccounting` counts tensors: every
   storage an op creates is added when it appears and subtracted when it is freed (a weak

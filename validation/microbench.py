@@ -1,10 +1,10 @@
 """Device micro-benchmarks: achievable matmul FLOP/s per dtype and memory bandwidth (issue 4).
 
-- Matmul: ``a @ b`` on `randn` data (random data is slower than zeros, NOTES.md) for a few
+- Matmul: ``a @ b`` on `randn` data (random data is slower than zeros, docs/engineering-notes.md) for a few
   square and skinny shapes per dtype; warm-up, repeats, median per shape. The achievable
   rate of a dtype is the best shape's median (what a well-shaped GEMM reaches).
 - Bandwidth: a buffer far larger than the last-level cache (CPU: 256 MiB, > 8x the 32 MiB L3;
-  GPU: 2 GiB, > 40x the H100's 50 MB L2, NOTES.md), read (``sum``) and copied (``copy_``).
+  GPU: 2 GiB, > 40x the H100's 50 MB L2, docs/engineering-notes.md), read (``sum``) and copied (``copy_``).
   Copy counts bytes read plus bytes written, as `costmodel.hardware.Measured` defines.
 
 `hardware_record` turns the figures into a `costmodel.hardware.Hardware` the cost model loads

@@ -118,7 +118,7 @@ def _new_id(hw: Hardware, hw_dir: Path) -> Hardware:
 
 def run(device: str, suite_name: str, out_dir: str | Path, wait: bool = True,
         **kwargs: Any) -> RunResult:
-    """The whole validation loop (DESIGN.md) for one device and suite (`_run`), holding the
+    """The whole validation loop (docs/design.md) for one device and suite (`_run`), holding the
     run directory's lock (`dataset.run_lock`: a second run waits, or stops if not `wait`);
     torch's thread count is restored afterwards."""
     get_suite(suite_name, kwargs.get("limit"), kwargs.get("models"), kwargs.get("smoke", False))

@@ -207,7 +207,7 @@ def _plots(df: pd.DataFrame, hw: Hardware, cal: Calibration, dtype: str, out: Pa
 
 
 def paper_throughput(preset: str, prompt_tokens: int, generated_tokens: int) -> float | None:
-    """The paper's Table 1 throughput (SPEC.md 5.2: one H100, bf16, max batch) for a preset at
+    """The paper's Table 1 throughput (docs/model.md 5.2: one H100, bf16, max batch) for a preset at
     one of its two settings, tokens/s; None elsewhere."""
     from costmodel.paper import SETTINGS, TABLE1
 

@@ -10,7 +10,7 @@ A `Point` names a preset (optionally re-blocked to another block length), a prof
 - ``gpu-quant``: bf16 vs int8 weights and KV cache, decode steps (for a lent GPU).
 - ``gpu``: bf16 on one H100: vanilla_160, vanilla_410, block_main_b4_85, block_main_b4_1.2b,
   per-phase timings at several batches and contexts, then generation at the paper's two
-  settings (SPEC.md 5.1) at the largest batch that fits, while the time budget lasts.
+  settings (docs/model.md 5.1) at the largest batch that fits, while the time budget lasts.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class Suite:
     dtype: str
     points: tuple[Point, ...]
     warmup: int = 1
-    repeats: dict[str, int] = field(default_factory=dict)  # per phase; generate: SPEC.md 6.4
+    repeats: dict[str, int] = field(default_factory=dict)  # per phase; generate: docs/model.md 6.4
     quick_microbench: bool = False
     budget_s: float | None = None  # measuring stops starting new points past this
     threads: int | None = None  # CPU threads (None: torch's default); see `cpu`
@@ -90,12 +90,12 @@ class Suite:
         if p.repeats is not None:
             return p.repeats
         if p.phase == "generate" and p.phase not in self.repeats:
-            # the paper's rule (SPEC.md 6.4): 10 repeats below 256 total tokens, else 5
+            # the paper's rule (docs/model.md 6.4): 10 repeats below 256 total tokens, else 5
             return 10 if p.prompt_tokens + p.generated_tokens < 256 else 5
         return self.repeats.get(p.phase, 5)
 
     def warmup_for(self, p: Point) -> int:
-        """Warm-up calls: one for a whole generation (the paper's protocol, SPEC.md 6.4)."""
+        """Warm-up calls: one for a whole generation (the paper's protocol, docs/model.md 6.4)."""
         return min(self.warmup, 1) if p.phase == "generate" else self.warmup
 
 
@@ -163,7 +163,7 @@ def gpu() -> Suite:
         pts += _grid(m, "decode_step", [1, 64, 256], [128, 2048])
     for m in GPU_MODELS:
         pts.append(Point(m, "generate", 8, 2048, 128, repeats=3))
-    for m in GPU_MODELS:  # the paper's settings at the largest batch (SPEC.md 5.1, 6.6)
+    for m in GPU_MODELS:  # the paper's settings at the largest batch (docs/model.md 5.1, 6.6)
         pts.append(Point(m, "generate", "max", 2048, 128, repeats=2))
     for m in GPU_MODELS:
         pts.append(Point(m, "generate", "max", 128, 2048, repeats=1))

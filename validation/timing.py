@@ -1,13 +1,13 @@
-"""Timing a callable on CPU or CUDA: warm-up, repeats, median and spread (NOTES.md, PyTorch
-measurement; SPEC.md 6).
+"""Timing a callable on CPU or CUDA: warm-up, repeats, median and spread (docs/engineering-notes.md, PyTorch
+measurement; docs/model.md 6).
 
 - CUDA: an event pair around each call, then ``torch.cuda.synchronize()``; the elapsed time of
-  the events is the GPU time of the region (the paper's protocol, SPEC.md 6.3).
+  the events is the GPU time of the region (the paper's protocol, docs/model.md 6.3).
 - CPU: ``time.perf_counter`` around each call; the thread count is whatever
   `torch.set_num_threads` set (the caller sets it explicitly and records it).
 
 Summary statistics: median (the reported value), interquartile range (the spread), mean and
-standard deviation (what the paper reports, SPEC.md 6.4), minimum.
+standard deviation (what the paper reports, docs/model.md 6.4), minimum.
 """
 
 from __future__ import annotations

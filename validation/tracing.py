@@ -6,7 +6,7 @@ them (`costmodel.ops`, `costmodel.phases`):
 
 - **op** = the innermost module running, its path with layer indices dropped
   (``layers.3.attn.core`` -> ``layers.attn.core``; ``layers`` alone is the decoder layer's own
-  code: the residual additions), as DESIGN.md idea 2 promises;
+  code: the residual additions), as docs/design.md idea 2 promises;
 - **phase** = read from the root module's ``phase=`` keyword (`reference.VanillaLM.forward`,
   `reference.BlockLM.forward`): vanilla ``prefill`` / ``decode``; block ``prefill`` (the
   embedder over the prompt blocks and the block-decoder pass at c = 0),
@@ -20,7 +20,7 @@ conventions from the formula side):
   mm/addmm/bmm/baddbmm, the full rectangle for fused attention kernels), applied to every aten
   op exactly as `FlopCounterMode` applies them (ops without a formula are decomposed first,
   as `FlopCounterMode` does). SDPA runs on the MATH backend, since the CPU flash kernel has no
-  formula (NOTES.md); the CPU flash kernel is mapped to `sdpa_flop_count` as well, as in
+  formula (docs/engineering-notes.md); the CPU flash kernel is mapped to `sdpa_flop_count` as well, as in
   `reference.counting.flop_counter`. `FastFlopCounter` differs from `FlopCounterMode` only in
   its bookkeeping (innermost module, phase) and in memoising meta-tensor outputs;
   tests/test_validation_count.py checks it equals `FlopCounterMode` module by module.
@@ -29,7 +29,7 @@ conventions from the formula side):
   block embedder), which read only the rows they gather: ids x row bytes. Quantised linears
   (`reference.quantize`) read their packed weight, scales (buffers) and bias; their packed
   matmuls count 2 * rows * in * out FLOPs (no `FlopCounterMode` formula exists for them).
-- KV bytes: the cache entries an op reads or writes (SPEC.md 2.3, 2.5). ``attn.kv_cache``:
+- KV bytes: the cache entries an op reads or writes (docs/model.md 2.3, 2.5). ``attn.kv_cache``:
   static, the new k and v written into the preallocated buffers; concat (hf-legacy), the old
   cache read by ``torch.cat`` (c > 0) and every entry of the new cache tensors written (at
   c = 0 the first forward's k and v are copied into a fresh cache). ``attn.core``: the k and v tensors handed to attention (the valid prefix). An int8 cache counts its stored

@@ -52,6 +52,7 @@ except ValueError as e:
     st.stop()
 
 st.success(f"Chosen layout: {plan.reason}")
+st.info(f"Figures: {plan.basis}")
 r0 = st.columns(4)
 r0[0].metric("Tensor parallel (tp)", fmt.count(plan.tp))
 r0[1].metric("Pipeline stages (pp)", fmt.count(plan.pp))

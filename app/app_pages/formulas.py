@@ -70,7 +70,7 @@ else:
                f"{ctx.workload.prompt_tokens}, generated G = {ctx.workload.generated_tokens}; "
                "hardware rates after efficiencies.")
 
-st.subheader("The paper's relative costs, derived from these formulas (SPEC.md 4.1)")
+st.subheader("The paper's relative costs, derived from these formulas (docs/model.md 4.1)")
 vanilla = ctx.vanilla
 if vanilla is None:
     st.info("Needs a valid vanilla model (the table compares decoders with it).")

@@ -1,6 +1,6 @@
-"""Paper: Table 1 (paper v2, SPEC.md 5.2) beside predictions for every implementation profile
+"""Paper: Table 1 (paper v2, docs/model.md 5.2) beside predictions for every implementation profile
 (roofline bounds) and the calibrated expectations, with the held-out error of the calibration,
-the Spearman rank agreement over the 20 rows and the matched-pair ratios (SPEC.md 5.3) — the
+the Spearman rank agreement over the 20 rows and the matched-pair ratios (docs/model.md 5.3) — the
 `blockroof paper` table (docs/published.md)."""
 
 from __future__ import annotations
