@@ -25,12 +25,13 @@ import sympy as sp
 from pandas.api.types import union_categoricals
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from . import fused
 from . import symbols as sy
 from .errors import UserError, finite
 from .hardware import Hardware, get_hardware
 from .hf_config import describe_error, read_json_file, spec_from_hf_config
 from .implementation import Implementation, get_implementation
-from .metrics import ARGS, METRICS, ROW_FIELDS, StructureKey, formulas
+from .metrics import ARGS, METRICS, ROW_FIELDS, StructureKey, cache_generation, formulas
 from .ops import QUANTITIES, ImplStructure, StackStructure
 from .parallel import Parallelism, check_parallelism, get_parallelism
 from .precision import check_group_size
@@ -313,6 +314,36 @@ def symbol_values(spec: VanillaSpec | BlockSpec, hw: Hardware, impl: Implementat
     return vals
 
 
+_IDX_B, _IDX_S, _IDX_G, _IDX_RES = (ARGS.index(x) for x in (sy.B, sy.S, sy.G, sy.M_res))
+_IDX_FIELD = {name: i for i, name in enumerate(ROW_FIELDS)}
+_N_METRICS, _N_FIELDS = len(METRICS), len(ROW_FIELDS)
+_BOUND = {sy.B: float("nan"), sy.S: float("nan"), sy.G: float("nan"), sy.M_res: float("nan")}
+
+# (id(spec), id(hw), id(impl), tp, pp) -> (spec, hw, impl, formulas, args at B=S=G=M_res=nan,
+# matrix and vector FLOP/s, formulas cache generation: stale after formulas.cache_clear()). The entry holds its objects, so their ids stay theirs while cached; all of
+# them are frozen, so the cached numbers stay right (docs/performance.md 1).
+_POINTS: dict[tuple, tuple] = {}
+_POINTS_MAX = 256
+
+
+def _point_base(spec, hw: Hardware, impl: Implementation, par: Parallelism) -> tuple:
+    key = (id(spec), id(hw), id(impl), par.tp, par.pp)
+    hit = _POINTS.get(key)
+    if (hit is not None and hit[0] is spec and hit[1] is hw and hit[2] is impl
+            and hit[7] == cache_generation()):
+        return hit
+    check_precision(spec, impl)
+    f = formulas(structure_key(spec, impl, par))
+    vals = model_values(spec) | impl_values(impl) | hardware_values(hw, impl)
+    vals |= parallel_values(par, hw, spec) | _BOUND
+    entry = (spec, hw, impl, f, [float(vals[a]) for a in ARGS], vals[sy.pi], vals[sy.pi_v],
+             cache_generation())
+    if len(_POINTS) >= _POINTS_MAX:
+        _POINTS.clear()
+    _POINTS[key] = entry
+    return entry
+
+
 def estimate(
     model: ModelLike,
     hardware: HardwareLike,
@@ -327,47 +358,96 @@ def estimate(
     `workload.memory_reserve_bytes`); if not even one sequence fits, batch is 1 and
     `fits` is False. With `parallelism` the batch is per replica, the memory limit per GPU,
     and per-op rows are one rank's (docs/parallelism.md).
+
+    One evaluation of the compiled point function per call (two with batch "max"), on a cached
+    argument vector; results are built without re-validation from numbers that are already
+    floats (docs/performance.md 1).
     """
     spec = resolve_model(model)
     hw = get_hardware(hardware)
     impl = get_implementation(implementation)
-    par = get_parallelism(parallelism)
+    par = _NO_PARALLELISM if parallelism is None else get_parallelism(parallelism)
     workload = workload or Workload()
-    check_precision(spec, impl)
-    f = formulas(structure_key(spec, impl, par))
-    vals = symbol_values(spec, hw, impl, workload, 1.0, par)
-    pi, pi_v = vals[sy.pi], vals[sy.pi_v]
-    metrics, rows = f.evaluate_all(vals)
-    max_batch = int(metrics["max_batch"])
-    batch = max(max_batch, 1) if workload.batch == "max" else workload.batch
-    if batch != 1:
-        metrics, rows = f.evaluate_all(symbol_values(spec, hw, impl, workload, batch, par))
+    _, _, _, f, base, pi, pi_v, _ = _point_base(spec, hw, impl, par)
+    args = base.copy()
+    args[_IDX_S] = float(workload.prompt_tokens)
+    args[_IDX_G] = float(workload.generated_tokens)
+    args[_IDX_RES] = float(workload.memory_reserve_bytes)
+    if workload.batch == "max":
+        # the max batch does not depend on B (tests/test_engine.py): read it at B = 1
+        args[_IDX_B] = 1.0
+        out = f.evaluate_point(args)
+        max_batch = int(out[_MAX_BATCH])
+        batch = max(max_batch, 1)
+        if batch != 1:
+            args[_IDX_B] = float(batch)
+            out = f.evaluate_point(args)
+    else:
+        batch = workload.batch
+        args[_IDX_B] = float(batch)
+        out = f.evaluate_point(args)
+        max_batch = int(out[_MAX_BATCH])
+    construct = _op_row
     ops = []
-    for (phase, op), vals in zip(f.row_labels, rows, strict=True):
-        v = dict(zip(ROW_FIELDS, map(float, vals), strict=True))
-        ops.append(OpRow(
-            phase=phase, name=op, flops=v["flops"], useful_flops=v["useful_flops"],
-            weight_bytes=v["weight_bytes"],
-            activation_bytes=v["act_read_bytes"] + v["act_write_bytes"],
-            kv_bytes=v["kv_read_bytes"] + v["kv_write_bytes"], kernels=v["kernels"],
-            time_flops=v["t_math_s"] * pi - v["dequant_flops"] * pi / pi_v,
-            dequant_flops=v["dequant_flops"],
-            t_math_s=v["t_math_s"], t_mem_s=v["t_mem_s"], time_s=v["time_s"],
-            bound=_bound(v["t_math_s"], v["t_mem_s"], v["time_s"], v["comm_time"]),
-            collective_bytes=v["comm_bytes"], collective_time_s=v["comm_time"],
+    n = _N_METRICS
+    i_fl, i_uf, i_wb = _IDX_FIELD["flops"], _IDX_FIELD["useful_flops"], _IDX_FIELD["weight_bytes"]
+    i_ar, i_aw = _IDX_FIELD["act_read_bytes"], _IDX_FIELD["act_write_bytes"]
+    i_kr, i_kw = _IDX_FIELD["kv_read_bytes"], _IDX_FIELD["kv_write_bytes"]
+    i_k, i_tm, i_tb = _IDX_FIELD["kernels"], _IDX_FIELD["t_math_s"], _IDX_FIELD["t_mem_s"]
+    i_t, i_cb, i_ct = _IDX_FIELD["time_s"], _IDX_FIELD["comm_bytes"], _IDX_FIELD["comm_time"]
+    i_dq = _IDX_FIELD["dequant_flops"]
+    for phase, op in f.row_labels:
+        v = out[n:n + _N_FIELDS]
+        n += _N_FIELDS
+        ops.append(construct(
+            phase=phase, name=op, flops=v[i_fl], useful_flops=v[i_uf],
+            weight_bytes=v[i_wb], activation_bytes=v[i_ar] + v[i_aw],
+            kv_bytes=v[i_kr] + v[i_kw], kernels=v[i_k],
+            time_flops=v[i_tm] * pi - v[i_dq] * pi / pi_v, dequant_flops=v[i_dq],
+            t_math_s=v[i_tm], t_mem_s=v[i_tb], time_s=v[i_t],
+            bound=_bound(v[i_tm], v[i_tb], v[i_t], v[i_ct]),
+            collective_bytes=v[i_cb], collective_time_s=v[i_ct],
         ))
+    metrics = {m: float(x) for m, x in zip(METRICS, out, strict=False) if m != "max_batch"}
     step_tokens = spec.block_length if isinstance(spec, BlockSpec) else 1
-    return Estimate(
+    return Estimate.model_construct(
         model=spec.name, kind=spec.kind, hardware=hw.id, implementation=impl.name,
         weight_dtype=impl.weight_dtype, compute_dtype=impl.compute_dtype, kv_dtype=impl.kv_dtype,
         batch=batch,
         prompt_tokens=workload.prompt_tokens, generated_tokens=workload.generated_tokens,
-        **{m: metrics[m] for m in METRICS if m != "max_batch"},
-        max_batch=max_batch, fits=batch <= max_batch, ops=ops,
+        **metrics, max_batch=max_batch, fits=batch <= max_batch,
         decode_step_tokens=step_tokens,
         decode_time_per_token_s=metrics["decode_step_time_s"] / step_tokens,
-        tp=par.tp, pp=par.pp, gpus=par.gpus_per_replica,
+        tp=par.tp, pp=par.pp, gpus=par.gpus_per_replica, ops=ops,
     )
+
+
+def _trusted(cls: type[BaseModel], fields: dict[str, Any]) -> Any:
+    """An instance of `cls` from `fields` already of the right types, given in the model's field
+    order with every field present: what `model_construct` does, without its per-field loop
+    (~6 us of 7 per OpRow). tests/test_engine.py checks it equals the validated construction."""
+    obj = cls.__new__(cls)
+    object.__setattr__(obj, "__dict__", fields)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(fields))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
+
+
+def _op_row(*, phase, name, flops, useful_flops, weight_bytes, activation_bytes, kv_bytes,
+            kernels, time_flops, dequant_flops, t_math_s, t_mem_s, time_s, bound,
+            collective_bytes, collective_time_s) -> OpRow:
+    return _trusted(OpRow, {
+        "phase": phase, "name": name, "flops": flops, "useful_flops": useful_flops,
+        "weight_bytes": weight_bytes, "activation_bytes": activation_bytes, "kv_bytes": kv_bytes,
+        "kernels": kernels, "time_flops": time_flops, "dequant_flops": dequant_flops,
+        "t_math_s": t_math_s, "t_mem_s": t_mem_s,
+        "time_s": time_s, "bound": bound, "collective_bytes": collective_bytes,
+        "collective_time_s": collective_time_s})
+
+
+_MAX_BATCH = METRICS.index("max_batch")
+_NO_PARALLELISM = Parallelism()
 
 
 def max_batch(model: ModelLike, memory_bytes: float, workload: Workload | None = None,
@@ -554,9 +634,13 @@ def sweep(models: ModelLike | Sequence[ModelLike],
             f"{max_points:,} (about 250 bytes each); raise it with max_points=N, or stream "
             "the grid to a file with `sweep_chunks` / `blockroof sweep --out FILE.parquet`")
     parts = list(sweep_chunks(plan, chunk_points=max(plan.points, 1)))
+    labels = {label: union_categoricals([p[label] for p in parts]) for label in _LABELS}
+    for p in parts:  # one category set per label first: concat then keeps the categoricals
+        for label, u in labels.items():  # (else it falls back to strings: seconds at 1M rows)
+            p[label] = p[label].cat.set_categories(u.categories)
     df = pd.concat(parts, ignore_index=True)
-    for label in _LABELS:  # categories in order of appearance
-        df[label] = union_categoricals([p[label] for p in parts])
+    for label, u in labels.items():  # categories in order of appearance
+        df[label] = u
     return typed_frame(df)
 
 
@@ -567,21 +651,24 @@ def sweep_chunks(plan: SweepPlan, chunk_points: int = SWEEP_CHUNK_POINTS) -> Ite
     shape = (len(b_axis), len(plan.prompt_tokens), len(plan.generated_tokens))
     n = shape[0] * shape[1] * shape[2]
     for spec, hw, par, impl in plan.variants:
-        f = formulas(structure_key(spec, impl, par))
-        base = model_values(spec) | impl_values(impl) | hardware_values(hw, impl)
-        base |= parallel_values(par, hw, spec)
-        base[sy.M_res] = plan.memory_reserve_bytes
         cats = {"model": spec.name, "kind": spec.kind, "hardware": hw.id}
         dtypes = {"weight_dtype": impl.weight_dtype, "compute_dtype": impl.compute_dtype,
                   "kv_dtype": impl.kv_dtype}
         for start in range(0, n, chunk_points):
-            ib, i_s, ig = np.unravel_index(np.arange(start, min(start + chunk_points, n)), shape)
-            B, S, G = b_axis[ib], plan.prompt_tokens[i_s], plan.generated_tokens[ig]
-            values = base | {sy.B: B, sy.S: S, sy.G: G}
-            mb = f.evaluate("max_batch", values)
-            if plan.batch is None:
-                values[sy.B] = np.maximum(mb, 1.0)
-            rows = len(S)
+            if chunk_points >= n:  # the whole structure at once: an open grid
+                B, S, G = (b_axis[:, None, None], plan.prompt_tokens[None, :, None],
+                           plan.generated_tokens[None, None, :])
+            else:
+                ib, i_s, ig = np.unravel_index(np.arange(start, min(start + chunk_points, n)),
+                                               shape)
+                B, S, G = b_axis[ib], plan.prompt_tokens[i_s], plan.generated_tokens[ig]
+            got = grid_metrics(spec, hw, impl, par, B, S, G, plan.metrics,
+                               plan.memory_reserve_bytes, max_batch=plan.batch is None)
+            rows = min(start + chunk_points, n) - start
+            flat = functools.partial(_flat, shape=np.broadcast_shapes(
+                np.shape(B), np.shape(S), np.shape(G)), rows=rows)
+            B, S, G, mb = flat(got.pop("_batch")), flat(S), flat(G), flat(got["max_batch"])
+            values = {sy.B: B}
             cols: dict[str, Any] = {
                 k: pd.Categorical.from_codes(np.zeros(rows, np.int8), [v])
                 for k, v in cats.items()}
@@ -596,10 +683,35 @@ def sweep_chunks(plan: SweepPlan, chunk_points: int = SWEEP_CHUNK_POINTS) -> Ite
                      "pp": np.full(rows, par.pp, dtype=np.int64),
                      "gpus": np.full(rows, par.gpus_per_replica, dtype=np.int64),
                      "fits": np.broadcast_to(values[sy.B], (rows,)) <= mb}
-            cols |= {m: (_ints(mb, rows) if m == "max_batch" else
-                         np.broadcast_to(f.evaluate(m, values), (rows,)).astype(np.float64))
+            cols |= {m: (_ints(mb, rows) if m == "max_batch" else flat(got[m]))
                      for m in plan.metrics}
-            yield pd.DataFrame(cols)
+            yield pd.DataFrame(cols, copy=False)
+
+
+def _flat(a: Any, shape: tuple[int, ...], rows: int) -> np.ndarray:
+    """A grid result (broadcastable to `shape`) as one float64 row per point, in C order (batch
+    slowest, as the flat index order of sweep_chunks)."""
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(a, dtype=np.float64), shape)
+                                ).reshape(rows)
+
+
+def grid_metrics(spec, hw: Hardware, impl: Implementation, par: Parallelism, B: Any, S: Any,
+                 G: Any, metrics: Sequence[str], reserve: float, max_batch: bool = False
+                 ) -> dict[str, np.ndarray]:
+    """`metrics` and "max_batch" of one structure over B, S, G (flat arrays of one length, or
+    an open grid that broadcasts) in one fused evaluation (costmodel.fused; docs/performance.md
+    2). With `max_batch`, B is replaced by each point's max batch (at least 1). "_batch": the
+    batch used."""
+    f = formulas(structure_key(spec, impl, par))
+    values = model_values(spec) | impl_values(impl) | hardware_values(hw, impl)
+    values |= parallel_values(par, hw, spec)
+    values |= {sy.M_res: float(reserve), sy.B: B, sy.S: S, sy.G: G}
+    (mb,) = fused.evaluate((f.metrics["max_batch"],), ARGS, values)
+    if max_batch:
+        values[sy.B] = np.maximum(mb, 1.0)
+    names = tuple(m for m in metrics if m != "max_batch")
+    got = fused.evaluate(tuple(f.metrics[m] for m in names), ARGS, values) if names else []
+    return {"max_batch": mb, "_batch": values[sy.B]} | dict(zip(names, got, strict=True))
 
 
 def _ints(a: Any, n: int | None = None) -> np.ndarray:
@@ -617,8 +729,10 @@ def typed_frame(df: pd.DataFrame) -> pd.DataFrame:
     """Byte and FLOP columns as int64 where every value is a finite whole number below 2**53
     (they are counts: CSV and JSON then show 123, not 123.0)."""
     for name in df.columns:
+        if not name.endswith(_WHOLE_METRICS) or df[name].dtype != np.float64:
+            continue  # (to_numpy of a label column would build a million strings)
         col = df[name].to_numpy()
-        if (name.endswith(_WHOLE_METRICS) and col.dtype == np.float64
+        if (col.dtype == np.float64
                 and np.all(np.isfinite(col)) and np.all(col == np.floor(col))
                 and np.all(np.abs(col) < 2**53)):
             df[name] = col.astype(np.int64)

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from .api import HardwareLike, ModelLike, estimate, resolve_model, sweep
+from .api import HardwareLike, ModelLike, estimate, grid_metrics, resolve_model, sweep
 from .errors import UserError
 from .hardware import Hardware, get_hardware
 from .implementation import Implementation, get_implementation
@@ -165,21 +165,45 @@ def candidate_layouts(spec, max_gpus_per_replica: int) -> list[tuple[Parallelism
     return out
 
 
-def _plan_layout(spec, hw, impl, workload, par: Parallelism, bound: float | None):
-    """(estimate at the chosen batch, batch, limited_by, base estimate) or a verdict string."""
-    base = estimate(spec, hw, _workload(workload, 1), impl, parallelism=par)
+def _tpot_curves(spec, hw, impl, workload, bases: dict[tuple[int, int], object]
+                 ) -> dict[tuple[int, int], np.ndarray]:
+    """TPOT at batches 1..max_batch of every layout in `bases` ((tp, pp) -> its batch-1
+    Estimate): the whole candidate space of the search through the sweep path (one fused,
+    vectorised evaluation per layout, no DataFrame; docs/performance.md 3). Entry b - 1 is
+    batch b."""
+    wl = _workload(workload, 1)
+    s, g = np.array([float(wl.prompt_tokens)]), np.array([float(wl.generated_tokens)])
+    out = {}
+    for (tp, pp), base in bases.items():
+        if base.max_batch >= 1:
+            got = grid_metrics(spec, hw, impl, Parallelism(tp=tp, pp=pp),
+                               np.arange(1.0, base.max_batch + 1), s, g, ("tpot_s",),
+                               wl.memory_reserve_bytes)
+            out[(tp, pp)] = np.broadcast_to(got["tpot_s"], (base.max_batch,))
+    return out
+
+
+def _plan_layout(spec, hw, impl, workload, par: Parallelism, bound: float | None, base=None,
+                 tpot: np.ndarray | None = None):
+    """(estimate at the chosen batch, batch, limited_by, base estimate) or a verdict string.
+    `base` (the Estimate at batch 1) and `tpot` (TPOT at batches 1..max_batch) when known."""
+    if base is None:
+        base = estimate(spec, hw, _workload(workload, 1), impl, parallelism=par)
     if base.max_batch < 1:
         return (f"does not fit: {base.weights_bytes_per_gpu / 2**30:.2f} GiB of weights per GPU"
                 f" + {base.memory_bytes_per_gpu / 2**30 - base.weights_bytes_per_gpu / 2**30:.3f}"
                 f" GiB for one sequence exceed {hw.capacity_bytes() / 2**30:.1f} GiB")
     batch, limited_by = base.max_batch, "memory"
     if bound is not None:
-        curve = batch_curve(spec, hw, workload, impl, max_batch=base.max_batch, parallelism=par)
-        ok = curve["batch"][curve["tpot_s"].to_numpy() <= bound]
-        if ok.empty:
+        if tpot is None:
+            curve = batch_curve(spec, hw, workload, impl, max_batch=base.max_batch,
+                                parallelism=par)
+            tpot = curve["tpot_s"].to_numpy()
+        ok = np.flatnonzero(tpot <= bound)
+        if ok.size == 0:
             return (f"misses the TPOT bound: {base.tpot_s * 1e3:.4g} ms per token at batch 1 > "
                     f"{bound * 1e3:.4g} ms")
-        batch = int(ok.max())
+        batch = int(ok[-1]) + 1
         if batch < base.max_batch:
             limited_by = "latency"
     est = base if batch == 1 else estimate(spec, hw, _workload(workload, batch), impl,
@@ -263,6 +287,15 @@ def plan_capacity(
         check_parallelism(spec, par)
         candidates = [(par, "")]
 
+    # the layouts to evaluate, their batch-1 estimates, and (with a bound) every batch of every
+    # layout in one sweep
+    runnable = [par for par, why in candidates if not why and (
+        par.gpus_per_replica == 1 or (hw.interconnect_GBps_per_direction is not None
+                                      and hw.interconnect_latency_us is not None))]
+    bases = {(p.tp, p.pp): estimate(spec, hw, _workload(workload, 1), impl, parallelism=p)
+             for p in runnable}
+    curves = _tpot_curves(spec, hw, impl, workload, bases) if bound is not None else {}
+
     options: list[LayoutOption] = []
     best = None
     for par, why in candidates:
@@ -276,7 +309,8 @@ def plan_capacity(
                                         gpus_per_replica=par.gpus_per_replica,
                                         verdict=f"invalid: {hw.id} has no interconnect figures"))
             continue
-        got = _plan_layout(spec, hw, impl, workload, par, bound)
+        got = _plan_layout(spec, hw, impl, workload, par, bound, bases[(par.tp, par.pp)],
+                           curves.get((par.tp, par.pp)))
         if isinstance(got, str):
             options.append(LayoutOption(tp=par.tp, pp=par.pp,
                                         gpus_per_replica=par.gpus_per_replica, verdict=got))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import threading
 import warnings
 from dataclasses import replace
@@ -33,10 +34,10 @@ import sympy as sp
 
 from . import formula_cache
 from . import symbols as sy
+from .formula_cache import function_from_source
 from .memory import block_memory, vanilla_memory
 from .ops import QUANTITIES, ImplStructure, StackStructure, stack_ops
 from .phases import Phase, block_phases, vanilla_phases, vanilla_step_context
-from .formula_cache import function_from_source
 from .roofline import Row, phase_rows, request_rows, ttft_expr
 
 ARGS: tuple[sp.Symbol, ...] = (
@@ -241,10 +242,8 @@ class Formulas:
     @classmethod
     def build(cls, key: StructureKey) -> Formulas:
         rows, metrics = _build(key)
-        row_exprs = []
-        for r in rows:
-            row_exprs += [r.quantities[q] for q in QUANTITIES] + [r.t_math, r.t_mem, r.time]
-        sources = {ALL: _source([metrics[m] for m in METRICS] + row_exprs)}
+        everything = _all_exprs(rows, metrics)
+        sources = {ALL: _source(everything), POINT: _point_source(everything)}
         sources |= {m: _source(metrics[m]) for m in METRICS}
         return cls(key, [(r.phase, r.op) for r in rows], sources, (rows, metrics))
 
@@ -296,6 +295,38 @@ class Formulas:
                 out[lo:lo + chunk] = fn(*part)
         return out
 
+    @property
+    def point_fn(self):
+        """`all_fn` compiled for one point of Python floats (the `math` module, no numpy):
+        ~10x less call overhead than numpy on scalars (docs/performance.md 1). Its source is
+        stored with the others (disk cache); built from the expressions if missing."""
+        fn = self._fns.get(POINT)
+        if fn is None:
+            with self._lock:
+                if POINT not in self._sources:
+                    rows, metrics = self._expressions()
+                    self._sources[POINT] = _point_source(_all_exprs(rows, metrics))
+                fn = self._fns[POINT] = _point_function(self._sources[POINT])
+        return fn
+
+    def evaluate_point(self, args: list[float]) -> list[float]:
+        """[metrics..., row fields...] (METRICS then ROW_FIELDS per row) at one point, `args`
+        in ARGS order. Plain Python floats follow the same IEEE double arithmetic as numpy's
+        float64 scalars; where they would differ (a division by zero, an overflow raised, a
+        NaN that Python's max/min would not propagate) the point is evaluated by the numpy
+        function instead, so the numbers are those of `all_fn` either way."""
+        try:
+            out = self.point_fn(*args)
+            total = sum(out)
+            if total == total:  # no NaN (an inf - inf here only costs the numpy path)
+                return list(map(float, out))
+        except (ZeroDivisionError, OverflowError, ValueError):
+            pass
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = self.all_fn(*[np.float64(a) for a in args])
+        return [float(v) for v in out]
+
     def evaluate_all(self, values: dict[sp.Symbol, float]) -> tuple[dict[str, float], np.ndarray]:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -307,6 +338,35 @@ class Formulas:
 
 
 ALL = "*all*"
+POINT = "*point*"  # the `math`-module variant of ALL (docs/performance.md 1)
+
+# floor/ceiling as floats, as numpy returns them (math's ints would switch later sums to exact
+# integer arithmetic, which differs from float64 past 2**53)
+_POINT_SHIMS = {"floor": lambda x: float(math.floor(x)), "ceil": lambda x: float(math.ceil(x))}
+
+
+def _all_exprs(rows: list[Row], metrics: dict[str, sp.Expr]) -> list[sp.Expr]:
+    """METRICS, then every row's QUANTITIES, t_math, t_mem and time: `all_fn`'s outputs."""
+    out = [metrics[m] for m in METRICS]
+    for r in rows:
+        out += [r.quantities[q] for q in QUANTITIES] + [r.t_math, r.t_mem, r.time]
+    return out
+
+
+def _point_source(exprs) -> str:
+    return inspect.getsource(sp.lambdify(ARGS, exprs, modules=[_POINT_SHIMS, "math"], cse=True))
+
+
+@functools.cache
+def _point_namespace() -> dict[str, Any]:
+    x = sp.Symbol("x")
+    return dict(sp.lambdify([x], x, modules=[_POINT_SHIMS, "math"]).__globals__)
+
+
+def _point_function(source: str):
+    ns = dict(_point_namespace())
+    exec(compile(source, "<blockroof point formula>", "exec"), ns)  # noqa: S102 - our source
+    return ns["_lambdifygenerated"]
 
 
 def _source(exprs) -> str:
@@ -336,8 +396,18 @@ def formulas(key: StructureKey) -> Formulas:
     return f
 
 
+def cache_generation() -> int:
+    """Counts `formulas.cache_clear()` calls: caches built on Formulas objects (api's point
+    cache) compare it to know theirs are stale."""
+    return _GENERATION[0]
+
+
+_GENERATION = [0]
+
+
 def _clear_memory_cache() -> None:
     """Forget the formulas held in this process (the disk cache stays)."""
+    _GENERATION[0] += 1
     with _GUARD:
         _FORMULAS.clear()
         _KEY_LOCKS.clear()

@@ -21,11 +21,15 @@ from app import validation_data as vd  # noqa: E402
 from app.resolve import parse_config_upload, resolve  # noqa: E402
 from app.state import (  # noqa: E402
     BLOCK_CHOICES,
+    COMPUTE_DTYPE_CHOICES,
     DEFAULT,
+    DTYPE_SCOPES,
+    KV_DTYPE_CHOICES,
     PROFILE_CHOICES,
     QUERY_FIELD,
     RULES,
     VANILLA_CHOICES,
+    WEIGHT_DTYPE_CHOICES,
     WhatIf,
     check_value,
     from_query_params,
@@ -54,6 +58,8 @@ WHATIF_FIELDS = dict(
     b_block_length=st.integers(0, 64), b_prefix=st.integers(0, 16),
     b_layers_block=st.integers(0, 200), b_layers_token=st.integers(0, 200), b_width=_sizes,
     b_heads=st.integers(0, 128), b_ffn=_sizes, bf_block_length=st.integers(0, 64),
+    weight_dtype=st.sampled_from(WEIGHT_DTYPE_CHOICES), kv_dtype=st.sampled_from(KV_DTYPE_CHOICES),
+    compute_dtype=st.sampled_from(COMPUTE_DTYPE_CHOICES), dtype_scope=st.sampled_from(DTYPE_SCOPES),
     eff_matmul=_eff, eff_bandwidth=_eff, eff_overlap=_eff, kernel_overhead_us=_us,
     forward_overhead_us=_us, tp=st.integers(1, 8), pp=st.integers(1, 4),
 )

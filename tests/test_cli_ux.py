@@ -153,7 +153,8 @@ def test_model_that_does_not_fit_is_an_error_unless_partial(capsys):
     assert err.startswith("error: llama-2-70b does not fit on a100-sxm-40gb at batch 1")
     assert "--partial" in err
     rc, out, _ = run(capsys, *args, "--partial")
-    assert rc == 0 and out.splitlines()[1].startswith("PARTIAL: llama-2-70b does not fit")
+    assert rc == 0 and any(line.startswith("PARTIAL: llama-2-70b does not fit")
+                           for line in out.splitlines()[:4])
     # a batch larger than the max batch is the same error
     rc, _, err = run(capsys, "estimate", "--model", "vanilla_410", "--prompt", "2048",
                      "--generate", "128", "--batch", "100000")
