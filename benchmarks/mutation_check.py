@@ -7,7 +7,9 @@ repository. The copy is then checked, stopping at the first failure:
    grouped-query Llama config; both profiles): FLOPs, weight, KV, activation bytes, kernels,
    parameter and KV-cache memory, exactly;
 2. `TESTS`: what the count cannot see (the useful/executed switch, useful FLOPs, workspace).
-Prints one line per mutation and, last, ``mutations caught: K/N``.
+Prints one line per mutation and, last, ``mutations caught: K/N``. Refuses to run (exit 2,
+naming each one) when a mutation's text no longer occurs exactly once in its file: when the
+formulas change, rewrite the mutation to break the same fact in the new code.
 
     python benchmarks/mutation_check.py            # about 10-20 minutes on 2 busy cores
 """
@@ -28,22 +30,23 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ("linear FLOPs", "costmodel/ops.py",
      "f = 2 * rows * d_in * d_out", "f = rows * d_in * d_out"),
     ("linear bias weight bytes", "costmodel/ops.py",
-     "(d_in * d_out + (d_out if bias else 0)) * s_w", "(d_in * d_out) * s_w"),
+     "d_out * s_wc + (d_out * s_e if bias else 0)", "d_out * s_wc + 0"),
     ("linear activation read", "costmodel/ops.py",
-     "rows * d_in * s_a, rows * d_out * s_a)", "rows * d_out * s_a, rows * d_out * s_a)"),
+     "rows * d_in * s_a, rows * d_out * s_a, dequant", "rows * d_out * s_a, rows * d_out * s_a, dequant"),
     ("norm parameters", "costmodel/params.py",
      'return 2 * D if norm == "layernorm" else D', "return D"),
     ("rotary traffic", "costmodel/ops.py",
      '"attn.rotary", Bq * (H + K) * d_h, Bq * (H + K) * d_h)',
      '"attn.rotary", Bq * H * d_h, Bq * (H + K) * d_h)'),
     ("static cache kernels", "costmodel/ops.py",
-     "ZERO, new_kv * s_kv, kernels=sp.Integer(2)))", "ZERO, new_kv * s_kv, kernels=sp.Integer(1)))"),
+     "ZERO, Bq * pos, **quantise))",
+     "ZERO, Bq * pos, **(quantise | {\"kernels\": sp.Integer(1)})))"),
     ("concat cache read", "costmodel/ops.py",
-     "2 * B * K * d_h * c * s_kv", "2 * B * K * d_h * n_k * s_kv"),
+     "B * c * pos, B * n_k * pos", "B * n_k * pos, B * n_k * pos"),
     ("attention executed FLOPs", "costmodel/ops.py",
      "attn_flops = 4 * B * H * q * n_k * d_h", "attn_flops = 4 * B * H * q * (c + 1) * d_h"),
     ("attention useful FLOPs", "costmodel/ops.py",
-     "(q * c + q * (q + 1) / 2)", "(q * c + q * q / 2)"),
+     "return q * c + q * (q + 1) / 2", "return q * c + q * q / 2"),
     ("eager score traffic", "costmodel/ops.py",
      "(3 + several) * scores * s_a", "(2 + several) * scores * s_a"),
     ("eager mask traffic", "costmodel/ops.py",
@@ -51,8 +54,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ("eager kernels", "costmodel/ops.py",
      "kernels=4 + 4 * several + several * grouped", "kernels=1 + several * grouped"),
     ("fused attention KV read", "costmodel/ops.py",
-     "q_and_out * s_a, 2 * B * K * d_h * n_k * s_kv, ZERO,",
-     "q_and_out * s_a, 2 * B * K * d_h * q * s_kv, ZERO,"),
+     "q_and_out * s_a, B * n_k * pos, ZERO,", "q_and_out * s_a, B * c * pos, ZERO,"),
     ("useful/executed switch", "costmodel/ops.py",
      "time_uses_useful=im.skips_masked_tiles", "time_uses_useful=False"),
     ("residual reads", "costmodel/ops.py", "4 * Bq * D, 2 * Bq * D)", "3 * Bq * D, 2 * Bq * D)"),
@@ -65,13 +67,15 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ("gated MLP activation", "costmodel/ops.py",
      'mlp.act", Bq * F, Bq * F),\n            _elementwise(p + "mlp"',
      'mlp.act", 2 * Bq * F, Bq * F),\n            _elementwise(p + "mlp"'),
-    ("embedding rows read", "costmodel/ops.py", "Bq * x.D * s_w, Bq * ID_BYTES",
-     "x.D * s_w, Bq * ID_BYTES"),
-    ("expansion bias", "costmodel/ops.py", "P * D_t, bias=True)", "P * D_t, bias=False)"),
+    ("embedding rows read", "costmodel/ops.py", "Bq * x.D * s_e, Bq * ID_BYTES",
+     "x.D * s_e, Bq * ID_BYTES"),
+    ("expansion bias", "costmodel/ops.py", "P * D_t / t, bias=True)",
+     "P * D_t / t, bias=False)"),
     ("KV bytes per entry", "costmodel/memory.py",
-     "return 2 * x.N * x.K * x.d_h * sy.s_kv", "return x.N * x.K * x.d_h * sy.s_kv"),
+     "return x.N * kv_position_bytes(im, x.K, x.d_h)",
+     "return x.N * kv_position_bytes(im, x.K, x.d_h) / 2"),
     ("workspace residual term", "costmodel/memory.py",
-     "sy.s_a * (2 * q * x.D + sp.Max(", "sy.s_a * (0 * q * x.D + sp.Max("),
+     "return sy.s_a * 2 * q * x.D + sp.Max(", "return sy.s_a * 0 * q * x.D + sp.Max("),
     ("workspace score term", "costmodel/memory.py",
      "attn += x.H * q * n_k", "attn += 0"),
 ]
@@ -117,6 +121,17 @@ def check(cwd: Path) -> str | None:
     return None
 
 
+def stale_mutations(root: Path = ROOT) -> list[str]:
+    """One line per mutation whose text does not occur exactly once in its file under `root`
+    (the formulas moved on): such a mutation would test nothing, so the check refuses to run."""
+    bad = []
+    for what, rel, old, new in MUTATIONS:
+        n = (root / rel).read_text().count(old)
+        if n != 1 or old == new:
+            bad.append(f"{what}: text found {n} times in {rel} (must be exactly once): {old!r}")
+    return bad
+
+
 def main(argv: list[str]) -> int:
     """``--only NAME[,NAME...]`` runs the named mutations only (after a change to some)."""
     mutations = MUTATIONS
@@ -126,6 +141,11 @@ def main(argv: list[str]) -> int:
         if len(mutations) != len(wanted):
             print(f"error: --only: unknown mutation among {sorted(wanted)}", file=sys.stderr)
             return 2
+    stale = stale_mutations()
+    if stale:
+        print("error: mutation texts no longer match the code; rewrite them to the current "
+              "formulas:\n  " + "\n  ".join(stale), file=sys.stderr)
+        return 2
     caught = 0
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -137,9 +157,6 @@ def main(argv: list[str]) -> int:
         for what, rel, old, new in mutations:
             path = work / rel
             original = path.read_text()
-            if original.count(old) != 1:
-                print(f"{what}: text not found exactly once in {rel}")
-                continue
             path.write_text(original.replace(old, new))
             try:
                 where = check(work)
