@@ -25,6 +25,7 @@ from costmodel.hardware import get_hardware
 
 from .dataset import write_json_atomic
 from .published import FITTED_METRICS, Scored, base_hardware, mape_by
+from .report import finish_roofline_plot
 
 
 def _short(source: str, width: int = 48) -> str:
@@ -175,17 +176,9 @@ def plots(df: pd.DataFrame, out: Path) -> list[str]:
         for kind, kpart in part.groupby("kind", sort=False):
             ax.scatter(kpart["flops"] / kpart["bytes"], kpart["attained_flops_per_s"], s=26,
                        label=str(kind))
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("arithmetic intensity (executed FLOP / byte, cost model)")
-        ax.set_ylabel("attained FLOP/s (cost-model FLOPs / measured time)")
-        ax.set_title(f"Published measurements on {hw.name}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
         name = f"roofline_{hw_id}.png"
-        fig.savefig(out / name, dpi=120)
-        plt.close(fig)
+        finish_roofline_plot(fig, ax, f"Published measurements on {hw.name}",
+                             "attained FLOP/s (cost-model FLOPs / measured time)", out / name)
         written.append(name)
     return written
 

@@ -168,16 +168,8 @@ def _plots(df: pd.DataFrame, hw: Hardware, cal: Calibration, dtype: str, out: Pa
         for phase, part in sel.groupby("phase", sort=False):
             ax.scatter(part["flops"] / part["bytes"], part["attained_flops_per_s"],
                        c=colors.get(str(phase), "gray"), s=24, label=str(phase))
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("arithmetic intensity (executed FLOP / byte, cost model)")
-    ax.set_ylabel("attained FLOP/s (executed FLOPs / measured time)")
-    ax.set_title(f"{hw.name}: measured points on the roofline")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "roofline.png", dpi=120)
-    plt.close(fig)
+    finish_roofline_plot(fig, ax, f"{hw.name}: measured points on the roofline",
+                         "attained FLOP/s (executed FLOPs / measured time)", out / "roofline.png")
     written.append("roofline.png")
     # error by phase
     phases = [p for p in PHASE_ORDER if p in set(df["phase"])]
@@ -380,3 +372,19 @@ def markdown(s: dict[str, Any]) -> str:
         lines += ["", "## Dataset lines not used", ""] + [f"- {x}" for x in
                                                           s["dataset_problems"]]
     return "\n".join(lines) + "\n"
+
+
+def finish_roofline_plot(fig, ax, title: str, ylabel: str, path: Path) -> None:
+    """Log-log roofline axes (intensity against attained FLOP/s), legend, saved and closed."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (executed FLOP / byte, cost model)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
