@@ -6,8 +6,6 @@ applied to `costmodel.estimate` results.
 
 from __future__ import annotations
 
-import math
-
 from costmodel.units import (  # noqa: F401 - one set of formatters for CLI and dashboard
     GiB,
     MiB,

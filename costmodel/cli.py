@@ -11,7 +11,6 @@ import argparse
 import importlib
 import json
 import math
-import os
 import subprocess
 import sys
 from collections.abc import Sequence
