@@ -12,6 +12,8 @@ import json
 import sys
 from typing import Any
 
+from costmodel.implementation import PROFILES
+
 DIST_HELP = ("N, uniform:LO:HI or lognormal:MEDIAN:SIGMA[:MAX] (tokens; docs/serving.md 2)")
 
 
@@ -162,7 +164,8 @@ def register(sub: Any) -> None:
     s.add_argument("--model", required=True,
                    help="preset name, a spec .json, or a Hugging Face config.json")
     s.add_argument("--hardware", default="h100-sxm-80gb", help="hardware id or record .json")
-    s.add_argument("--implementation", default="static", choices=["static", "hf-legacy"])
+    s.add_argument("--implementation", default="static", choices=list(PROFILES),
+                   help="implementation profile (costmodel/implementation.py)")
     s.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
                    help="compute/storage dtype (default: the profile's, bf16)")
     s.add_argument("--rate", type=float, default=None, help="Poisson arrivals, requests/s")
