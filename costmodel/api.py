@@ -22,7 +22,6 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import sympy as sp
-from pandas.api.types import union_categoricals
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from . import fused
@@ -610,6 +609,7 @@ def plan_sweep(
 
 
 _LABELS = ("model", "kind", "hardware", "weight_dtype", "compute_dtype", "kv_dtype")
+_INT_COLUMNS = ("batch", "prompt_tokens", "generated_tokens", "tp", "pp", "gpus")
 
 
 def sweep(models: ModelLike | Sequence[ModelLike],
@@ -633,75 +633,99 @@ def sweep(models: ModelLike | Sequence[ModelLike],
             f"sweep: {plan.points:,} design points exceed the in-memory limit of "
             f"{max_points:,} (about 250 bytes each); raise it with max_points=N, or stream "
             "the grid to a file with `sweep_chunks` / `blockroof sweep --out FILE.parquet`")
-    parts = list(sweep_chunks(plan, chunk_points=max(plan.points, 1)))
-    labels = {label: union_categoricals([p[label] for p in parts]) for label in _LABELS}
-    for p in parts:  # one category set per label first: concat then keeps the categoricals
-        for label, u in labels.items():  # (else it falls back to strings: seconds at 1M rows)
-            p[label] = p[label].cat.set_categories(u.categories)
-    df = pd.concat(parts, ignore_index=True)
-    for label, u in labels.items():  # categories in order of appearance
-        df[label] = u
-    return typed_frame(df)
+    n = plan.points_per_variant
+    return typed_frame(_frame(plan, [(v, 0, n) for v in plan.variants]))
 
 
 def sweep_chunks(plan: SweepPlan, chunk_points: int = SWEEP_CHUNK_POINTS) -> Iterator[pd.DataFrame]:
     """The rows of `plan` as DataFrames of at most `chunk_points` rows each, in order (per
     structure, then batch, prompt, generated). Memory stays bounded by one chunk."""
+    n = plan.points_per_variant
+    for variant in plan.variants:
+        for start in range(0, n, chunk_points):
+            yield _frame(plan, [(variant, start, min(start + chunk_points, n))])
+
+
+def _labels(spec, hw: Hardware, impl: Implementation) -> dict[str, str]:
+    return {"model": spec.name, "kind": spec.kind, "hardware": hw.id,
+            "weight_dtype": impl.weight_dtype, "compute_dtype": impl.compute_dtype,
+            "kv_dtype": impl.kv_dtype}
+
+
+def _frame(plan: SweepPlan, pieces: list[tuple[tuple, int, int]]) -> pd.DataFrame:
+    """The rows of `pieces` (a structure and a range of its flat grid indices each) as one
+    DataFrame. Every column is allocated once at its final length and each structure's results
+    are written into their slice, so a sweep costs one pass per column and no concatenation
+    (docs/performance.md 2); the DataFrame wraps the arrays without copying them."""
+    rows = sum(stop - start for _, start, stop in pieces)
+    categories: dict[str, dict[str, int]] = {label: {} for label in _LABELS}
+    for variant, _, _ in pieces:  # categories in order of appearance
+        for label, value in _labels(variant[0], variant[1], variant[3]).items():
+            categories[label].setdefault(value, len(categories[label]))
+    codes = {label: np.empty(rows, np.int8 if len(c) < 128 else np.int32)
+             for label, c in categories.items()}
+    block_length, no_block = np.empty(rows, np.int64), np.empty(rows, bool)
+    ints = {name: np.empty(rows, np.int64) for name in _INT_COLUMNS}
+    fits = np.empty(rows, bool)
+    values = {m: np.empty(rows, np.int64 if m == "max_batch" else np.float64)
+              for m in plan.metrics}
     b_axis = np.array([1.0]) if plan.batch is None else plan.batch
     shape = (len(b_axis), len(plan.prompt_tokens), len(plan.generated_tokens))
-    n = shape[0] * shape[1] * shape[2]
-    for spec, hw, par, impl in plan.variants:
-        cats = {"model": spec.name, "kind": spec.kind, "hardware": hw.id}
-        dtypes = {"weight_dtype": impl.weight_dtype, "compute_dtype": impl.compute_dtype,
-                  "kv_dtype": impl.kv_dtype}
-        for start in range(0, n, chunk_points):
-            if chunk_points >= n:  # the whole structure at once: an open grid
-                B, S, G = (b_axis[:, None, None], plan.prompt_tokens[None, :, None],
-                           plan.generated_tokens[None, None, :])
-            else:
-                ib, i_s, ig = np.unravel_index(np.arange(start, min(start + chunk_points, n)),
-                                               shape)
-                B, S, G = b_axis[ib], plan.prompt_tokens[i_s], plan.generated_tokens[ig]
-            got = grid_metrics(spec, hw, impl, par, B, S, G, plan.metrics,
-                               plan.memory_reserve_bytes, max_batch=plan.batch is None)
-            rows = min(start + chunk_points, n) - start
-            flat = functools.partial(_flat, shape=np.broadcast_shapes(
-                np.shape(B), np.shape(S), np.shape(G)), rows=rows)
-            B, S, G, mb = flat(got.pop("_batch")), flat(S), flat(G), flat(got["max_batch"])
-            values = {sy.B: B}
-            cols: dict[str, Any] = {
-                k: pd.Categorical.from_codes(np.zeros(rows, np.int8), [v])
-                for k, v in cats.items()}
-            # counts as integers; block_length empty for vanilla rows (docs/reliability.md)
-            cols["block_length"] = pd.array(
-                np.full(rows, float(getattr(spec, "block_length", np.nan))), dtype="Int64")
-            cols |= {k: pd.Categorical.from_codes(np.zeros(rows, np.int8), [v])
-                     for k, v in dtypes.items()}
-            cols |= {"batch": _ints(values[sy.B], rows), "prompt_tokens": _ints(S),
-                     "generated_tokens": _ints(G),
-                     "tp": np.full(rows, par.tp, dtype=np.int64),
-                     "pp": np.full(rows, par.pp, dtype=np.int64),
-                     "gpus": np.full(rows, par.gpus_per_replica, dtype=np.int64),
-                     "fits": np.broadcast_to(values[sy.B], (rows,)) <= mb}
-            cols |= {m: (_ints(mb, rows) if m == "max_batch" else flat(got[m]))
-                     for m in plan.metrics}
-            yield pd.DataFrame(cols, copy=False)
+    lo = 0
+    for (spec, hw, par, impl), start, stop in pieces:
+        hi = lo + stop - start
+        if stop - start == shape[0] * shape[1] * shape[2]:  # the whole structure: an open grid
+            B, S, G = (b_axis[:, None, None], plan.prompt_tokens[None, :, None],
+                       plan.generated_tokens[None, None, :])
+            grid = shape
+        else:
+            ib, i_s, ig = np.unravel_index(np.arange(start, stop), shape)
+            B, S, G = b_axis[ib], plan.prompt_tokens[i_s], plan.generated_tokens[ig]
+            grid = (hi - lo,)
 
+        def view(column: np.ndarray, lo: int = lo, hi: int = hi,
+                 grid: tuple[int, ...] = grid) -> np.ndarray:  # this structure's slice
+            return column[lo:hi].reshape(grid)
 
-def _flat(a: Any, shape: tuple[int, ...], rows: int) -> np.ndarray:
-    """A grid result (broadcastable to `shape`) as one float64 row per point, in C order (batch
-    slowest, as the flat index order of sweep_chunks)."""
-    return np.ascontiguousarray(np.broadcast_to(np.asarray(a, dtype=np.float64), shape)
-                                ).reshape(rows)
+        def put(column: np.ndarray, value: Any) -> None:  # broadcast into this slice
+            view(column)[...] = value
+
+        got = grid_metrics(spec, hw, impl, par, B, S, G, plan.metrics,
+                           plan.memory_reserve_bytes, max_batch=plan.batch is None,
+                           out={m: view(values[m]) for m in plan.metrics if m != "max_batch"})
+
+        for label, value in _labels(spec, hw, impl).items():
+            codes[label][lo:hi] = categories[label][value]
+        # counts as integers; block_length empty for vanilla rows (docs/reliability.md)
+        bl = getattr(spec, "block_length", None)
+        block_length[lo:hi], no_block[lo:hi] = (0, True) if bl is None else (bl, False)
+        for name, value in (("batch", got["_batch"]), ("prompt_tokens", S),
+                            ("generated_tokens", G), ("tp", par.tp), ("pp", par.pp),
+                            ("gpus", par.gpus_per_replica)):
+            put(ints[name], value)
+        np.less_equal(got["_batch"], got["max_batch"], out=view(fits))
+        for m in plan.metrics:
+            if not np.may_share_memory(got[m], values[m]):  # (else written in place)
+                put(values[m], got[m])
+        lo = hi
+    cols: dict[str, Any] = {
+        label: pd.Categorical.from_codes(codes[label], list(categories[label]), validate=False)
+        for label in _LABELS[:3]}
+    cols["block_length"] = pd.arrays.IntegerArray(block_length, no_block)
+    cols |= {label: pd.Categorical.from_codes(codes[label], list(categories[label]),
+                                              validate=False)
+             for label in _LABELS[3:]}
+    return pd.DataFrame(cols | ints | {"fits": fits} | values, copy=False)
 
 
 def grid_metrics(spec, hw: Hardware, impl: Implementation, par: Parallelism, B: Any, S: Any,
-                 G: Any, metrics: Sequence[str], reserve: float, max_batch: bool = False
-                 ) -> dict[str, np.ndarray]:
+                 G: Any, metrics: Sequence[str], reserve: float, max_batch: bool = False,
+                 out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """`metrics` and "max_batch" of one structure over B, S, G (flat arrays of one length, or
     an open grid that broadcasts) in one fused evaluation (costmodel.fused; docs/performance.md
     2). With `max_batch`, B is replaced by each point's max batch (at least 1). "_batch": the
-    batch used."""
+    batch used. `out`: arrays by metric to write into (used where the result has their shape;
+    the returned array is then that one)."""
     f = formulas(structure_key(spec, impl, par))
     values = model_values(spec) | impl_values(impl) | hardware_values(hw, impl)
     values |= parallel_values(par, hw, spec)
@@ -710,7 +734,8 @@ def grid_metrics(spec, hw: Hardware, impl: Implementation, par: Parallelism, B: 
     if max_batch:
         values[sy.B] = np.maximum(mb, 1.0)
     names = tuple(m for m in metrics if m != "max_batch")
-    got = fused.evaluate(tuple(f.metrics[m] for m in names), ARGS, values) if names else []
+    got = fused.evaluate(tuple(f.metrics[m] for m in names), ARGS, values,
+                         out=[(out or {}).get(m) for m in names]) if names else []
     return {"max_batch": mb, "_batch": values[sy.B]} | dict(zip(names, got, strict=True))
 
 

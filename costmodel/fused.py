@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -68,8 +69,10 @@ class Split:
                 out = add(node)
             elif isinstance(node, sp.Mul):
                 fixed = [a for a in node.args if not (a.free_symbols & varying)]
-                moving = staged(sp.Mul, [walk(a) for a in node.args if a.free_symbols & varying])
-                out = sp.Mul(*([scalar(sp.Mul(*fixed))] if fixed else []), *moving)
+                # the scalar joins the smallest operand first (a scalar times the whole grid
+                # would be one more pass over it)
+                out = sp.Mul(*staged(sp.Mul, ([scalar(sp.Mul(*fixed))] if fixed else [])
+                                     + [walk(a) for a in node.args if a.free_symbols & varying]))
             else:
                 out = node.func(*[walk(a) for a in node.args])
             memo[node] = out
@@ -90,18 +93,25 @@ class Split:
             terms = []
             for key, cs in coeffs.items():
                 terms.append(key if cs == [1] else sp.Mul(scalar(sp.Add(*cs)), key))
-            return sp.Add(*([scalar(sp.Add(*fixed))] if fixed else []), *staged(sp.Add, terms))
+            return sp.Add(*staged(sp.Add, ([scalar(sp.Add(*fixed))] if fixed else []) + terms))
 
         def staged(op, items: list[sp.Expr]) -> list[sp.Expr]:
-            # operands grouped by the varying symbols they depend on, smaller groups first, each
-            # group computed on its own (smaller) grid before it meets the others
-            groups: dict[tuple[str, ...], list[sp.Expr]] = {}
+            # operands grouped by the varying symbols they depend on, each group computed on
+            # its own (smaller) grid; then the two groups whose union depends on the fewest
+            # symbols are combined first, so that only the last combinations run over the whole
+            # grid (the printer would reorder a flat sum or product: each step is staged)
+            groups: dict[frozenset, list[sp.Expr]] = {}
             for it in items:
-                dep = tuple(sorted(x.name for x in it.free_symbols & varying))
-                groups.setdefault(dep, []).append(it)
-            order = sorted(groups, key=lambda d: (len(d), d))
-            return [groups[d][0] if len(groups[d]) == 1 else _STAGE(op(*groups[d]))
-                    for d in order]
+                groups.setdefault(frozenset(it.free_symbols & varying), []).append(it)
+            parts = [(d, g[0] if len(g) == 1 else _STAGE(op(*g))) for d, g in groups.items()]
+            parts.sort(key=lambda p: (len(p[0]), sorted(x.name for x in p[0])))
+            while len(parts) > 1:
+                i, j = min(((i, j) for i in range(len(parts)) for j in range(i + 1, len(parts))),
+                           key=lambda ij: (len(parts[ij[0]][0] | parts[ij[1]][0]), ij))
+                (di, ei), (dj, ej) = parts[i], parts[j]
+                parts[i] = (di | dj, _STAGE(op(ei, ej)))
+                del parts[j]
+            return [p[1] for p in parts]
 
         with sp.evaluate(False):  # rebuild as is: no re-simplification (seconds on big sums)
             self.array_exprs = [walk(e) for e in exprs]
@@ -119,32 +129,111 @@ def split(exprs: tuple[sp.Expr, ...], varying: frozenset[sp.Symbol],
     return Split(list(exprs), varying, args)
 
 
+def _scalar_condition(cond: sp.Basic, varying: frozenset[sp.Symbol]) -> sp.Basic | None:
+    """`cond` without the varying symbols, or None when it needs them. A comparison with zero
+    keeps its truth when a positive factor is dropped: `B*(c1 - c2) > 0` is `c1 - c2 > 0`,
+    since batch and lengths are positive symbols."""
+    if not (cond.free_symbols & varying):
+        return cond
+    if not isinstance(cond, Relational):
+        return None
+    scalar, moving = sp.factor_terms(cond.lhs - cond.rhs).as_independent(*varying,
+                                                                        as_Add=False)
+    if moving.is_positive is not True or (scalar.free_symbols & varying):
+        return None
+    return cond.func(scalar, 0)
+
+
+class Switches:
+    """The Piecewise nodes of `exprs` whose conditions hold or fail for the whole grid at once
+    (the sign of a scalar: which regime of a closed-form decode sum applies, docs/model.md).
+    They are decided in the scalar pass, and the array pass computes the taken branch only:
+    numpy's select would compute every branch over every point."""
+
+    def __init__(self, exprs: tuple[sp.Expr, ...], varying: frozenset[sp.Symbol],
+                 args: tuple[sp.Symbol, ...]):
+        self.exprs = exprs
+        self.nodes: list[tuple[sp.Piecewise, int]] = []  # (node, its number of branches)
+        conds: list[sp.Basic] = []
+        found = set().union(*(e.atoms(sp.Piecewise) for e in exprs))
+        for pw in sorted(found, key=sp.default_sort_key):
+            scalar = [_scalar_condition(c, varying) for _, c in pw.args]
+            if all(c is not None for c in scalar):
+                self.nodes.append((pw, len(scalar)))
+                conds += scalar
+        self.condition_fn = sp.lambdify(args, conds, modules="numpy") if conds else None
+        self._chosen: dict[tuple[int, ...], tuple[sp.Expr, ...]] = {}
+
+    def choose(self, scalar_args: list[np.float64]) -> tuple[sp.Expr, ...]:
+        """`exprs` with every switch replaced by its first branch whose condition holds (a NaN
+        comparison fails, as in numpy's select; a switch without a true condition is NaN)."""
+        if self.condition_fn is None:
+            return self.exprs
+        flags = [bool(f) for f in self.condition_fn(*scalar_args)]
+        choice, at = [], 0
+        for _, n in self.nodes:
+            choice.append(next((i for i, f in enumerate(flags[at:at + n]) if f), -1))
+            at += n
+        key = tuple(choice)
+        if key not in self._chosen:
+            taken = {pw: (pw.args[i].expr if i >= 0 else sp.nan)
+                     for (pw, _), i in zip(self.nodes, key, strict=True)}
+            exprs = self.exprs
+            while True:  # a switch inside a taken branch is replaced on the next pass
+                nxt = tuple(e.xreplace(taken) for e in exprs)
+                if nxt == exprs:
+                    break
+                exprs = nxt
+            self._chosen[key] = exprs
+        return self._chosen[key]
+
+
+@functools.lru_cache(maxsize=256)
+def switches(exprs: tuple[sp.Expr, ...], varying: frozenset[sp.Symbol],
+             args: tuple[sp.Symbol, ...]) -> Switches:
+    return Switches(exprs, varying, args)
+
+
+@functools.lru_cache(maxsize=256)
+def _free_symbols(exprs: tuple[sp.Expr, ...]) -> frozenset[sp.Symbol]:
+    return frozenset().union(*(e.free_symbols for e in exprs))
+
+
 def evaluate(exprs: tuple[sp.Expr, ...], args: tuple[sp.Symbol, ...],
-             values: dict[sp.Symbol, Any], chunk: int = 1 << 16) -> list[np.ndarray]:
+             values: dict[sp.Symbol, Any], chunk: int = 1 << 16,
+             out: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
     """Each of `exprs` over `values`, in one fused pass: scalars, 1-D arrays of one length, or
     arrays that broadcast together (an open grid: batch (n, 1, 1), prompt (1, m, 1), ...).
 
     On an open grid numpy computes each sub-expression over the axes it depends on only (a
     term in the prompt length alone over m points, not n x m x k), and only what mixes every
     axis runs over the whole grid: per point the same operations as the flat product, so the
-    same numbers. Results have the broadcast shape; chunks of ~`chunk` points along the first
-    axis trade cache use against numpy's per-operation overhead (docs/performance.md 2)."""
-    varying = frozenset(a for a in args if np.ndim(values[a]))
-    sp_ = split(exprs, varying, args)
+    same numbers. Results have the broadcast shape of the arrays `exprs` use (a metric free
+    of the batch is not spread over the batch axis); chunks of ~`chunk` points along the first
+    axis trade cache use against numpy's per-operation overhead (docs/performance.md 2).
+    `out`: per expression, an array of that shape to write the result into (the caller's
+    column: no second copy), or None."""
+    used = _free_symbols(exprs)
+    varying = frozenset(a for a in args if a in used and np.ndim(values[a]))
+    # (the varying symbols stand in as 1.0: no scalar depends on them)
+    scalar_args = [np.float64(values[a]) if not np.ndim(values[a]) else np.float64(1.0)
+                   for a in args]
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ks = [np.float64(k) for k in sp_.scalar_fn(*[
-            np.float64(values[a]) if not np.ndim(values[a]) else np.float64(1.0)
-            for a in args])]
+        if varying:
+            exprs = switches(exprs, varying, args).choose(scalar_args)
+        sp_ = split(exprs, varying, args)
+        ks = [np.float64(k) for k in sp_.scalar_fn(*scalar_args)]
         arrays = [np.asarray(values[a], dtype=np.float64) for a in sp_.varying_args]
         shape = np.broadcast_shapes(*(a.shape for a in arrays)) if arrays else (1,)
         if len(shape) == 1:
             arrays = [np.broadcast_to(a, shape) for a in arrays]
-        outs = [np.empty(shape, dtype=np.float64) for _ in exprs]
+        outs = [o if o is not None and o.shape == shape else np.empty(shape, dtype=np.float64)
+                for o in (out or [None] * len(exprs))]
         inner = int(np.prod(shape[1:], dtype=np.int64))
         step = max(1, chunk // max(inner, 1))
         for lo in range(0, shape[0], step):
             part = [a[lo:lo + step] if a.shape[0] > 1 else a for a in arrays]
-            for out, got in zip(outs, sp_.array_fn(*part, *ks), strict=True):
-                out[lo:lo + step] = got
+            for o, got in zip(outs, sp_.array_fn(*part, *ks), strict=True):
+                o[lo:lo + step] = got
     return outs

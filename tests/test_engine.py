@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import sympy as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -256,3 +257,31 @@ def test_fast_estimate_equals_the_previous_one_with_quantized_formats(dtypes):
             _assert_identical(new, _estimate_before(model, "h100-sxm-80gb", wl, impl))
             # weight-only int4 dequantises in the kernel; W8A8 fp8 multiplies natively
             assert any(r.dequant_flops > 0 for r in new.ops) == ("w4" in dtypes["weight_dtype"])
+
+
+@pytest.mark.parametrize("a, b", [(3.0, 1.0), (1.0, 3.0), (2.0, 2.0), (math.nan, 1.0)])
+def test_scalar_switches_take_the_branch_select_would(a, b):
+    # a closed-form decode sum's regime is the sign of a slope B * (scalar): decided once per
+    # grid (costmodel.fused.Switches), it must give numpy select's numbers in every case,
+    # including the fall-through branch and a NaN condition
+    from costmodel import fused
+    B, S, G, ka, kb = sp.symbols("B S G ka kb", positive=True)
+    expr = sp.Piecewise((B * S + ka, B * (ka - kb) > 0), (B * G * kb, B * ka - B * kb < 0),
+                        (S + G, True)) + sp.Max(B, S)
+    args = (B, S, G, ka, kb)
+    vals = {B: np.array([1.0, 4.0])[:, None, None], S: np.array([2.0, 9.0])[None, :, None],
+            G: np.array([1.0, 5.0, 7.0])[None, None, :], ka: a, kb: b}
+    sw = fused.switches((expr,), frozenset({B, S, G}), args)
+    assert len(sw.nodes) == 1  # the condition was recognised as scalar
+    (got,) = fused.evaluate((expr,), args, vals)
+    want = sp.lambdify(args, expr, "numpy")(*[vals[x] for x in args])
+    np.testing.assert_array_equal(got, np.broadcast_to(want, got.shape))
+
+
+def test_switch_with_a_varying_condition_stays_a_select():
+    from costmodel import fused
+    B, S = sp.symbols("B S", positive=True)
+    expr = sp.Piecewise((B, B - S > 0), (S, True))
+    assert fused.switches((expr,), frozenset({B, S}), (B, S)).nodes == []
+    (got,) = fused.evaluate((expr,), (B, S), {B: np.array([1.0, 5.0]), S: np.array([3.0, 3.0])})
+    assert got.tolist() == [3.0, 5.0]
