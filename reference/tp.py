@@ -22,8 +22,11 @@ installs the collectives, Megatron style (docs/parallelism.md 1):
 
 Every collective goes through `all_reduce` / `all_gather` below, which tell the listeners of
 `collective_listener` its op name (the cost model's, layer index dropped) and the tensor bytes
-(all-reduce: the tensor reduced; all-gather: the gathered result). On the ``meta`` device no
-communication happens (shapes only), so a sharded model can be counted in one process.
+(all-reduce: the tensor reduced; all-gather: the gathered result) before it runs; a listener
+may return a context manager, entered around the collective's own work (the communication and,
+for an all-gather, the concatenation of the parts), so a counter can attribute that work to the
+collective's op. On the ``meta`` device no communication happens (shapes only), so a sharded
+model can be counted in one process.
 
 Run (CPU, gloo, 2 ranks; CUDA uses NCCL)::
 
@@ -52,12 +55,15 @@ from .layers import DecoderStack
 from .linear import Linear
 from .vanilla import VanillaLM
 
-_LISTENERS: list[Callable[[str, int], None]] = []
+# a listener: fn(op_name, tensor_bytes), returning None or a context manager for the work
+Listener = Callable[[str, int], "contextlib.AbstractContextManager[object] | None"]
+_LISTENERS: list[Listener] = []
 
 
 @contextlib.contextmanager
-def collective_listener(fn: Callable[[str, int], None]) -> Iterator[None]:
-    """Call ``fn(op_name, tensor_bytes)`` for every collective issued inside the block."""
+def collective_listener(fn: Listener) -> Iterator[None]:
+    """Call ``fn(op_name, tensor_bytes)`` for every collective issued inside the block; a
+    context manager it returns is entered around that collective's own work."""
     _LISTENERS.append(fn)
     try:
         yield
@@ -65,29 +71,39 @@ def collective_listener(fn: Callable[[str, int], None]) -> Iterator[None]:
         _LISTENERS.remove(fn)
 
 
-def _tell(name: str, t: Tensor) -> None:
-    for fn in _LISTENERS:
-        fn(name, t.numel() * t.element_size())
+@contextlib.contextmanager
+def _issued(name: str, nbytes: int) -> Iterator[None]:
+    """Tell the listeners of collective `name` of `nbytes`; its work runs in their scopes."""
+    with contextlib.ExitStack() as scopes:
+        for fn in list(_LISTENERS):
+            scope = fn(name, nbytes)
+            if scope is not None:
+                scopes.enter_context(scope)
+        yield
+
+
+def _nbytes(t: Tensor) -> int:
+    return t.numel() * t.element_size()
 
 
 def all_reduce(x: Tensor, name: str, group: dist.ProcessGroup | None) -> Tensor:
     """Sum `x` over the ranks (in place); on meta only the record."""
-    _tell(name, x)
-    if x.device.type != "meta":
-        dist.all_reduce(x, group=group)
+    with _issued(name, _nbytes(x)):
+        if x.device.type != "meta":
+            dist.all_reduce(x, group=group)
     return x
 
 
 def all_gather(x: Tensor, name: str, world: int, group: dist.ProcessGroup | None) -> Tensor:
-    """Concatenate every rank's `x` along the last dimension (rank order)."""
-    if x.device.type == "meta":
-        out = torch.cat([x] * world, dim=-1)
-    else:
-        parts = [torch.empty_like(x) for _ in range(world)]
-        dist.all_gather(parts, x.contiguous(), group=group)
-        out = torch.cat(parts, dim=-1)
-    _tell(name, out)
-    return out
+    """Concatenate every rank's `x` along the last dimension (rank order): the collective
+    gathers the parts, then one ``torch.cat`` lays them out (on meta: the same cat)."""
+    with _issued(name, world * _nbytes(x)):
+        if x.device.type == "meta":
+            parts = [x] * world
+        else:
+            parts = [torch.empty_like(x) for _ in range(world)]
+            dist.all_gather(parts, x.contiguous(), group=group)
+        return torch.cat(parts, dim=-1)
 
 
 def op_path(path: str) -> str:

@@ -6,6 +6,11 @@ listeners the op name (the cost model's, e.g. ``layers.attn.allreduce``) and the
 ``comm_bytes`` quantity, which `validation.count` compares with the cost model's collective
 ops (`costmodel.ops.allreduce_op` / `allgather_op`: comm_bytes = the tensor handed to the
 collective; the bytes on the wire follow from it by costmodel.collectives).
+
+Kernels (docs/parallelism.md 6): each collective call is one kernel of its op (an NCCL
+collective is one launch), with no activation traffic of its own (its bytes are
+``comm_bytes``); the work the reference does around it, the all-gather's ``torch.cat`` of the
+parts, runs inside the op's scope and is counted there by the kernel rule like any aten op.
 """
 
 from __future__ import annotations
@@ -19,7 +24,12 @@ from reference.tp import collective_listener
 
 @contextmanager
 def recording_collectives(tracer: Any) -> Iterator[None]:
-    with collective_listener(lambda op, nbytes: tracer.add_op(op, "comm_bytes", nbytes)):
+    def issued(op: str, nbytes: int) -> Any:
+        tracer.add_op(op, "comm_bytes", nbytes)
+        tracer.add_op(op, "kernels", 1)
+        return tracer.op_scope(op)
+
+    with collective_listener(issued):
         yield
 
 

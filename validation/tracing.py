@@ -36,6 +36,12 @@ conventions from the formula side):
   bytes (int8 values and per-vector scales), not the dequantised copies attention receives.
 - KV-cache size: the bytes of every layer's k and v tensors, per stack, largest over the
   request after each forward (at rest: not the transient of a ``torch.cat``).
+- Activation bytes and kernels: `validation.traffic`'s rule for every aten op, except the
+  regions counted as the one fused kernel the cost model times (docs/conventions.md, "Fused
+  kernels"): rotary, the static attention core, a quantised linear, an int8 cache update (one
+  kernel per tensor; the dequantised copies it returns count as KV, not activations); a
+  tensor-parallel collective is one kernel of its op, and its own work (an all-gather's
+  concatenation) runs in that op's scope (validation/collectives.py).
 
 Speed on the ``meta`` device. Meta execution is slow in PyTorch 2.13 (most meta kernels are
 Python reference implementations: 0.3-2 ms per op, ~0.2 s per decode step of vanilla_410), so
@@ -249,6 +255,9 @@ class Tracer:
         self.param_storages = {_storage(p) for p in model.parameters()}
         self.fused_depth = 0  # > 0 inside a fused kernel counted as one (attention core)
         self.in_cache_update = False
+        # the dequantised k, v each int8 cache last handed to attention (kept alive, so their
+        # storages cannot be reused): KV entries, not activations (`is_kv`)
+        self.dequantised: dict[str, tuple[Tensor, Tensor]] = {}
 
     # where a count goes
     def add(self, quantity: str, value: int, path: str | None = None) -> None:
@@ -305,6 +314,12 @@ class Tracer:
             self.fused_depth += 1
             self.add("kernels", 1)
             self.add("act_read_bytes", _nbytes(args[0]))
+        if isinstance(module, QuantizedLinear):
+            # counted as the one fused kernel the cost model times (docs/precision.md 3): the
+            # weight is dequantised inside the matmul, the bias added in its epilogue; it reads
+            # its input and writes its output (torch's packed CPU kernels run the bias add and
+            # an input copy as kernels of their own)
+            self._open_fused(_nbytes(args[0]))
         if isinstance(module, AttentionCore):
             self.add("kv_read_bytes", self._kv_read_bytes(path, args[1], args[2]))
             if not module.materialize:
@@ -315,6 +330,22 @@ class Tracer:
                 self.add("act_read_bytes", _nbytes(args[0]) + _nbytes(
                     args[3] if len(args) > 3 else None))
 
+    def _open_fused(self, read_bytes: int) -> None:
+        """Start a region counted as one kernel reading `read_bytes` of activations (its output
+        is written when the module returns, `_post`)."""
+        self.fused_depth += 1
+        self.add("kernels", 1)
+        self.add("act_read_bytes", read_bytes)
+
+    @contextmanager
+    def op_scope(self, op: str) -> Iterator[None]:
+        """Attribute what runs inside to `op` (a collective's own work, validation/collectives.py)."""
+        self.stack.append(op)
+        try:
+            yield
+        finally:
+            self.stack.pop()
+
     def _kv_read_bytes(self, core_path: str, k: Tensor, v: Tensor) -> int:
         """The k, v handed to attention, as the cache stores them: an int8 cache's reads are
         its stored int8 values and scales for those entries, not the dequantised copies."""
@@ -324,8 +355,8 @@ class Tracer:
         return (_nbytes(cache.k) + _nbytes(cache.v)) * k.shape[2] // cache.k.shape[2]
 
     def _post(self, module: nn.Module, args: Any, out: Any) -> None:
-        if isinstance(module, Rotary) or (isinstance(module, AttentionCore)
-                                          and not module.materialize):
+        if isinstance(module, Rotary | QuantizedLinear) or (isinstance(module, AttentionCore)
+                                                            and not module.materialize):
             self.add("act_write_bytes", _nbytes(out))
             self.fused_depth -= 1
         self.stack.pop()
@@ -338,7 +369,8 @@ class Tracer:
     def is_kv(self, t: Tensor) -> bool:
         s = _storage(t)
         return any(c is not None and _storage(c) == s
-                   for _, cache in self.caches for c in (cache.k, cache.v))
+                   for _, cache in self.caches for c in (cache.k, cache.v)) or any(
+            _storage(c) == s for pair in self.dequantised.values() for c in pair)
 
     def _wrap_update(self, path: str, cache: KVCache) -> Callable[..., Any]:
         original = cache.update
@@ -348,11 +380,23 @@ class Tracer:
                 self.add("kv_read_bytes", _nbytes(cache.k) + _nbytes(cache.v), path)
             self.stack.append(path)  # the cache's kernels are the op ``attn.kv_cache``
             self.in_cache_update = True
+            int8 = cache.kv_dtype == "int8" and cache.mode != "off"
+            if int8:
+                # counted as the fused kernels the cost model times (docs/precision.md 3): one
+                # quantise-and-store kernel per tensor, reading the new k (v) and writing the
+                # cache; the dequantisation of what attention reads happens inside the
+                # attention kernel (the CPU reference runs both as eager ops and copies)
+                self._open_fused(_nbytes(k) + _nbytes(v))
+                self.add("kernels", 1)
             try:
                 k_all, v_all = original(k, v, c)
             finally:
                 self.in_cache_update = False
                 self.stack.pop()
+                if int8:
+                    self.fused_depth -= 1
+            if int8:
+                self.dequantised[path] = (k_all, v_all)
             # bytes as stored (an int8 cache: values and scales)
             if cache.mode == "static":
                 stored = _nbytes(cache.k) + _nbytes(cache.v)
@@ -371,7 +415,9 @@ class Tracer:
         ]
         for m in self.paths:
             handles.append(m.register_forward_pre_hook(self._pre))
-            handles.append(m.register_forward_hook(self._post))
+            # before hooks already there (a TP shard's collective): the module's own output,
+            # and the collective runs in its own op's scope (validation/collectives.py)
+            handles.append(m.register_forward_hook(self._post, prepend=True))
         for path, cache in self.caches:
             cache.update = self._wrap_update(path, cache)  # type: ignore[method-assign]
         try:

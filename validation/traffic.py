@@ -9,7 +9,9 @@ decomposition) and applies the project's kernel rule (docs/conventions.md, "Kern
   schema says every output aliases an input, unwritten, and whose outputs really share an
   input's storage (``view``, ``transpose``, ``slice``, ``expand``, ``select``; a ``reshape``
   that has to copy IS a kernel), and the ops in `METADATA_OPS` (allocation without
-  initialisation, size queries);
+  initialisation, size queries). Collectives (ops of the ``c10d`` namespaces) are not counted
+  here: the tracer counts each as one kernel of its collective op, its bytes as ``comm_bytes``
+  (validation/collectives.py);
 - a kernel **reads** the bytes of every tensor argument it does not write (numel x element
   size, broadcast operands at their own size) and **writes** the bytes of every tensor it
   returns or mutates in place (an in-place target is written, not also read);
@@ -38,6 +40,10 @@ METADATA_OPS = frozenset({
     torch.ops.aten.is_same_size.default, torch.ops.prim.device.default,
     torch.ops.aten.lift_fresh.default,
 })
+
+
+# collectives: counted by the tracer where `reference.tp` issues them
+COLLECTIVE_NAMESPACES = frozenset({"c10d", "_c10d_functional"})
 
 
 def _nbytes(t: Tensor) -> int:
@@ -74,7 +80,8 @@ class TrafficCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if func in METADATA_OPS or is_view_op(func, args, out) or not self.active():
+        if (func in METADATA_OPS or func.namespace in COLLECTIVE_NAMESPACES
+                or is_view_op(func, args, out) or not self.active()):
             return out
         schema = func._schema
         written: list[Tensor] = []
