@@ -100,12 +100,43 @@ def test_quantised_counts_equal_cost_model(name, profile, weight_dtype, kv_dtype
     spec = get_preset(name)
     rep = compare(spec, 3, 21, 6, profile, "fp32", weight_dtype=weight_dtype, kv_dtype=kv_dtype)
     assert rep.mismatches == 0, [r for r in rep.rows if not r.ok]
+    # activation bytes and kernels are compared too, not only FLOPs, weight and KV bytes
+    assert all({"act_read_bytes", "act_write_bytes", "kernels"} <= set(r.counted)
+               for r in rep.rows if r.phase != "(request)")
     rows = {r.op: r.counted for r in rep.rows}
     dense_params = 4 * spec.params_total  # fp32
     if weight_dtype:  # the quantised reference really is smaller (embeddings stay dense)
         assert rows["(parameters)"]["bytes"] < 0.8 * dense_params
     else:
         assert rows["(parameters)"]["bytes"] == dense_params
+
+
+def test_quantised_modules_are_counted_as_the_fused_kernels() -> None:
+    """A quantised linear is one kernel reading its input and writing its output; an int8
+    cache update one kernel per tensor reading the new k and v; the dequantised copies eager
+    attention reads are KV, so its activation bytes and kernels equal the dense cache's
+    (docs/precision.md 3; figures by hand, not from the cost model)."""
+    from costmodel import get_preset
+
+    spec = get_preset("vanilla_70")
+    st = spec.stack
+    b, s, n, fp32 = 2, 5, st.n_layers, 4
+    rep = compare(spec, b, s, 3, "hf-legacy", "fp32", weight_dtype="w8a16", kv_dtype="int8")
+    assert rep.mismatches == 0
+    got = {(r.phase, r.op): r.counted for r in rep.rows}
+    qkv, cache = got[("prefill", "layers.attn.qkv")], got[("prefill", "layers.attn.kv_cache")]
+    assert qkv["kernels"] == n  # not the packed matmul, bias add and input copy
+    assert qkv["act_read_bytes"] == n * b * s * st.d_model * fp32
+    assert qkv["act_write_bytes"] == n * b * s * (st.n_heads + 2 * st.kv_heads) * st.dh * fp32
+    assert cache["kernels"] == 2 * n  # not abs, amax, clamp, div, round, ... per tensor
+    assert cache["act_read_bytes"] == n * 2 * b * s * st.kv_heads * st.dh * fp32
+    assert cache["act_write_bytes"] == 0
+    dense = {(r.phase, r.op): r.counted for r in
+             compare(spec, b, s, 3, "hf-legacy", "fp32").rows}
+    for phase in ("prefill", "decode"):
+        core, dense_core = got[(phase, "layers.attn.core")], dense[(phase, "layers.attn.core")]
+        for q in ("act_read_bytes", "act_write_bytes", "kernels"):
+            assert core[q] == dense_core[q], (phase, q)
 
 
 def _tiny(kind: str) -> nn.Module:

@@ -160,6 +160,20 @@ def test_cli_count_last_line(capsys) -> None:
     assert any(line.startswith("prefill") and "lm_head" in line for line in out)
 
 
+def test_cli_count_models_list_quantised(capsys) -> None:
+    """Comma-separated models; quantised weights and an int8 cache with activation bytes and
+    kernels compared, zero mismatches; an empty name is refused."""
+    assert cli_main(["validate", "count", "--model", "vanilla_31,block_main_b4_5", "--prompt",
+                     "8", "--generate", "3", "--dtype", "fp32", "--weight-dtype", "w8a16",
+                     "--kv-dtype", "int8"]) == 0
+    out = capsys.readouterr().out
+    assert "vanilla_31 " in out and "block_main_b4_5 " in out
+    assert out.strip().endswith("count mismatches: 0")
+    assert cli_main(["validate", "count", "--model", "vanilla_31,", "--prompt", "8",
+                     "--generate", "3"]) == 2
+    assert "--model" in capsys.readouterr().err
+
+
 def test_cli_count_needs_lengths(capsys) -> None:
     assert cli_main(["validate", "count", "--model", "vanilla_31", "--prompt", "16"]) == 2
     assert "--generate" in capsys.readouterr().err

@@ -27,12 +27,16 @@ PAPER_SETTINGS = ((2048, 128), (128, 2048))
 
 
 def _models(text: str) -> list[Any]:
+    """``all`` (the ten presets) or comma-separated presets / spec or config files."""
     from costmodel.loading import load_model
     from costmodel.presets import PRESET_NAMES, get_preset
 
     if text == "all":
         return [get_preset(n) for n in PRESET_NAMES]
-    return [load_model(text)]
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise UserError(f"--model: expected a name, a file or comma-separated names, got {text!r}")
+    return [load_model(n) for n in names]
 
 
 def _check_out(path: str | None, suffixes: tuple[str, ...], flag: str) -> None:
@@ -224,7 +228,8 @@ def register(sub: Any) -> None:
     vs = v.add_subparsers(dest="validate_command", required=True)
 
     c = vs.add_parser("count", help="counted FLOPs/bytes of the reference vs the cost model")
-    c.add_argument("--model", required=True, help="preset name, spec .json, or 'all'")
+    c.add_argument("--model", required=True,
+                   help="preset name, spec .json, comma-separated names, or 'all'")
     c.add_argument("--prompt", type=int, help="prompt tokens S")
     c.add_argument("--generate", type=int, help="generated tokens G")
     c.add_argument("--paper-settings", action="store_true",

@@ -11,6 +11,10 @@ is counted by `validation.tracing` and set beside the cost model's executed coun
 | KV entries read / written by X in P                  | row (P, X) ``kv_read_bytes`` /         |
 |                                                      | ``kv_write_bytes`` (OpRow.kv_bytes is  |
 |                                                      | their sum)                             |
+| activation bytes read / written and kernels of X in  | row (P, X) ``act_read_bytes``,         |
+| P (`validation.traffic`; fused kernels counted at    | ``act_write_bytes``, ``kernels``       |
+| their granularity: `TRAFFIC`'s comment)              |                                        |
+| tensor bytes handed to each collective (tp > 1)      | row (P, X) ``comm_bytes``              |
 | parameter bytes of the module                        | ``weights_bytes`` (hf-legacy block:    |
 |                                                      | minus the unused V x D_b ``embed_in``  |
 |                                                      | the reference does not allocate)       |
@@ -58,13 +62,12 @@ COMPARED: tuple[str, ...] = ("flops", "weight_bytes", "kv_read_bytes", "kv_write
 # with tensor parallelism also the tensor bytes of every collective (validation/collectives.py)
 COMPARED_ALL: tuple[str, ...] = (*COMPARED, "comm_bytes")
 # activation traffic and kernels of every aten op (validation/traffic.py, docs/conventions.md),
-# compared for the profiles whose kernels the reference runs: static and hf-legacy, in dense
-# formats. Quantised formats compare FLOPs, weight and KV bytes only: the reference runs torch's
-# packed CPU kernels and an eager int8-KV dequantised copy, while the cost model describes the
-# fused GPU kernels (dequantisation inside the matmul or attention kernel; docs/precision.md).
-# Tensor-parallel runs compare collectives' bytes but not activation traffic: the sharded
-# reference's masked vocab-parallel lookup and logit gather run small helper kernels that the
-# cost model folds into its collective ops (docs/parallelism.md).
+# compared for the profiles whose kernels the reference runs (static and hf-legacy), in every
+# weight and KV format and with tensor parallelism. Where the cost model times a fused kernel
+# the tracer counts at that kernel's granularity: a quantised linear is one dequantise-in-the-
+# matmul kernel, an int8 cache update one quantise-and-store kernel per tensor with the
+# dequantisation inside attention (docs/precision.md 3); each collective is one kernel of its
+# op, an all-gather's concatenation a second (docs/parallelism.md 6).
 TRAFFIC: tuple[str, ...] = ("act_read_bytes", "act_write_bytes", "kernels")
 TRAFFIC_PROFILES = ("static", "hf-legacy")
 EVALUATED: tuple[str, ...] = (*COMPARED_ALL, *TRAFFIC)
@@ -220,8 +223,7 @@ def compare(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
     predicted, weights, kv_per_sample = predicted_counts(spec, impl, batch, prompt_tokens,
                                                          generated_tokens, at_rest=True, tp=tp)
     compared = COMPARED_ALL if tp > 1 else COMPARED
-    if (implementation in TRAFFIC_PROFILES and weight_dtype is None and kv_dtype is None
-            and tp == 1):
+    if implementation in TRAFFIC_PROFILES:
         compared = (*compared, *TRAFFIC)
     rows = []
     keys = list(predicted) + [k for k in counted.counts if k not in predicted]
