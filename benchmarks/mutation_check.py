@@ -78,19 +78,26 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
      "return sy.s_a * 2 * q * x.D + sp.Max(", "return sy.s_a * 0 * q * x.D + sp.Max("),
     ("workspace score term", "costmodel/memory.py",
      "attn += x.H * q * n_k", "attn += 0"),
+    ("vocab-parallel lookup kernels", "costmodel/ops.py",
+     "kernels=sp.Integer(8))", "kernels=sp.Integer(1))"),
+    ("all-gather concatenation", "costmodel/ops.py",
+     "gathered_bytes, gathered_bytes, kernels=sp.Integer(2),", "ZERO, ZERO,"),
 ]
 
-COUNT_CASES = [("vanilla_31", 9, 4), ("block_main_b4_5", 9, 6),
-               ("examples/configs/llama-2-70b.json", 5, 3)]
+# (model, prompt, generated, compare's keywords): dense at tp 1, and one sharded quantised
+# request (quantised linears, int8 cache, vocab-parallel lookups, collectives' kernels)
+COUNT_CASES = [("vanilla_31", 9, 4, {}), ("block_main_b4_5", 9, 6, {}),
+               ("examples/configs/llama-2-70b.json", 5, 3, {}),
+               ("block_main_b4_5", 9, 6, {"tp": 2, "weight_dtype": "w8a16", "kv_dtype": "int8"})]
 TESTS = ["tests/test_exactness.py", "tests/test_validation_workspace.py"]
 
 COUNT_SCRIPT = """
 import sys
 from costmodel.loading import load_model
 from validation.count import compare
-for model, s, g in {cases!r}:
+for model, s, g, kw in {cases!r}:
     for profile in ("static", "hf-legacy"):
-        rep = compare(load_model(model), 2, s, g, profile, "fp32")
+        rep = compare(load_model(model), 2, s, g, profile, "fp32", **kw)
         if rep.mismatches:
             bad = next(r for r in rep.rows if not r.ok)
             print(f"{{model}} {{profile}} {{bad.phase}}/{{bad.op}}")
