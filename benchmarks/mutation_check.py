@@ -79,9 +79,9 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ("workspace score term", "costmodel/memory.py",
      "attn += x.H * q * n_k", "attn += 0"),
     ("vocab-parallel lookup kernels", "costmodel/ops.py",
-     "kernels=sp.Integer(8))", "kernels=sp.Integer(1))"),
+     "kernels=op.kernels + 7 * extra)", "kernels=op.kernels)"),
     ("all-gather concatenation", "costmodel/ops.py",
-     "gathered_bytes, gathered_bytes, kernels=sp.Integer(2),", "ZERO, ZERO,"),
+     "concat * gathered_bytes, concat * gathered_bytes,", "ZERO, ZERO,"),
 ]
 
 # (model, prompt, generated, compare's keywords): dense at tp 1, and one sharded quantised

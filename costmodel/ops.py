@@ -158,29 +158,42 @@ def allreduce_op(name: str, payload_bytes: sp.Expr, t: sp.Expr) -> OpCost:
                   comm_time=allreduce_time(payload_bytes, t))
 
 
+def sharded(t: sp.Expr) -> sp.Expr:
+    """1 with tensor parallelism (t >= 2 ranks), 0 at t = 1: the work only a sharded model does
+    vanishes there, so the sharded formulas at tp = 1 are the single-GPU ones
+    (docs/parallelism.md 1)."""
+    return sp.Min(t - 1, 1)
+
+
 def allgather_op(name: str, gathered_bytes: sp.Expr, t: sp.Expr) -> OpCost:
     """A ring all-gather whose result is `gathered_bytes` (comm_bytes: the result's size).
 
     Two kernels (docs/parallelism.md 6): the collective, which gathers the t parts one after
     another, and the concatenation that lays them out along the last dimension (vocabulary or
     expansion width), reading and writing the gathered bytes."""
-    return OpCost(name, ZERO, ZERO, ZERO, gathered_bytes, gathered_bytes, kernels=sp.Integer(2),
-                  comm_bytes=gathered_bytes,
+    concat = sharded(t)
+    return OpCost(name, ZERO, ZERO, ZERO, concat * gathered_bytes, concat * gathered_bytes,
+                  kernels=1 + concat, comm_bytes=gathered_bytes,
                   comm_sent_bytes=allgather_sent_bytes(gathered_bytes, t),
                   comm_time=allgather_time(gathered_bytes, t))
 
 
-def vocab_parallel_lookup(op: OpCost, ids: sp.Expr, elements: sp.Expr) -> OpCost:
+def vocab_parallel_lookup(op: OpCost, ids: sp.Expr, elements: sp.Expr, t: sp.Expr) -> OpCost:
     """A lookup of `ids` token ids into `elements` activations as one rank of a vocab-parallel
     table runs it (docs/parallelism.md 1, 6): ``local = ids - lo``, ``local >= 0``,
     ``local < n``, their ``&``, ``local.clamp(0, n - 1)``, the lookup, the mask cast to the
     activation dtype and the product with it, 8 kernels. Ids are read five times (ID_BYTES)
     and written twice, three bool masks written and read back once more by ``&`` and the cast;
     the lookup's output is written, then read and written by the product, which also reads the
-    cast mask (one element per id). The rows gathered (weight bytes) are as unsharded."""
-    read = ids * (5 * ID_BYTES + 3 * BOOL_BYTES + s_a) + elements * s_a
-    write = ids * (2 * ID_BYTES + 3 * BOOL_BYTES + s_a) + 2 * elements * s_a
-    return replace(op, act_read_bytes=read, act_write_bytes=write, kernels=sp.Integer(8))
+    cast mask (one element per id). Beyond the plain lookup `op` (which reads the ids once and
+    writes the output) that is 7 kernels, with t >= 2. The rows gathered (weight bytes) are as
+    unsharded."""
+    extra = sharded(t)
+    read = ids * (4 * ID_BYTES + 3 * BOOL_BYTES + s_a) + elements * s_a
+    write = ids * (2 * ID_BYTES + 3 * BOOL_BYTES + s_a) + elements * s_a
+    return replace(op, act_read_bytes=op.act_read_bytes + extra * read,
+                   act_write_bytes=op.act_write_bytes + extra * write,
+                   kernels=op.kernels + 7 * extra)
 
 
 FP32_BYTES = sp.Integer(4)
@@ -370,7 +383,7 @@ def stack_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
         ops.append(OpCost(prefix + "embed_in", ZERO, ZERO, Bq * x.D * s_e, Bq * ID_BYTES,
                           Bq * x.D * s_a))
         if tp is not None:
-            ops[-1] = vocab_parallel_lookup(ops[-1], Bq, Bq * x.D)
+            ops[-1] = vocab_parallel_lookup(ops[-1], Bq, Bq * x.D, t)
             ops.append(allreduce_op(prefix + "embed_in.allreduce", Bq * x.D * s_a, t))
     ops += [op.scaled(x.N) for op in layer_ops(prefix, st, im, x, Bq, B, q, c, tp)]
     ops.append(_norm(prefix + "final_norm", st, Bq, x.D))
@@ -390,7 +403,7 @@ def embedder_ops(B: sp.Expr, n_blocks: sp.Expr, D_b: sp.Expr,
     ops = [OpCost("embedder", ZERO, ZERO, rows * D_b * s_e, rows * L_B * ID_BYTES,
                   rows * D_b * s_a)]
     if tp is not None:
-        ops[0] = vocab_parallel_lookup(ops[0], rows * L_B, rows * D_b)
+        ops[0] = vocab_parallel_lookup(ops[0], rows * L_B, rows * D_b, tp)
         ops.append(allreduce_op("embedder.allreduce", rows * D_b * s_a, tp))
     return ops
 
