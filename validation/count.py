@@ -11,6 +11,9 @@ is counted by `validation.tracing` and set beside the cost model's executed coun
 | KV entries read / written by X in P                  | row (P, X) ``kv_read_bytes`` /         |
 |                                                      | ``kv_write_bytes`` (OpRow.kv_bytes is  |
 |                                                      | their sum)                             |
+| activation bytes read / written and kernels of X in  | row (P, X) ``act_read_bytes`` /        |
+| P (every aten op, `validation.traffic`; fused        | ``act_write_bytes``, ``kernels``       |
+| attention and rotary at their kernel's granularity)  | (dense formats, tp = 1, every profile) |
 | parameter bytes of the module                        | ``weights_bytes`` (hf-legacy block:    |
 |                                                      | minus the unused V x D_b ``embed_in``  |
 |                                                      | the reference does not allocate)       |
@@ -58,15 +61,16 @@ COMPARED: tuple[str, ...] = ("flops", "weight_bytes", "kv_read_bytes", "kv_write
 # with tensor parallelism also the tensor bytes of every collective (validation/collectives.py)
 COMPARED_ALL: tuple[str, ...] = (*COMPARED, "comm_bytes")
 # activation traffic and kernels of every aten op (validation/traffic.py, docs/conventions.md),
-# compared for the profiles whose kernels the reference runs: static and hf-legacy, in dense
-# formats. Quantised formats compare FLOPs, weight and KV bytes only: the reference runs torch's
+# compared for every profile in dense formats: the reference runs each profile's kernels
+# (official, official-eager: transformers 4.39 GPT-NeoX's fp32-key cast and eager fp32-score
+# kernels, docs/published.md 1; flash attention counted at its kernel's granularity). Quantised formats compare FLOPs, weight and KV bytes only: the reference runs torch's
 # packed CPU kernels and an eager int8-KV dequantised copy, while the cost model describes the
 # fused GPU kernels (dequantisation inside the matmul or attention kernel; docs/precision.md).
 # Tensor-parallel runs compare collectives' bytes but not activation traffic: the sharded
 # reference's masked vocab-parallel lookup and logit gather run small helper kernels that the
 # cost model folds into its collective ops (docs/parallelism.md).
 TRAFFIC: tuple[str, ...] = ("act_read_bytes", "act_write_bytes", "kernels")
-TRAFFIC_PROFILES = ("static", "hf-legacy")
+TRAFFIC_PROFILES = ("static", "hf-legacy", "official", "official-eager")
 EVALUATED: tuple[str, ...] = (*COMPARED_ALL, *TRAFFIC)
 REQUEST_PHASE = "(request)"
 

@@ -314,11 +314,25 @@ class Tracer:
                 self.add("kernels", 1)
                 self.add("act_read_bytes", _nbytes(args[0]) + _nbytes(
                     args[3] if len(args) > 3 else None))
+                q, k = args[0], args[1]
+                if k.dtype != q.dtype:
+                    # keys cached in fp32 (official profiles) are cast to q's dtype by a
+                    # kernel of their own before the flash kernel (`AttentionCore.forward`,
+                    # docs/conventions.md "Fused kernels"): it reads the cached keys (the KV
+                    # read above) and writes a 16-bit copy, which the flash kernel reads
+                    cast = k.numel() * q.element_size()
+                    self.add("kernels", 1)
+                    self.add("act_write_bytes", cast)
+                    self.add("act_read_bytes", cast)
+
+    def _cache_of(self, core_path: str) -> KVCache | None:
+        """The KV cache beside the attention core at `core_path` (None outside the model)."""
+        return self.cache_at.get(core_path.rsplit(".", 1)[0] + ".kv_cache")
 
     def _kv_read_bytes(self, core_path: str, k: Tensor, v: Tensor) -> int:
         """The k, v handed to attention, as the cache stores them: an int8 cache's reads are
         its stored int8 values and scales for those entries, not the dequantised copies."""
-        cache = self.cache_at.get(core_path.rsplit(".", 1)[0] + ".kv_cache")
+        cache = self._cache_of(core_path)
         if cache is None or cache.kv_dtype is None or cache.k is None:
             return _nbytes(k) + _nbytes(v)
         return (_nbytes(cache.k) + _nbytes(cache.v)) * k.shape[2] // cache.k.shape[2]
