@@ -78,10 +78,13 @@ class AttentionCore(nn.Module):
         """Run `_neox_eager` with these masks (None, None: the generic paths)."""
         self.blocked, self.padding = blocked, padding
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
-        # q: [B, H, q, dh]; k, v: [B, K, n_k, dh]; mask: [q, n_k] bool or None (causal)
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
+                cached: bool = False) -> Tensor:
+        # q: [B, H, q, dh]; k, v: [B, K, n_k, dh]; mask: [q, n_k] bool or None (causal);
+        # cached: a forward of the request the cache was set up for (a training forward after
+        # it takes the generic paths)
         n_q, n_k = q.shape[2], k.shape[2]
-        if self.materialize and self.padding is not None:
+        if self.materialize and cached and self.padding is not None:
             if mask is not None:
                 raise RuntimeError("AttentionCore: the GPT-NeoX eager path takes no mask")
             return self._neox_eager(q, k, v)
@@ -170,5 +173,5 @@ class Attention(nn.Module):
             k, v = self.kv_cache.update_at(k, v, step.pos)  # [B, K, T_max, dh]
         elif step.use_cache:
             k, v = self.kv_cache.update(k, v, step.c)  # [B, K, c+q, dh]
-        out = self.core(q, k, v, step.mask)  # [B, H, q, dh]
+        out = self.core(q, k, v, step.mask, cached=step.use_cache)  # [B, H, q, dh]
         return self.dense(out.transpose(1, 2).reshape(b, n_q, self.n_heads * dh))
