@@ -36,7 +36,7 @@ from .parallel import Parallelism, check_parallelism, get_parallelism
 from .precision import check_group_size
 from .presets import get_preset, with_block_length
 from .spec import BlockSpec, ModelSpec, StackSpec, VanillaSpec
-from .workload import MAX_WHOLE, Workload
+from .workload import DEFAULT_SWEEP_METRICS, MAX_WHOLE, Workload
 
 ModelLike = VanillaSpec | BlockSpec | str
 HardwareLike = Hardware | str
@@ -499,8 +499,6 @@ def _positive_array(name: str, values: Iterable[Any]) -> np.ndarray:
     return arr
 
 
-DEFAULT_SWEEP_METRICS = ("throughput_tokens_per_s", "request_time_s", "ttft_s", "tpot_s",
-                         "memory_bytes_per_sample", "max_batch")
 # A sweep held in memory costs ~250 bytes per design point (13 float64 columns plus pandas'
 # copies: 10^7 points took 2.5 GB). Above this, `sweep` refuses and `sweep_chunks` or
 # `blockroof sweep --out FILE.parquet` stream the grid (docs/reliability.md).

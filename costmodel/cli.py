@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from .errors import UserError, check_field, describe_validation_error, finite, user_message
 from .flags import OnceParser, conflict, whole_list
 from .implementation import PROFILES
+from .workload import DEFAULT_SWEEP_METRICS
 
 FLAG_FOR_FIELD = {"prompt_tokens": "--prompt", "generated_tokens": "--generate",
                   "batch": "--batch", "memory_reserve_bytes": "--reserve-gib"}
@@ -365,8 +366,6 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         print(f"wrote {rows} design points to {args.out}")
 
 
-DEFAULT_SWEEP_METRICS = ("throughput_tokens_per_s", "request_time_s", "ttft_s", "tpot_s",
-                         "memory_bytes_per_sample", "max_batch")
 
 
 

@@ -406,15 +406,12 @@ def layer_weight_bytes(st: StackStructure, x: StackSymbols, tp: sp.Expr | None =
     one rank holds (docs/parallelism.md 1): column-parallel linears keep their sharded output
     columns with those columns' scales and biases; row-parallel ones a slice of the inputs and
     every output channel's scale and bias; norms replicated."""
-    D, d_h = x.D, x.d_h
     sh = shard(x, tp)
-    H, K, F = sh.H, sh.K, sh.F
-    n_up = 1 if st.mlp == "gelu" else 2
-    return (linear_weight_bytes(D, (H + 2 * K) * d_h, st.qkv_bias)
-            + linear_weight_bytes(H * d_h, D, st.out_bias)
-            + n_up * linear_weight_bytes(D, F, st.mlp_bias)
-            + linear_weight_bytes(F, D, st.mlp_bias)
-            + 2 * _norm_params(st, D) * s_e)
+    linears = counts.layer_linears(x.D, sh.H, sh.K, x.d_h, sh.F, mlp=st.mlp,
+                                   qkv_bias=st.qkv_bias, out_bias=st.out_bias,
+                                   mlp_bias=st.mlp_bias)
+    return (sum(linear_weight_bytes(*lin) for lin in linears)
+            + 2 * _norm_params(st, x.D) * s_e)
 
 
 def final_norm_weight_bytes(st: StackStructure, x: StackSymbols) -> sp.Expr:

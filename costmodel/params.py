@@ -16,15 +16,28 @@ def norm_params(norm: str, D: Num) -> Num:
     return 2 * D if norm == "layernorm" else D
 
 
+def layer_linears(D: Num, H: Num, K: Num, d_h: Num, F: Num, *, mlp: str, qkv_bias: bool,
+                  out_bias: bool, mlp_bias: bool) -> list[tuple[Num, Num, bool]]:
+    """(d_in, d_out, bias) of every Linear of one decoder layer (docs/model.md 1.6, 1.8): QKV
+    D -> (H + 2K) d_h, dense H d_h -> D, the MLP's up projection(s) D -> F (two when gated) and
+    down F -> D. The one inventory that parameter counts (`layer_params`) and stored bytes
+    (`costmodel.ops.layer_weight_bytes`) both evaluate."""
+    n_up = 1 if mlp == "gelu" else 2
+    return [(D, (H + 2 * K) * d_h, qkv_bias), (H * d_h, D, out_bias),
+            *[(D, F, mlp_bias)] * n_up, (F, D, mlp_bias)]
+
+
+def linear_params(d_in: Num, d_out: Num, bias: bool) -> Num:
+    """Weight d_in x d_out plus a bias of d_out."""
+    return d_in * d_out + (d_out if bias else 0)
+
+
 def layer_params(D: Num, H: Num, K: Num, d_h: Num, F: Num, *, mlp: str, norm: str,
                  qkv_bias: bool, out_bias: bool, mlp_bias: bool) -> Num:
-    """One decoder layer: QKV D -> (H + 2K) d_h, dense H d_h -> D, MLP (gated: two D -> F
-    projections), two norms. GPT-NeoX with F = 4D: 12 D^2 + 13 D."""
-    qkv = D * (H + 2 * K) * d_h + ((H + 2 * K) * d_h if qkv_bias else 0)
-    dense = H * d_h * D + (D if out_bias else 0)
-    n_up = 1 if mlp == "gelu" else 2
-    mlp_p = (n_up + 1) * D * F + ((n_up * F + D) if mlp_bias else 0)
-    return qkv + dense + mlp_p + 2 * norm_params(norm, D)
+    """One decoder layer: its linears and two norms. GPT-NeoX with F = 4D: 12 D^2 + 13 D."""
+    linears = layer_linears(D, H, K, d_h, F, mlp=mlp, qkv_bias=qkv_bias, out_bias=out_bias,
+                            mlp_bias=mlp_bias)
+    return sum(linear_params(*lin) for lin in linears) + 2 * norm_params(norm, D)
 
 
 def stack_params(N: Num, layer: Num, final_norm: Num) -> Num:

@@ -25,3 +25,8 @@ class Workload(BaseModel, frozen=True, extra="forbid"):
 # The paper's two settings (docs/model.md 5.1): prefill-heavy and decode-heavy.
 PREFILL_HEAVY = Workload(batch="max", prompt_tokens=2048, generated_tokens=128)
 DECODE_HEAVY = Workload(batch="max", prompt_tokens=128, generated_tokens=2048)
+
+
+# What a sweep reports when no metrics are named (the API's `sweep` and `blockroof sweep`).
+DEFAULT_SWEEP_METRICS = ("throughput_tokens_per_s", "request_time_s", "ttft_s", "tpot_s",
+                         "memory_bytes_per_sample", "max_batch")

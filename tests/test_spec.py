@@ -49,6 +49,23 @@ def test_neox_layer_is_12d2_plus_13d():
         assert st.params_per_layer == 12 * d * d + 13 * d
 
 
+@pytest.mark.parametrize("name", ["vanilla_70", "block_main_b4_19"])
+def test_stored_bytes_at_one_byte_per_element_are_the_parameter_count(name):
+    # costmodel.ops.layer_weight_bytes and the spec's counts evaluate one linear inventory
+    # (params.layer_linears): with every element at 1 byte and no scales they must agree
+    import sympy as sp
+
+    from costmodel import symbols as sy
+    from costmodel.ops import StackStructure, layer_weight_bytes
+    spec = get_preset(name)
+    for st, sym in ([(spec.stack, sy.VANILLA)] if spec.kind == "vanilla" else
+                    [(spec.block_decoder, sy.BLOCK_DEC), (spec.token_decoder, sy.TOKEN_DEC)]):
+        got = layer_weight_bytes(StackStructure.of(st), sym).subs(
+            {sy.s_w: 1, sy.s_e: 1, sy.s_wc: 0, sym.D: st.d_model, sym.H: st.n_heads,
+             sym.K: st.kv_heads, sym.d_h: st.dh, sym.F: st.d_ffn})
+        assert sp.Integer(st.params_per_layer) == got
+
+
 def test_aliases_and_unknown_names():
     assert get_preset("Block 1.4B").name == "block_main_b4_1.2b"
     assert get_preset("vanilla-410").name == "vanilla_410"
