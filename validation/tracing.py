@@ -325,14 +325,10 @@ class Tracer:
                     self.add("act_write_bytes", cast)
                     self.add("act_read_bytes", cast)
 
-    def _cache_of(self, core_path: str) -> KVCache | None:
-        """The KV cache beside the attention core at `core_path` (None outside the model)."""
-        return self.cache_at.get(core_path.rsplit(".", 1)[0] + ".kv_cache")
-
     def _kv_read_bytes(self, core_path: str, k: Tensor, v: Tensor) -> int:
         """The k, v handed to attention, as the cache stores them: an int8 cache's reads are
         its stored int8 values and scales for those entries, not the dequantised copies."""
-        cache = self._cache_of(core_path)
+        cache = self.cache_at.get(core_path.rsplit(".", 1)[0] + ".kv_cache")
         if cache is None or cache.kv_dtype is None or cache.k is None:
             return _nbytes(k) + _nbytes(v)
         return (_nbytes(cache.k) + _nbytes(cache.v)) * k.shape[2] // cache.k.shape[2]
