@@ -4,8 +4,9 @@ change to the cost model's formulas?
 Each mutation in `MUTATIONS` replaces one piece of text in one `costmodel` file of a copy of the
 repository. The copy is then checked, stopping at the first failure:
 1. `validate count` (`validation.count.compare`) on `COUNT_CASES` (vanilla, block, and a
-   grouped-query Llama config; both profiles): FLOPs, weight, KV, activation bytes, kernels,
-   parameter and KV-cache memory, exactly;
+   grouped-query Llama config, and a sharded quantised request; static and hf-legacy in fp32,
+   the official profiles in bf16, where their fp32-key casts are kernels): FLOPs, weight, KV,
+   activation bytes, kernels, collectives, parameter and KV-cache memory, exactly;
 2. `TESTS`: what the count cannot see (the useful/executed switch, useful FLOPs, workspace).
 Prints one line per mutation and, last, ``mutations caught: K/N``. Refuses to run (exit 2,
 naming each one) when a mutation's text no longer occurs exactly once in its file: when the
@@ -82,6 +83,12 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
      "kernels=op.kernels + 7 * extra)", "kernels=op.kernels)"),
     ("all-gather concatenation", "costmodel/ops.py",
      "concat * gathered_bytes, concat * gathered_bytes,", "ZERO, ZERO,"),
+    ("official eager kernels", "costmodel/ops.py",
+     "kernels=7 + narrow, dequant_flops", "kernels=6 + narrow, dequant_flops"),
+    ("official eager masks", "costmodel/ops.py",
+     "masks = q * n_k * BOOL_BYTES + B * n_k * s_a", "masks = q * n_k * BOOL_BYTES"),
+    ("official fp32 key cast", "costmodel/ops.py",
+     "cast = narrow * B * K * d_h * n_k * s_a", "cast = 0"),
 ]
 
 # (model, prompt, generated, compare's keywords): dense at tp 1, and one sharded quantised
@@ -91,17 +98,23 @@ COUNT_CASES = [("vanilla_31", 9, 4, {}), ("block_main_b4_5", 9, 6, {}),
                ("block_main_b4_5", 9, 6, {"tp": 2, "weight_dtype": "w8a16", "kv_dtype": "int8"})]
 TESTS = ["tests/test_exactness.py", "tests/test_validation_workspace.py"]
 
+# static and hf-legacy in fp32 (every case); the official profiles in bf16, where their fp32-key
+# casts are kernels (dense cases: the official profiles cache keys in fp32, not int8)
+COUNT_RUNS = ([(m, s, g, p, "fp32", kw) for m, s, g, kw in COUNT_CASES
+               for p in ("static", "hf-legacy")]
+              + [(m, s, g, p, "bf16", kw) for m, s, g, kw in COUNT_CASES if not kw
+                 for p in ("official", "official-eager")])
+
 COUNT_SCRIPT = """
 import sys
 from costmodel.loading import load_model
 from validation.count import compare
-for model, s, g, kw in {cases!r}:
-    for profile in ("static", "hf-legacy"):
-        rep = compare(load_model(model), 2, s, g, profile, "fp32", **kw)
-        if rep.mismatches:
-            bad = next(r for r in rep.rows if not r.ok)
-            print(f"{{model}} {{profile}} {{bad.phase}}/{{bad.op}}")
-            sys.exit(1)
+for model, s, g, profile, dtype, kw in {runs!r}:
+    rep = compare(load_model(model), 2, s, g, profile, dtype, **kw)
+    if rep.mismatches:
+        bad = next(r for r in rep.rows if not r.ok)
+        print(f"{{model}} {{profile}} {{bad.phase}}/{{bad.op}}")
+        sys.exit(1)
 """
 
 
@@ -118,7 +131,7 @@ def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def check(cwd: Path) -> str | None:
     """Where the copy at `cwd` fails ("count: ..." or "tests: ..."), or None if it passes."""
-    r = _run([sys.executable, "-c", COUNT_SCRIPT.format(cases=COUNT_CASES)], cwd)
+    r = _run([sys.executable, "-c", COUNT_SCRIPT.format(runs=COUNT_RUNS)], cwd)
     if r.returncode:
         return "count: " + (r.stdout.strip().splitlines() or r.stderr.strip().splitlines())[-1]
     r = _run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *TESTS], cwd)

@@ -276,6 +276,9 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
     # 1 when the forward has several new positions, 0 for a one-position step (q >= 1)
     several = sp.Min(q - 1, 1)
     grouped = sp.Min(H - K, 1)  # 1 with grouped-query attention (H > K), 0 with H = K
+    # 1 when the compute dtype is narrower than fp32 (s_a < 4): casting the official profiles'
+    # fp32 keys or scores to it is a kernel; 0 with fp32 compute (the cast is a no-op)
+    narrow = sp.Min(FP32_BYTES - s_a, 1)
     if im.attention == "split_k" and q == 1:
         # flash-decoding (docs/published.md 1): the n_k keys split into chunks of SPLIT_K_CHUNK;
         # each chunk writes a partial output and its log-sum-exp (d_h + 1 per head), which a
@@ -290,15 +293,21 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
                       q_and_out * s_a, B * n_k * pos, ZERO,
                       time_uses_useful=im.skips_masked_tiles, dequant_flops=dequant)
     elif im.key_cache_fp32:
-        # GPT-NeoX's eager attention in the released code (docs/published.md 1): q and k are
-        # fp32 after rotary, so the scores [B, H, q, n_k] are fp32 and pass through five
-        # kernels (zeros, baddbmm, causal where, + padding mask, softmax), each reading and
-        # writing them, then a cast to the compute dtype that AV reads
+        # GPT-NeoX's eager attention in the released code (docs/published.md 1), with 16-bit
+        # compute: the keys are fp32, so are the scores [B, H, q, n_k]. Eight kernels: q cast
+        # to fp32 (HF's rotary writes fp32 q; ours writes 16-bit, docs/conventions.md
+        # "Kernels"), then zeros, baddbmm (reads the zeros and the fp32 q), the causal where
+        # (reads the [q, n_k] bool mask), + the padding mask ([B, n_k] at s_a) and softmax,
+        # each reading and writing the fp32 scores, a cast to the compute dtype, and AV
+        # reading that copy and writing the output
+        # (with fp32 compute, s_a = 4, the cast to the compute dtype is no kernel: `narrow`)
         scores = B * H * q * n_k
+        masks = q * n_k * BOOL_BYTES + B * n_k * s_a
         core = OpCost(p + "attn.core", attn_flops, causal_flops, ZERO,
-                      q_and_out * s_a + scores * (5 * FP32_BYTES + s_a),
-                      q_and_out * s_a + scores * (5 * FP32_BYTES + s_a),
-                      B * n_k * pos, ZERO, kernels=sp.Integer(7), dequant_flops=dequant)
+                      q_and_out * (s_a + FP32_BYTES) + masks
+                      + scores * ((4 + narrow) * FP32_BYTES + s_a),
+                      q_and_out * (FP32_BYTES + s_a) + scores * (5 * FP32_BYTES + narrow * s_a),
+                      B * n_k * pos, ZERO, kernels=7 + narrow, dequant_flops=dequant)
     else:
         # eager (docs/conventions.md): QK^T writes the scores [B, H, q, n_k]; the scale, the
         # masked_fill (q > 1 only) and the softmax each read and write them; AV reads them.
@@ -313,10 +322,12 @@ def layer_ops(prefix: str, st: StackStructure, im: ImplStructure, x: StackSymbol
                       kernels=4 + 4 * several + several * grouped, dequant_flops=dequant)
     if im.key_cache_fp32 and im.attention != "materialized":
         # the fp32 keys are cast to the compute dtype before the kernel (key.to(target_dtype)
-        # in the released code, docs/published.md 1): a copy written and read back
-        cast = B * K * d_h * n_k * s_a
+        # in the released code, docs/published.md 1): a copy written and read back (none
+        # with fp32 compute)
+        cast = narrow * B * K * d_h * n_k * s_a
         core = replace(core, act_read_bytes=core.act_read_bytes + cast,
-                       act_write_bytes=core.act_write_bytes + cast, kernels=core.kernels + 1)
+                       act_write_bytes=core.act_write_bytes + cast,
+                       kernels=core.kernels + narrow)
     # Layout copies in the attention's own code (docs/conventions.md), each reading and writing
     # B q H d_h: with grouped KV heads (H > K > 1) gathering the query heads out of the fused
     # QKV layout (with K = 1 the gather is a view), and with q > 1 and H > 1 laying the output

@@ -69,11 +69,28 @@ class AttentionCore(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.materialize = False
+        # transformers 4.39 GPT-NeoX eager attention (`_neox_eager`), set by `setup_neox_eager`
+        # (plain attributes, not buffers: one pair shared by every layer of a stack)
+        self.blocked: Tensor | None = None  # [T, T] bool, True above the diagonal
+        self.padding: Tensor | None = None  # [B, 1, 1, 1, T] additive padding mask (zeros)
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
-        # q: [B, H, q, dh]; k, v: [B, K, n_k, dh]; mask: [q, n_k] bool or None (causal)
+    def setup_neox_eager(self, blocked: Tensor | None, padding: Tensor | None) -> None:
+        """Run `_neox_eager` with these masks (None, None: the generic paths)."""
+        self.blocked, self.padding = blocked, padding
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
+                cached: bool = False) -> Tensor:
+        # q: [B, H, q, dh]; k, v: [B, K, n_k, dh]; mask: [q, n_k] bool or None (causal);
+        # cached: a forward of the request the cache was set up for (a training forward after
+        # it takes the generic paths)
         n_q, n_k = q.shape[2], k.shape[2]
-        k = k.to(q.dtype)  # keys cached in fp32 (official profile) are read, then cast
+        if self.materialize and cached and self.padding is not None:
+            if mask is not None:
+                raise RuntimeError("AttentionCore: the GPT-NeoX eager path takes no mask")
+            return self._neox_eager(q, k, v)
+        # keys cached in fp32 (official profiles) are read, then cast (one kernel before the
+        # fused kernel; the tracer counts it as such, docs/conventions.md "Fused kernels")
+        k = k.to(q.dtype)
         if mask is None and n_q > 1 and n_k > n_q:
             mask = causal_mask(n_q, n_k, q.device)
         if self.materialize:
@@ -86,6 +103,32 @@ class AttentionCore(nn.Module):
             is_causal=mask is None and n_q > 1,
             enable_gqa=k.shape[1] != q.shape[1],
         )
+
+    def _neox_eager(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """GPT-NeoX's eager ``_attn`` in transformers 4.39 (docs/published.md 1), kernel by
+        kernel, in the keys' dtype (fp32 in the official profiles): zeros, ``baddbmm`` with
+        alpha = dh^-0.5, the causal mask (HF's ``where(causal, scores, min)``, here the same
+        numbers as ``masked_fill`` of its complement), + the additive padding mask, softmax,
+        a cast to v's dtype, AV. HF's rotary writes fp32 q; this reference's writes 16-bit q,
+        cast here by one kernel. Query heads are grouped under their KV head (GQA) by a view
+        of that contiguous copy."""
+        assert self.blocked is not None and self.padding is not None
+        b, h, n_q, dh = q.shape
+        kv, n_k = k.shape[1], k.shape[2]
+        g = h // kv
+        qf = q.to(dtype=k.dtype, memory_format=torch.contiguous_format, copy=True)
+        qf = qf.view(b * kv, g * n_q, dh)  # [B K, G q, dh]
+        scores = torch.zeros(b * kv, g * n_q, n_k, dtype=k.dtype, device=q.device)
+        scores = torch.baddbmm(scores, qf, k.transpose(-1, -2).reshape(b * kv, dh, n_k),
+                               beta=1.0, alpha=dh**-0.5)
+        scores = scores.view(b, kv, g, n_q, n_k)
+        # query i (position n_k - q + i) may not see keys after it; a decode step masks nothing
+        # but still runs the kernel, as HF does
+        blocked = self.blocked[n_k - n_q : n_k, :n_k]  # [q, n_k]
+        scores = scores.masked_fill(blocked, torch.finfo(scores.dtype).min)
+        scores = scores + self.padding[..., :n_k]  # [B, 1, 1, 1, n_k]
+        probs = torch.softmax(scores, dim=-1).to(v.dtype).view(b, kv, g * n_q, n_k)
+        return (probs @ v).view(b, h, n_q, dh)  # [B, H, q, dh]
 
     @staticmethod
     def _materialized(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
@@ -130,5 +173,5 @@ class Attention(nn.Module):
             k, v = self.kv_cache.update_at(k, v, step.pos)  # [B, K, T_max, dh]
         elif step.use_cache:
             k, v = self.kv_cache.update(k, v, step.c)  # [B, K, c+q, dh]
-        out = self.core(q, k, v, step.mask)  # [B, H, q, dh]
+        out = self.core(q, k, v, step.mask, cached=step.use_cache)  # [B, H, q, dh]
         return self.dense(out.transpose(1, 2).reshape(b, n_q, self.n_heads * dh))

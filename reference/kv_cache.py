@@ -14,7 +14,10 @@ to its d_h int8 values: k and v become int8 ``[B, K, T, dh + bytes(s)]`` (docs/p
 ``1 + s_a / d_h`` bytes per element). Reads dequantise ``q * s`` into the model's dtype.
 ``key_dtype`` (concat only): the dtype keys are cached in. The official profile caches keys in
 fp32, as GPT-NeoX's fp32 rotary tables and torch.cat's type promotion do in the released code
-(docs/published.md 1); attention then reads the fp32 keys.
+(docs/published.md 1); attention then reads the fp32 keys. The new keys arrive in the model's
+dtype (the reference's rotary writes 16-bit; docs/published.md 1): the first forward's cast copy
+is the fresh cache, later forwards' ``torch.cat`` promotes them while copying, so a concat
+update is two kernels (keys, values) in every profile.
 
 The cache never reads tensor values on the host: `c` is a Python int the caller counts.
 """
@@ -86,14 +89,17 @@ class KVCache(nn.Module):
         q = k.shape[2]
         k, v = self._store(k), self._store(v)
         if self.mode == "concat":
-            if self.key_dtype is not None and self.kv_dtype != "int8":
-                k = k.to(self.key_dtype)
+            key_dtype = self.key_dtype if self.kv_dtype != "int8" else None
             if c == 0:  # a fresh cache, written once as transformers' first torch.cat does
-                self.k = k.clone(memory_format=torch.contiguous_format)
+                # keys in another dtype: the cast IS the cache's one write (no extra kernel)
+                self.k = k.to(dtype=key_dtype or k.dtype, memory_format=torch.contiguous_format,
+                              copy=True)
                 self.v = v.clone(memory_format=torch.contiguous_format)
             else:
                 if self.k is None or self.k.shape[2] != c:
                     raise RuntimeError(f"KVCache: expected {c} cached entries")
+                # fp32 cached keys: torch.cat type-promotes the 16-bit new keys as it copies
+                # them (one kernel reading them at s_a), as in the released code
                 self.k = torch.cat([self.k, k], dim=2)  # [B, K, c+q, dh]
                 self.v = torch.cat([self.v, v], dim=2)
             return self._load(self.k), self._load(self.v)

@@ -123,18 +123,29 @@ class DecoderStack(nn.Module):
         ref = self.final_norm.weight
         s = self.stack_spec
         key_dtype = torch.float32 if get_implementation(mode).key_cache_fp32 else None
+        blocked = padding = None
+        if materialize and key_dtype is not None:
+            # GPT-NeoX eager attention of the released code (docs/published.md 1): its causal
+            # mask is a buffer sliced per forward, its padding mask (generate's all-ones
+            # attention mask, made additive) a [B, 1, 1, n_k] tensor in the model's dtype
+            blocked = torch.ones(max_entries, max_entries, dtype=torch.bool,
+                                 device=ref.device).triu(1)
+            padding = torch.zeros(batch, 1, 1, 1, max_entries, dtype=ref.dtype,
+                                  device=ref.device)
         for layer in self.layers:
             layer.attn.kv_cache.setup(
                 "static" if mode == "static" else "concat",
                 batch, max_entries, s.kv_heads, s.dh, ref.device, ref.dtype, key_dtype,
             )
             layer.attn.core.materialize = materialize
+            layer.attn.core.setup_neox_eager(blocked, padding)
         self.rope(max_entries)
 
     def reset_cache(self) -> None:
         for layer in self.layers:
             layer.attn.kv_cache.reset()
             layer.attn.core.materialize = False
+            layer.attn.core.setup_neox_eager(None, None)
 
     def kv_cache_bytes(self) -> int:
         """Bytes held by this stack's caches now (static: the whole preallocated buffers)."""

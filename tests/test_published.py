@@ -70,11 +70,21 @@ def test_official_core_traffic_follows_the_stack_kind():
             sy.s_kvs: 0}  # a dense cache: no int8 scales (docs/precision.md)
     scores = 4 * 8 * 1 * 100  # B H q n_k
     fused = _core("", "official")  # vanilla: FA2; fp32 keys cast to bf16 (a copy each way)
-    eager = _core("token_decoder.", "official")  # eager fp32 scores: 5 kernels + a cast
+    # eager fp32 scores (HF 4.39 GPT-NeoX _attn): q cast to fp32, five kernels writing fp32
+    # scores (zeros, baddbmm, where, + padding mask, softmax), a cast to bf16, AV
+    eager = _core("token_decoder.", "official")
     q_and_out = 4 * 8 * 64 * 2
     cast = 4 * 8 * 64 * 100 * 2
     assert fused.act_write_bytes.subs(vals) == q_and_out + cast
-    assert eager.act_write_bytes.subs(vals) == q_and_out + scores * (5 * 4 + 2)
+    assert eager.act_write_bytes.subs(vals) == 2 * q_and_out + q_and_out + scores * (5 * 4 + 2)
+    # reads: q (bf16) and its fp32 copy, four fp32 score reads and the cast's, AV's bf16
+    # read, the [q, n_k] bool causal mask and the [B, n_k] bf16 padding mask
+    assert eager.act_read_bytes.subs(vals) == (q_and_out + 2 * q_and_out + scores * (5 * 4 + 2)
+                                               + 1 * 100 + 4 * 100 * 2)
+    assert (fused.kernels.subs(vals), eager.kernels.subs(vals)) == (2, 8)
+    # with fp32 compute the casts to the compute dtype are no kernels
+    fp32 = vals | {sy.s_a: 4}
+    assert (fused.kernels.subs(fp32), eager.kernels.subs(fp32)) == (1, 7)
     # fp32 keys: a (k, v) pair is 4 + 2 bytes in both kinds
     assert fused.kv_read_bytes.subs(vals) == eager.kv_read_bytes.subs(vals) == 4 * 8 * 64 * 100 * 6
 

@@ -21,7 +21,7 @@ LLAMA = StackSpec(  # GQA, gated SiLU, RMSNorm, sequential, full rotary, no bias
     norm="rmsnorm", qkv_bias=False, out_bias=False, mlp_bias=False, rotary_fraction=1.0,
     parallel_residual=False,
 )
-MODES = ["static", "hf-legacy"]
+MODES = ["static", "hf-legacy", "official", "official-eager"]
 
 
 def vanilla(stack: StackSpec = NEOX, seed: int = 0) -> VanillaLM:

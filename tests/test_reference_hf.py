@@ -85,8 +85,8 @@ def _check_generate(ours: VanillaLM, hf: torch.nn.Module, g: int = 12) -> None:
             ids, attention_mask=torch.ones_like(ids), max_new_tokens=g, min_new_tokens=g,
             do_sample=False, eos_token_id=None, pad_token_id=0, use_cache=True,
         )[:, ids.shape[1]:]
-    for mode in ("static", "hf-legacy"):
-        assert torch.equal(ours.generate(ids, g, mode=mode).tokens, expected)
+    for mode in ("static", "hf-legacy", "official", "official-eager"):
+        assert torch.equal(ours.generate(ids, g, mode=mode).tokens, expected), mode
 
 
 @pytest.mark.parametrize("name", NEOX_SPECS)

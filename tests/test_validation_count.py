@@ -68,7 +68,7 @@ def test_op_names_drop_layer_indices() -> None:
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=specs(), batch=st.integers(1, 3), prompt=st.integers(1, 9),
-       generate=st.integers(1, 9), profile=st.sampled_from(PROFILES))
+       generate=st.integers(1, 9), profile=st.sampled_from((*PROFILES, "official-eager")))
 def test_counts_equal_cost_model_for_drawn_specs(spec, batch, prompt, generate,
                                                  profile) -> None:
     rep = compare(spec, batch, prompt, generate, profile, dtype="fp32", device="cpu")
@@ -80,6 +80,28 @@ def test_counts_equal_cost_model_for_drawn_specs(spec, batch, prompt, generate,
 @pytest.mark.parametrize("name", ["vanilla_31", "block_main_b4_5"])
 def test_presets_on_meta_with_a_partial_last_block(name: str, profile: str) -> None:
     _assert_equal(compare(get_preset(name), 2, 37, 11, profile))  # bf16 on meta
+
+
+@pytest.mark.parametrize(("name", "profile"), [("vanilla_31", "official-eager"),
+                                             ("block_main_b4_5", "official")])
+def test_official_profiles_compare_traffic_and_kernels(name: str, profile: str) -> None:
+    """bf16 (the casts of the fp32 keys and scores are kernels) with activation bytes and
+    kernels compared. Counted on the reference alone: the eager core runs HF 4.39 GPT-NeoX's
+    eight kernels per layer and forward (q cast, zeros, baddbmm, causal mask, + padding mask,
+    softmax, cast, AV); FA2 two (the key cast, the flash kernel)."""
+    spec = get_preset(name)
+    rep = compare(spec, 2, 9, 3, profile)
+    _assert_equal(rep)
+    assert all("kernels" in r.counted and "act_read_bytes" in r.counted
+               for r in rep.rows if r.phase != "(request)")
+    cores = {(r.phase, r.op): r.counted["kernels"] for r in rep.rows if r.op.endswith("core")}
+    if isinstance(spec, VanillaSpec):
+        assert cores[("prefill", "layers.attn.core")] == 8 * spec.stack.n_layers
+    else:
+        assert cores[("prefill", "block_decoder.layers.attn.core")] == (
+            2 * spec.block_decoder.n_layers)
+        assert cores[("token_decoder.prefix", "token_decoder.layers.attn.core")] == (
+            8 * spec.token_decoder.n_layers)
 
 
 def test_concat_token_cache_shorter_than_a_block() -> None:

@@ -62,14 +62,15 @@ COMPARED: tuple[str, ...] = ("flops", "weight_bytes", "kv_read_bytes", "kv_write
 # with tensor parallelism also the tensor bytes of every collective (validation/collectives.py)
 COMPARED_ALL: tuple[str, ...] = (*COMPARED, "comm_bytes")
 # activation traffic and kernels of every aten op (validation/traffic.py, docs/conventions.md),
-# compared for the profiles whose kernels the reference runs (static and hf-legacy), in every
-# weight and KV format and with tensor parallelism. Where the cost model times a fused kernel
-# the tracer counts at that kernel's granularity: a quantised linear is one dequantise-in-the-
-# matmul kernel, an int8 cache update one quantise-and-store kernel per tensor with the
+# compared for every profile (the reference runs each profile's kernels; official and
+# official-eager: transformers 4.39 GPT-NeoX's fp32-key cast and eager fp32-score kernels,
+# docs/published.md 1), in every weight and KV format and with tensor parallelism. Where the
+# cost model times a fused kernel the tracer counts at that kernel's granularity: flash
+# attention and the rotary as one kernel each, a quantised linear as one dequantise-in-the-
+# matmul kernel, an int8 cache update as one quantise-and-store kernel per tensor with the
 # dequantisation inside attention (docs/precision.md 3); each collective is one kernel of its
 # op, an all-gather's concatenation a second (docs/parallelism.md 6).
 TRAFFIC: tuple[str, ...] = ("act_read_bytes", "act_write_bytes", "kernels")
-TRAFFIC_PROFILES = ("static", "hf-legacy")
 EVALUATED: tuple[str, ...] = (*COMPARED_ALL, *TRAFFIC)
 REQUEST_PHASE = "(request)"
 
@@ -222,9 +223,7 @@ def compare(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: int,
                             dtype, device, weight_dtype, kv_dtype, tp)
     predicted, weights, kv_per_sample = predicted_counts(spec, impl, batch, prompt_tokens,
                                                          generated_tokens, at_rest=True, tp=tp)
-    compared = COMPARED_ALL if tp > 1 else COMPARED
-    if implementation in TRAFFIC_PROFILES:
-        compared = (*compared, *TRAFFIC)
+    compared = (*(COMPARED_ALL if tp > 1 else COMPARED), *TRAFFIC)
     rows = []
     keys = list(predicted) + [k for k in counted.counts if k not in predicted]
     for key in keys:

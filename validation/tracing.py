@@ -329,6 +329,16 @@ class Tracer:
                 self.add("kernels", 1)
                 self.add("act_read_bytes", _nbytes(args[0]) + _nbytes(
                     args[3] if len(args) > 3 else None))
+                q, k = args[0], args[1]
+                if k.dtype != q.dtype:
+                    # keys cached in fp32 (official profiles) are cast to q's dtype by a
+                    # kernel of their own before the flash kernel (`AttentionCore.forward`,
+                    # docs/conventions.md "Fused kernels"): it reads the cached keys (the KV
+                    # read above) and writes a 16-bit copy, which the flash kernel reads
+                    cast = k.numel() * q.element_size()
+                    self.add("kernels", 1)
+                    self.add("act_write_bytes", cast)
+                    self.add("act_read_bytes", cast)
 
     def _open_fused(self, read_bytes: int) -> None:
         """Start a region counted as one kernel reading `read_bytes` of activations (its output
