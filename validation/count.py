@@ -44,6 +44,7 @@ from typing import Any
 
 import sympy as sp
 import torch
+from sympy.printing.pycode import SymPyPrinter
 
 from costmodel import symbols as sy
 from costmodel.api import impl_values, model_values, structure_key
@@ -132,11 +133,22 @@ def _exact_fn(key: Any) -> tuple[list[tuple[str, str]], Any]:
     # one GPU's share (= the whole model without tensor parallelism)
     exprs.append([f.metrics["weights_bytes_per_gpu"], f.metrics["kv_cache_bytes_per_sample_per_gpu"],
                   f.metrics["kv_transient_bytes_per_sample_per_gpu"]])
-    return rows, sp.lambdify(ARGS, exprs, modules="sympy")
+    return rows, sp.lambdify(ARGS, exprs, modules=[{"sympy": sp}, "sympy"],
+                             printer=_ExactPrinter)
+
+
+class _ExactPrinter(SymPyPrinter):
+    """Rationals as sympy Rationals: the default printer writes ``1/2`` (a Python float), and
+    a float result is not an exact count (``nsimplify`` of 1552.0 is not even 1552)."""
+
+    def _print_Rational(self, e: sp.Rational) -> str:
+        return f"sympy.Rational({e.p}, {e.q})"
+
+    _print_Half = _print_Rational
 
 
 def _as_int(x: sp.Expr, what: str) -> int:
-    x = sp.nsimplify(x)
+    x = sp.sympify(x)
     if not x.is_Integer:
         raise ValueError(f"{what}: the cost model gives a non-integer count {x}")
     return int(x)
