@@ -72,6 +72,8 @@ def _make_broken_files(d: Path) -> None:
                                              '"sources"'))
     (d / "hw_neg_peak.json").write_text(json.dumps(_HW | {"peak": {"bf16_TFLOPs": -1}}))
     (d / "hw_list.json").write_text("[]")
+    (d / "mistral.json").write_text((ROOT / "examples" / "configs" / "mistral-7b-v0.1.json")
+                                    .read_text())
 
 
 @pytest.fixture(scope="module")

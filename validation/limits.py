@@ -59,6 +59,12 @@ def check_allocatable(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: 
                       device: str) -> None:
     """A `UserError` if the request cannot be allocated on `device` ("meta": only torch's
     tensor-size limit applies; "cpu"/"cuda": the device's memory too)."""
+    stacks = [spec.stack] if isinstance(spec, VanillaSpec) else [spec.block_decoder,
+                                                                 spec.token_decoder]
+    if any(st.sliding_window is not None for st in stacks):
+        raise UserError(f"sliding_window: {spec.name} attends through a window; the PyTorch "
+                        "reference runs full attention only, so it cannot be run or counted "
+                        "(the cost model predicts it: docs/sliding-window.md)")
     elem = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0}.get(dtype, 4.0)
     shape = f"batch {batch}, prompt {prompt_tokens}, generate {generated_tokens}"
     largest = largest_tensor_bytes(spec, batch, prompt_tokens + generated_tokens, elem)
