@@ -93,9 +93,10 @@ class SlotCore(nn.Module):
         super().__init__()
         self.st, self.inner = st, core
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
+                cached: bool = False) -> Tensor:
         if not self.st.decode:
-            return self.inner(q, k, v, mask)
+            return self.inner(q, k, v, mask, cached=cached)
         # q: [1, H, n, dh] (n tokens of n rows); k, v: [n, K, n_keys, dh]; mask [n, T_max]
         n, n_k = k.shape[0], k.shape[2]
         qq = q[0].transpose(0, 1).unsqueeze(2)  # [n, H, 1, dh]
