@@ -708,12 +708,11 @@ def _frame(plan: SweepPlan, pieces: list[tuple[tuple, int, int]]) -> pd.DataFram
         lo = hi
     cols: dict[str, Any] = {
         label: pd.Categorical.from_codes(codes[label], list(categories[label]), validate=False)
-        for label in _LABELS[:3]}
+        for label in _LABELS}
     cols["block_length"] = pd.arrays.IntegerArray(block_length, no_block)
-    cols |= {label: pd.Categorical.from_codes(codes[label], list(categories[label]),
-                                              validate=False)
-             for label in _LABELS[3:]}
-    return pd.DataFrame(cols | ints | {"fits": fits} | values, copy=False)
+    order = (*_LABELS[:3], "block_length", *_LABELS[3:])  # the documented column order
+    return pd.DataFrame({k: cols[k] for k in order} | ints | {"fits": fits} | values,
+                        copy=False)
 
 
 def grid_metrics(spec, hw: Hardware, impl: Implementation, par: Parallelism, B: Any, S: Any,
@@ -735,14 +734,6 @@ def grid_metrics(spec, hw: Hardware, impl: Implementation, par: Parallelism, B: 
     got = fused.evaluate(tuple(f.metrics[m] for m in names), ARGS, values,
                          out=[(out or {}).get(m) for m in names]) if names else []
     return {"max_batch": mb, "_batch": values[sy.B]} | dict(zip(names, got, strict=True))
-
-
-def _ints(a: Any, n: int | None = None) -> np.ndarray:
-    """Whole-number columns as int64 (their values are exact below 2**53)."""
-    arr = np.asarray(a, dtype=np.float64)
-    if n is not None:
-        arr = np.broadcast_to(arr, (n,))
-    return arr.astype(np.int64)
 
 
 _WHOLE_METRICS = ("_bytes", "bytes_per_sample", "bytes_total", "flops_total")
