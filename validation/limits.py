@@ -58,10 +58,10 @@ def check_allocatable(spec: VanillaSpec | BlockSpec, batch: int, prompt_tokens: 
                       generated_tokens: int, implementation: str, dtype: str,
                       device: str) -> None:
     """A `UserError` if the request cannot be allocated on `device` ("meta": only torch's
-    tensor-size limit applies; "cpu"/"cuda": the device's memory too)."""
-    stacks = [spec.stack] if isinstance(spec, VanillaSpec) else [spec.block_decoder,
-                                                                 spec.token_decoder]
-    if any(st.sliding_window is not None for st in stacks):
+    tensor-size limit applies; "cpu"/"cuda": the device's memory too), or if the reference
+    cannot build the model at all (a sliding window)."""
+    # (only vanilla specs can have a window: BlockSpec refuses one)
+    if isinstance(spec, VanillaSpec) and spec.stack.sliding_window is not None:
         raise UserError(f"sliding_window: {spec.name} attends through a window; the PyTorch "
                         "reference runs full attention only, so it cannot be run or counted "
                         "(the cost model predicts it: docs/sliding-window.md)")
