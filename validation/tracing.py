@@ -311,9 +311,7 @@ class Tracer:
         if isinstance(module, Rotary):
             # counted as the one fused rotary kernel the cost model times (docs/conventions.md):
             # it reads q and k and writes them rotated; angles are no memory traffic
-            self.fused_depth += 1
-            self.add("kernels", 1)
-            self.add("act_read_bytes", _nbytes(args[0]))
+            self._open_fused(_nbytes(args[0]))
         if isinstance(module, QuantizedLinear):
             # counted as the one fused kernel the cost model times (docs/precision.md 3): the
             # weight is dequantised inside the matmul, the bias added in its epilogue; it reads
@@ -325,10 +323,7 @@ class Tracer:
             if not module.materialize:
                 # SDPA counted at the granularity of the fused kernel it stands for (flash
                 # attention): one kernel reading q (and a mask passed in), writing the output
-                self.fused_depth += 1
-                self.add("kernels", 1)
-                self.add("act_read_bytes", _nbytes(args[0]) + _nbytes(
-                    args[3] if len(args) > 3 else None))
+                self._open_fused(_nbytes(args[0]) + _nbytes(args[3] if len(args) > 3 else None))
                 q, k = args[0], args[1]
                 if k.dtype != q.dtype:
                     # keys cached in fp32 (official profiles) are cast to q's dtype by a
